@@ -1,0 +1,1 @@
+"""daemonkit's process supervisor: keeps named programs alive (``daemonkit supervise``)."""
