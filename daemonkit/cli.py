@@ -1,0 +1,109 @@
+"""Command line of every daemonkit service: ``[options] {start,stop,restart,status,reload,run}``.
+
+Options may stand before or after the action. Relative paths are resolved here, against the
+directory the command was run from, because the daemon itself runs in ``--workdir`` (``/`` by
+default). Errors in the command line exit 2 with usage, as argparse does; every other problem
+is a :class:`DaemonkitError` carrying its own LSB code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .errors import DaemonkitError
+from .exitcodes import Exit
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+ACTIONS = ("start", "stop", "restart", "status", "reload", "run", "reopen-logs")
+
+
+def build_parser(daemon_class: type[Daemon]) -> argparse.ArgumentParser:
+    name = daemon_class.service_name()
+    parser = argparse.ArgumentParser(
+        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else name,
+        description=(daemon_class.__doc__ or f"{name} service").strip().splitlines()[0],
+    )
+    parser.add_argument("action", choices=ACTIONS, help="what to do")
+    parser.add_argument("--pidfile", default=daemon_class.pidfile, metavar="PATH",
+                        help="pidfile; its lock says whether the daemon runs")
+    parser.add_argument("--workdir", default=daemon_class.workdir, metavar="DIR",
+                        help="working directory of the daemon (default: %(default)s)")
+    parser.add_argument("--umask", default=f"{daemon_class.umask:03o}", metavar="OCTAL",
+                        help="file creation mask of the daemon (default: %(default)s; never 0)")
+    parser.add_argument("--start-timeout", type=_seconds, default=daemon_class.start_timeout,
+                        metavar="SECONDS", help="how long start waits for setup() to finish")
+    parser.add_argument("--stop-timeout", type=_seconds, default=daemon_class.stop_timeout,
+                        metavar="SECONDS", help="how long stop waits before SIGKILL")
+    parser.add_argument("--log-file", default=daemon_class.log_file, metavar="PATH",
+                        help="log file; also receives the daemon's stdout and stderr")
+    parser.add_argument("--log-level", default=daemon_class.log_level, metavar="LEVEL",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        type=str.upper, help="logging level (default: %(default)s)")
+    parser.add_argument("--syslog", action="store_true", help="also log to syslog (/dev/log)")
+    parser.add_argument("--user", default=daemon_class.user, metavar="NAME",
+                        help="drop to this user after setup_privileged()")
+    parser.add_argument("--group", default=daemon_class.group, metavar="NAME",
+                        help="drop to this group (default: the user's primary group)")
+    parser.add_argument("--json", action="store_true", help="status: print one JSON object")
+    daemon_class.add_arguments(parser)
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"out of range (0, 86400): {text!r}")
+    return value
+
+
+def parse_options(
+    daemon_class: type[Daemon], argv: list[str]
+) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = build_parser(daemon_class)
+    options = parser.parse_args(argv)
+    try:
+        options.umask = int(options.umask, 8)
+    except ValueError:
+        parser.error(f"--umask: not an octal number: {options.umask!r}")
+    if not 0 < options.umask <= 0o777:
+        parser.error("--umask: must be between 001 and 777 (a umask of 0 makes files "
+                     "world-writable)")
+    options.pidfile = os.path.abspath(options.pidfile or default_pidfile(daemon_class))
+    options.workdir = os.path.abspath(options.workdir)
+    if options.log_file is not None:
+        options.log_file = os.path.abspath(options.log_file)
+    options.name = daemon_class.service_name()
+    return parser, options
+
+
+def default_pidfile(daemon_class: type[Daemon]) -> str:
+    name = daemon_class.service_name()
+    if os.geteuid() == 0:
+        return f"/run/{name}.pid"
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"{name}.pid")
+
+
+def run_cli(daemon_class: type[Daemon], argv: list[str]) -> int:
+    """Run one action; returns its LSB exit code (``Daemon.main`` exits with it)."""
+    from . import commands
+
+    _parser, options = parse_options(daemon_class, argv)
+    daemon = daemon_class(options)
+    try:
+        taken_over = daemon.handle_command(options.action)
+        if taken_over is not None:
+            return taken_over
+        return commands.ACTIONS[options.action](daemon)
+    except DaemonkitError as exc:
+        print(f"{options.name}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(Exit.FAILURE)

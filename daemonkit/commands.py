@@ -1,0 +1,324 @@
+"""The CLI actions, run in the command process (never in the daemon).
+
+Each returns an LSB exit code and prints one line of what happened: the user must never need
+the log to learn whether ``start`` worked or why it did not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import lockfile
+
+from . import process
+from .control import ControlError, control_path_for, request
+from .errors import DaemonkitError, PidfileError
+from .exitcodes import Exit
+from .logsetup import LogTarget
+from .pidfile import PidFile
+from .privileges import resolve_identity
+
+if TYPE_CHECKING:
+    from .daemon import Daemon, Launch
+
+#: how long a reader waits for a freshly locked pidfile to receive its pid
+_PID_APPEAR_S = 5.0
+
+
+def _say(daemon: Daemon, text: str) -> None:
+    print(f"{daemon.options.name} {text}", flush=True)
+
+
+def _complain(daemon: Daemon, text: str) -> None:
+    print(f"{daemon.options.name}: {text}", file=sys.stderr, flush=True)
+
+
+def _pidfile(daemon: Daemon) -> PidFile:
+    return PidFile(daemon.options.pidfile)
+
+
+def _wait_for_pid(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> int | None:
+    """The pid of the lock holder; None if the lock went away or no pid appeared in time.
+
+    Between ``start`` taking the lock and the detached daemon writing its pid there are a few
+    milliseconds in which the file is locked and empty.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid = pidfile.read_pid()
+        if pid is not None or not pidfile.holder_locked() or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.005)
+
+
+def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
+    """Everything that can fail for a reason the user must see, checked before any fork."""
+    from .daemon import Launch
+
+    options = daemon.options
+    identity = resolve_identity(options.user, options.group)
+    if not os.path.isdir(options.workdir):
+        raise DaemonkitError(f"working directory {options.workdir} does not exist")
+    daemon.configure()
+    log = LogTarget(options.log_file, options.log_level, options.syslog)
+    try:
+        log.open_file()
+    except OSError as exc:
+        error = DaemonkitError(f"cannot open log file {options.log_file}: {exc.strerror}")
+        if isinstance(exc, PermissionError):
+            error.exit_code = Exit.NO_PRIVILEGE
+        raise error from exc
+    return Launch(
+        pidfile_path=options.pidfile,
+        control_path=control_path_for(options.pidfile),
+        log=log,
+        identity=identity,
+        detached=detached,
+    )
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def start(daemon: Daemon) -> int:
+    from .launcher import launch_detached
+
+    pidfile = _pidfile(daemon)
+    deadline = time.monotonic() + daemon.options.start_timeout
+    while True:  # a concurrent start that fails releases the lock: then try again ourselves
+        running = _running_pid(pidfile)
+        if running is not None:
+            _say(daemon, f"is already running (pid {running})")
+            return Exit.OK
+        launch = prepare_launch(daemon, detached=True)
+        try:
+            pidfile.lock_for_start()
+            break
+        except lockfile.AlreadyLocked:
+            if time.monotonic() > deadline:
+                _complain(daemon, "pidfile stays locked but no pid appears in it")
+                return Exit.FAILURE
+            time.sleep(0.005)
+    outcome = launch_detached(daemon, pidfile, launch)
+    if outcome.ready:
+        _say(daemon, f"started (pid {outcome.pid})")
+        return Exit.OK
+    _complain(daemon, outcome.error or "failed to start")
+    return outcome.exit_code or Exit.FAILURE
+
+
+def _running_pid(pidfile: PidFile) -> int | None:
+    if not pidfile.holder_locked():
+        return None
+    return _wait_for_pid(pidfile)
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+
+def stop(daemon: Daemon) -> int:
+    pidfile = _pidfile(daemon)
+    try:
+        locked = pidfile.holder_locked()
+    except PidfileError as exc:
+        _complain(daemon, str(exc))
+        return Exit.FAILURE
+    if not locked:
+        _clean_leftovers(daemon, pidfile)
+        _say(daemon, "is not running")
+        return Exit.OK
+    pid = _wait_for_pid(pidfile)
+    if pid is None:
+        if not pidfile.holder_locked():
+            _clean_leftovers(daemon, pidfile)
+            _say(daemon, "is not running")
+            return Exit.OK
+        _complain(daemon, f"pidfile {pidfile.path} is locked but holds no pid")
+        return Exit.FAILURE
+    try:
+        result = terminate(pid, daemon.options.stop_timeout)
+    except PermissionError:
+        _complain(daemon, f"not allowed to signal pid {pid} (run as root or as its user)")
+        return Exit.NO_PRIVILEGE
+    if result == "unkillable":
+        _complain(daemon, f"pid {pid} did not exit even after SIGKILL")
+        return Exit.FAILURE
+    _wait_lock_released(pidfile, 2.0)
+    _clean_leftovers(daemon, pidfile)
+    if result == "killed":
+        _say(daemon, f"killed after {daemon.options.stop_timeout:g}s timeout (pid {pid})")
+    else:
+        _say(daemon, f"stopped (pid {pid})")
+    return Exit.OK
+
+
+def terminate(pid: int, timeout_s: float) -> str:
+    """SIGTERM, wait, SIGKILL, wait: ``"stopped"``, ``"killed"``, ``"gone"`` or ``"unkillable"``.
+
+    Signals go through a pidfd, so a pid recycled while we wait is never hit.
+    """
+    pidfd = process.open_pidfd(pid)
+    if pidfd is None:
+        return "gone"
+    try:
+        if not process.send_signal(pidfd, signal.SIGTERM):
+            return "gone"
+        if process.wait_pidfd(pidfd, timeout_s):
+            return "stopped"
+        process.send_signal(pidfd, signal.SIGKILL)
+        return "killed" if process.wait_pidfd(pidfd, 10.0) else "unkillable"
+    finally:
+        os.close(pidfd)
+
+
+def _wait_lock_released(pidfile: PidFile, timeout_s: float) -> bool:
+    """The process is gone; its lock goes with its last descriptor (a forked child may hold
+    one a little longer)."""
+    deadline = time.monotonic() + timeout_s
+    while pidfile.holder_locked():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
+    """Remove a pidfile and control socket nobody holds (a daemon after a privilege drop
+    cannot unlink them from a root-owned directory; a SIGKILLed one never tried)."""
+    if pidfile.remove_if_unlocked():
+        try:
+            os.unlink(control_path_for(pidfile.path))
+        except OSError:
+            pass
+
+
+# -- restart -----------------------------------------------------------------------------------
+
+
+def restart(daemon: Daemon) -> int:
+    stopped = stop(daemon)
+    if stopped != Exit.OK:
+        return stopped
+    return start(daemon)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def status(daemon: Daemon) -> int:
+    pidfile = _pidfile(daemon)
+    report: dict[str, Any] = {
+        "name": daemon.options.name,
+        "running": False,
+        "pid": None,
+        "uptime_s": None,
+        "pidfile": pidfile.path,
+    }
+    try:
+        locked = pidfile.holder_locked()
+    except PidfileError as exc:
+        report["error"] = str(exc)
+        return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
+    if not locked:
+        if pidfile.exists():
+            return _print_status(daemon, report, Exit.FAILURE,
+                                 f"is not running, but pidfile {pidfile.path} exists")
+        return _print_status(daemon, report, Exit.NOT_RUNNING_STATUS, "is not running")
+    pid = _wait_for_pid(pidfile)
+    uptime = process.uptime_s(pid) if pid is not None else None
+    report.update(running=True, pid=pid,
+                  uptime_s=round(uptime, 3) if uptime is not None else None)
+    try:
+        reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=5.0)
+        info = reply.get("info")
+        if isinstance(info, dict):
+            report.update(info)
+    except ControlError as exc:
+        report["control_error"] = str(exc)
+    up = f", up {process.format_duration(uptime)}" if uptime is not None else ""
+    return _print_status(daemon, report, Exit.OK, f"is running (pid {pid}{up})")
+
+
+_STATUS_CORE_KEYS = {"name", "running", "pid", "uptime_s", "pidfile"}
+
+
+def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) -> int:
+    if daemon.options.json:
+        print(json.dumps(report, default=str), flush=True)
+    else:
+        _say(daemon, line)
+        for key, value in report.items():
+            if key not in _STATUS_CORE_KEYS:
+                print(f"  {key}: {value}")
+    return code
+
+
+# -- reload, reopen-logs -------------------------------------------------------------------------
+
+
+def reload(daemon: Daemon) -> int:
+    pidfile = _pidfile(daemon)
+    pid = _running_pid(pidfile)
+    if pid is None:
+        _complain(daemon, "is not running")
+        return Exit.NOT_RUNNING
+    wait_s = max(daemon.options.start_timeout, 1.0)
+    try:
+        reply = request(control_path_for(pidfile.path), {"cmd": "reload", "timeout": wait_s},
+                        timeout_s=wait_s + 5.0)
+    except ControlError as exc:
+        _complain(daemon, f"cannot confirm the reload: {exc}")
+        return Exit.FAILURE
+    if reply.get("ok"):
+        _say(daemon, f"reloaded (pid {pid})")
+        return Exit.OK
+    _complain(daemon, f"reload failed: {reply.get('error', 'unknown error')}")
+    return Exit.FAILURE
+
+
+def reopen_logs(daemon: Daemon) -> int:
+    pid = _running_pid(_pidfile(daemon))
+    if pid is None:
+        _complain(daemon, "is not running")
+        return Exit.NOT_RUNNING
+    pidfd = process.open_pidfd(pid)
+    if pidfd is None or not process.send_signal(pidfd, signal.SIGUSR1):
+        _complain(daemon, "is not running")
+        return Exit.NOT_RUNNING
+    os.close(pidfd)
+    _say(daemon, f"asked to reopen its log files (pid {pid})")
+    return Exit.OK
+
+
+# -- run (foreground) ----------------------------------------------------------------------------
+
+
+def run_foreground(daemon: Daemon) -> int:
+    from .launcher import serve_foreground
+
+    pidfile = _pidfile(daemon)
+    launch = prepare_launch(daemon, detached=False)
+    try:
+        pidfile.acquire(timeout=0)
+    except lockfile.AlreadyLocked:
+        pid = _wait_for_pid(pidfile)
+        _complain(daemon, f"is already running (pid {pid})")
+        return Exit.FAILURE
+    return serve_foreground(daemon, pidfile, launch)
+
+
+ACTIONS: dict[str, Callable[[Daemon], int]] = {
+    "start": start,
+    "stop": stop,
+    "restart": restart,
+    "status": status,
+    "reload": reload,
+    "run": run_foreground,
+    "reopen-logs": reopen_logs,
+}

@@ -1,0 +1,161 @@
+"""Turning the command process into a daemon, and waiting until it is really ready.
+
+``start`` (the command process, P) holds the pidfile lock and a readiness pipe, then forks C.
+C enters python-daemon's ``DaemonContext``, which forks again, calls ``setsid`` and forks once
+more (the classic double fork: the daemon can never reacquire a controlling terminal), sets
+umask and working directory, closes every descriptor except the pidfile lock, the readiness
+pipe and the log file, and redirects stdio. The final process D writes its pid into the
+pidfile and runs ``Daemon.serve``, which writes ``ready`` or the error into the pipe. P reads
+the pipe until one of those, until EOF (D died without a word) or its deadline.
+
+We fork C ourselves because ``DaemonContext.open`` ends its caller with ``os._exit``, and P
+must live on to report. We always detach (``detach_process=True``): python-daemon's guess
+("parent is init or stdin is a socket, so don't") is wrong under systemd's
+``Type=forking``; foreground is the separate ``run`` action.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, BinaryIO
+
+from .pidfile import PidFile
+from .readiness import Outcome, ReadinessWriter, wait_for_readiness
+
+if TYPE_CHECKING:
+    from .daemon import Daemon, Launch
+
+
+def launch_detached(daemon: Daemon, pidfile: PidFile, launch: Launch) -> Outcome:
+    """Fork and detach the daemon; returns what it reported. Called with the lock held."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    log_offset = _log_size(launch)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # C, then D: never returns
+        os.close(read_end)
+        _become_daemon(daemon, pidfile, launch, ReadinessWriter(write_end))
+    os.close(write_end)
+    pidfile.forget()  # the lock lives on in the child's copy of the descriptor
+    outcome = wait_for_readiness(read_end, daemon.options.start_timeout)
+    os.close(read_end)
+    os.waitpid(child, 0)  # C exits right after its fork (or after reporting a failure)
+    if outcome.ready:
+        return outcome
+    _explain_failure(daemon, outcome, launch, log_offset)
+    _make_sure_gone(outcome.pid, daemon.options.stop_timeout)
+    pidfile.remove_if_unlocked()
+    return outcome
+
+
+def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
+                   ready: ReadinessWriter) -> None:
+    exit_code = 1
+    try:
+        import daemon as python_daemon
+
+        log_stream = _log_stream(launch)
+        keep = [fd for fd in (pidfile.fileno, ready.fd, launch.log.fd) if fd is not None]
+        context = python_daemon.DaemonContext(
+            detach_process=True,
+            working_directory=daemon.options.workdir,
+            umask=daemon.options.umask,
+            pidfile=pidfile,  # entered after detaching: writes D's pid under the held lock
+            files_preserve=keep,
+            stdout=log_stream,
+            stderr=log_stream,
+            signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+        )
+        context.open()
+        ready.send(pid=os.getpid())
+        exit_code = daemon.serve(launch, ready)
+        context.close()
+    except BaseException as exc:  # report anything, whatever it is, then die quietly
+        ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
+        logging.getLogger("daemonkit").exception("daemon failed")
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(exit_code)  # never return into the command's code (or its atexit handlers)
+
+
+def _log_stream(launch: Launch) -> BinaryIO | None:
+    if launch.log.fd is None:
+        return None
+    return open(launch.log.fd, "ab", buffering=0, closefd=False)
+
+
+def _log_size(launch: Launch) -> int:
+    return os.fstat(launch.log.fd).st_size if launch.log.fd is not None else 0
+
+
+def _explain_failure(daemon: Daemon, outcome: Outcome, launch: Launch, log_offset: int) -> None:
+    if outcome.error is not None:
+        return
+    name = daemon.options.name
+    if outcome.timed_out:
+        outcome.error = (f"not ready after {daemon.options.start_timeout:g}s "
+                         f"(setup() did not finish); stopped it")
+    else:
+        outcome.error = f"{name} exited during startup without reporting why"
+    tail = _log_tail(launch, log_offset)
+    if tail:
+        outcome.error += f"; last log line: {tail}"
+
+
+def _log_tail(launch: Launch, offset: int) -> str | None:
+    if launch.log.path is None:
+        return None
+    try:
+        with open(launch.log.path, "rb") as log_file:
+            log_file.seek(offset)
+            lines = log_file.read()[-4096:].decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def _make_sure_gone(pid: int | None, timeout_s: float) -> None:
+    """A daemon that failed must not linger, whatever state it is in."""
+    if pid is None:
+        return
+    from .commands import terminate
+
+    try:
+        terminate(pid, min(timeout_s, 5.0))
+    except PermissionError:
+        pass  # it dropped to another user and cannot be ours to kill; it is exiting anyway
+
+
+# -- foreground ----------------------------------------------------------------------------------
+
+
+def serve_foreground(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
+    """``run``: no fork, no detach (systemd ``Type=notify``/``simple``, containers, debugging).
+
+    As PID 1 (a container's init), a process must reap orphans and forward signals; the
+    service is then run in a child and this process becomes a minimal init (see ``init``).
+    """
+    os.umask(daemon.options.umask)
+    os.chdir(daemon.options.workdir)
+    launch.log.attach_stdio()
+    if os.getpid() == 1:
+        from .init import run_as_init
+
+        return run_as_init(lambda: _serve_and_release(daemon, pidfile, launch))
+    return _serve_and_release(daemon, pidfile, launch)
+
+
+def _serve_and_release(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
+    try:
+        return daemon.serve(launch, None)
+    finally:
+        pidfile.release()

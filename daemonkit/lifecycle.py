@@ -1,0 +1,153 @@
+"""Signals in, safe actions out: the daemon's main-thread discipline.
+
+Python runs signal handlers in the main thread, between two bytecodes of whatever it is
+doing. The handlers here only record what was asked (a flag, and a byte on a wakeup pipe that
+a small watcher thread turns into ``stopping.set()`` and systemd notifications). Acting on
+the request happens at a safe point:
+
+* a stop request (TERM, INT) outside a ``critical()`` block raises :class:`StopDaemon` in the
+  main thread, which unwinds ``run()`` promptly even from ``time.sleep``; inside a block it is
+  deferred until the block ends, so a unit of work is never cut in half;
+* a reload (HUP) or log reopen (USR1) runs the service's hook in the main thread, at the
+  signal's delivery point if no ``critical()`` block is open, else when the outermost block
+  ends. A reload itself counts as critical: a TERM arriving during ``reload()`` waits for it.
+
+``threading.Event.set`` is never called from a handler: the handler could interrupt the main
+thread while it holds the event's internal (non-reentrant) lock and deadlock on it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType, TracebackType
+
+from .errors import StopDaemon
+
+#: the requests that run a hook, in the order they are served when several are pending
+_ACTIONS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalGate:
+    """Records signals and serves them at safe points of the main thread."""
+
+    def __init__(
+        self,
+        hooks: dict[str, Callable[[], None]],
+        on_stop_signal: Callable[[int], None] | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.hooks = hooks  # "reload" / "reopen" -> callable run in the main thread
+        self.on_stop_signal = on_stop_signal  # runs in the watcher thread, not in a handler
+        self.stopping = stopping if stopping is not None else threading.Event()
+        self.stop_signal: int | None = None  # the first stop signal received
+        self._pending: list[str] = []  # requested actions not yet served, no duplicates
+        self._critical_depth = 0
+        self._acting = False
+        self._raise_on_stop = True  # False once shutdown has begun: nothing left to unwind
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._main = threading.main_thread()
+
+    def install(self) -> None:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
+        for signum in _ACTIONS:
+            signal.signal(signum, self._on_action)
+        threading.Thread(target=self._watch, name="daemonkit-signals", daemon=True).start()
+
+    def preserved_fds(self) -> list[int]:
+        return [self._wake_r, self._wake_w]
+
+    # -- handlers: record, then (for stop) unwind -----------------------------------------
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        self._poke(signum)
+        if self._critical_depth == 0 and self._raise_on_stop:
+            raise StopDaemon(signum)
+
+    def _on_action(self, signum: int, frame: FrameType | None) -> None:
+        action = _ACTIONS[signal.Signals(signum)]
+        if action not in self._pending:
+            self._pending.append(action)
+        self.serve_pending()
+
+    def _poke(self, signum: int) -> None:
+        try:
+            os.write(self._wake_w, bytes([signum]))
+        except BlockingIOError:
+            pass  # the watcher is behind; stopping is already being set
+
+    def _watch(self) -> None:
+        while True:
+            select.select([self._wake_r], [], [])
+            try:
+                data = os.read(self._wake_r, 64)
+            except BlockingIOError:
+                continue
+            for signum in data:
+                if signum in _STOP_SIGNALS and not self.stopping.is_set():
+                    self.stopping.set()
+                    if self.on_stop_signal is not None:
+                        self.on_stop_signal(signum)
+
+    # -- safe points -------------------------------------------------------------------------
+
+    def critical(self) -> Critical:
+        """A block that a stop request does not interrupt (main thread only)."""
+        return Critical(self)
+
+    def serve_pending(self) -> None:
+        """Run pending hooks if we are at a safe point, then honour a deferred stop."""
+        if self._critical_depth or self._acting:
+            return
+        self._acting = True
+        self._critical_depth += 1
+        try:
+            while self._pending:
+                self.hooks[self._pending.pop(0)]()
+        finally:
+            self._critical_depth -= 1
+            self._acting = False
+        self._raise_if_stopping()
+
+    def _raise_if_stopping(self) -> None:
+        if self.stop_signal is not None and self._raise_on_stop:
+            raise StopDaemon(self.stop_signal)
+
+    def begin_shutdown(self) -> None:
+        """From now on stop requests are only recorded: shutdown() must run to its end."""
+        self._raise_on_stop = False
+        self._pending.clear()
+
+    def request(self, action: str) -> None:
+        """Ask for an action from another thread: delivered as the matching signal."""
+        signum = {name: num for num, name in _ACTIONS.items()}[action]
+        signal.pthread_kill(self._main.ident or 0, signum)
+
+
+class Critical:
+    """Context manager behind ``Daemon.critical()``; nests."""
+
+    def __init__(self, gate: SignalGate) -> None:
+        self.gate = gate
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not self.gate._main:
+            raise RuntimeError("critical() is for the main thread; threads watch `stopping`")
+        self.gate._critical_depth += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.gate._critical_depth -= 1
+        if self.gate._critical_depth == 0 and exc is None:
+            self.gate.serve_pending()  # runs deferred hooks, raises a deferred stop

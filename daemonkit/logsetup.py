@@ -1,0 +1,82 @@
+"""Where the daemon's words go, and how logrotate gets them moved.
+
+With ``--log-file``, Python logging *and* file descriptors 1 and 2 point at the log file, so a
+``print`` or a traceback from a crash (written by the interpreter to fd 2) is never lost.
+Logging writes to ``sys.stderr``, i.e. fd 2; reopening the file is then one ``open`` and two
+``dup2`` calls, atomic for every writer of the process: a line goes either to the old file or
+to the new one, never nowhere. That is what lets logrotate work without ``copytruncate``
+(which loses the lines written between its copy and its truncate).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+class LogTarget:
+    """The log file (or stderr) of one daemon."""
+
+    def __init__(self, path: str | None, level: str = "INFO", syslog: bool = False) -> None:
+        self.path = path
+        self.level = level.upper()
+        self.syslog = syslog
+        self._fd: int | None = None
+
+    def open_file(self) -> int | None:
+        """Open the log file in the command process, where a failure can still be reported."""
+        if self.path is None:
+            return None
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self._fd = os.open(self.path, flags, 0o640)
+        return self._fd
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
+
+    def attach_stdio(self) -> None:
+        """Point fds 1 and 2 at the log file (foreground mode; DaemonContext does it detached)."""
+        if self._fd is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(self._fd, 1)
+            os.dup2(self._fd, 2)
+
+    def configure_logging(self) -> None:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        stderr_handler = logging.StreamHandler(sys.stderr)
+        stderr_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(stderr_handler)
+        if self.syslog and os.path.exists("/dev/log"):
+            syslog = logging.handlers.SysLogHandler(address="/dev/log")
+            syslog.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+            root.addHandler(syslog)
+        root.setLevel(self.level)
+
+    def chown(self, uid: int, gid: int) -> None:
+        """Hand the file to the service user, so it may still append after a reopen."""
+        if self.path is not None and os.geteuid() == 0:
+            os.chown(self.path, uid, gid)
+
+    def reopen(self) -> None:
+        """Open the path anew and move fds 1, 2 there (after logrotate renamed the file)."""
+        if self.path is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        new_fd = os.open(self.path, flags, 0o640)
+        os.dup2(new_fd, 1)
+        os.dup2(new_fd, 2)
+        os.close(new_fd)
+        if self._fd is not None:  # the original descriptor still points at the rotated file
+            os.close(self._fd)
+            self._fd = None
+        logging.getLogger("daemonkit").info("reopened log file %s", self.path)
