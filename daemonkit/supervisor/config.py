@@ -1,0 +1,482 @@
+"""The supervisor's configuration: a supervisord-compatible INI subset, validated up front.
+
+A config is parsed and checked completely before anything acts on it, so ``start`` and
+``reload`` can refuse a bad file with one line naming the file, section, key and reason, and
+a running supervisor keeps its old config. Relative paths are resolved against the directory
+of the file that holds them (supervisord's ``%(here)s``): the daemon's cwd is ``/``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import glob
+import grp
+import os
+import pwd
+import re
+import shlex
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
+
+#: sections of supervisord files that configure its XML-RPC server and client: meaningless
+#: here (daemonkit has its own control socket), skipped so supervisord users can bring files
+_IGNORED_SECTIONS = ("unix_http_server", "inet_http_server", "supervisorctl")
+_IGNORED_PREFIXES = ("rpcinterface:", "group:")
+
+_SUPERVISOR_KEYS = {"pidfile", "logfile", "control", "user", "umask", "identifier"}
+#: keys of supervisord's [supervisord] section that are accepted and have no effect here
+_SUPERVISORD_IGNORED_KEYS = {
+    "logfile_maxbytes", "logfile_backups", "loglevel", "nodaemon", "minfds", "minprocs",
+    "directory", "childlogdir", "nocleanup", "strip_ansi", "silent", "environment",
+}
+
+_PROGRAM_DEFAULTS: dict[str, str] = {
+    "numprocs": "1",
+    "numprocs_start": "0",
+    "directory": "",
+    "environment": "",
+    "user": "",
+    "group": "",
+    "umask": "",
+    "autostart": "true",
+    "autorestart": "unexpected",
+    "exitcodes": "0",
+    "startsecs": "1",
+    "startretries": "3",
+    "stopsignal": "TERM",
+    "stopwaitsecs": "10",
+    "stdout_logfile": "",
+    "stderr_logfile": "",
+    "redirect_stderr": "false",
+    "stdout_logfile_maxbytes": "0",
+    "stdout_logfile_backups": "10",
+    "stderr_logfile_maxbytes": "0",
+    "stderr_logfile_backups": "10",
+    "priority": "999",
+    "notify": "false",
+    "backoff_initial": "1",
+    "backoff_max": "30",
+}
+#: supervisord keys accepted for compatibility; daemonkit always signals the whole group
+_PROGRAM_COMPAT_KEYS = {"stopasgroup", "killasgroup"}
+_PROGRAM_KEYS = set(_PROGRAM_DEFAULTS) | {"command", "process_name"} | _PROGRAM_COMPAT_KEYS
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_SIZE_RE = re.compile(r"^(\d+)\s*(KB|MB|GB|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Where one stream of an instance goes; ``path`` None means /dev/null."""
+
+    path: str | None
+    maxbytes: int = 0  # 0: never rotate by size
+    backups: int = 10
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to spawn one instance, with %(...)s already expanded."""
+
+    name: str  # "worker" or "worker:2": the name users type
+    program: str
+    process_num: int
+    argv: tuple[str, ...]
+    directory: str | None
+    environment: tuple[tuple[str, str], ...]
+    stdout: LogSpec
+    stderr: LogSpec | None  # None: redirected into stdout
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    """One [program:x] section. Equality (minus numprocs) decides what a reload restarts."""
+
+    name: str
+    source: str  # file that defined it, for error messages
+    command: str
+    process_name: str
+    numprocs: int
+    numprocs_start: int
+    directory: str
+    environment: tuple[tuple[str, str], ...]
+    user: str | None
+    group: str | None
+    umask: int | None
+    autostart: bool
+    autorestart: str  # "true" | "false" | "unexpected"
+    exitcodes: frozenset[int]
+    startsecs: float
+    startretries: int
+    stopsignal: int
+    stopwaitsecs: float
+    stdout_logfile: str
+    stderr_logfile: str
+    redirect_stderr: bool
+    stdout_logfile_maxbytes: int
+    stdout_logfile_backups: int
+    stderr_logfile_maxbytes: int
+    stderr_logfile_backups: int
+    priority: int
+    notify: bool
+    backoff_initial: float
+    backoff_max: float
+    here: str = field(compare=False)
+
+    def same_except_numprocs(self, other: ProgramConfig) -> bool:
+        return dataclasses.replace(self, numprocs=other.numprocs) == other
+
+    def process_nums(self, numprocs: int | None = None) -> range:
+        count = self.numprocs if numprocs is None else numprocs
+        return range(self.numprocs_start, self.numprocs_start + count)
+
+    def instance(self, process_num: int) -> InstanceSpec:
+        """Expand the per-instance settings; ConfigError names the key that failed."""
+        values = {
+            "program_name": self.name,
+            "group_name": self.name,
+            "process_num": process_num,
+            "numprocs": self.numprocs,
+            "here": self.here,
+            "host_node_name": os.uname().nodename,
+            **{f"ENV_{key}": value for key, value in os.environ.items()},
+        }
+
+        def expand(key: str, raw: str) -> str:
+            try:
+                return raw % values
+            except (KeyError, ValueError, TypeError) as exc:
+                raise _error(self.source, f"program:{self.name}", key,
+                             f"bad %(...)s expansion in {raw!r}: {exc}") from None
+
+        name = expand("process_name", self.process_name)
+        if not _NAME_RE.match(name.replace(":", "_")):
+            raise _error(self.source, f"program:{self.name}", "process_name",
+                         f"{name!r} is not a valid process name")
+        command = expand("command", self.command)
+        try:
+            argv = tuple(shlex.split(command))
+        except ValueError as exc:
+            raise _error(self.source, f"program:{self.name}", "command", str(exc)) from None
+        if not argv:
+            raise _error(self.source, f"program:{self.name}", "command", "empty command")
+        directory = expand("directory", self.directory) if self.directory else None
+        env = tuple((key, expand("environment", value)) for key, value in self.environment)
+        stdout = LogSpec(self._log_path(expand("stdout_logfile", self.stdout_logfile)),
+                         self.stdout_logfile_maxbytes, self.stdout_logfile_backups)
+        stderr: LogSpec | None = None
+        if not self.redirect_stderr:
+            stderr = LogSpec(self._log_path(expand("stderr_logfile", self.stderr_logfile)),
+                             self.stderr_logfile_maxbytes, self.stderr_logfile_backups)
+        return InstanceSpec(name, self.name, process_num, argv,
+                            _resolve(self.here, directory) if directory else None,
+                            env, stdout, stderr)
+
+    def _log_path(self, value: str) -> str | None:
+        if value.upper() in ("", "NONE", "AUTO"):
+            return None
+        return _resolve(self.here, value)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    path: str
+    pidfile: str
+    logfile: str | None
+    control: str | None
+    user: str | None
+    umask: int | None
+    programs: dict[str, ProgramConfig]
+    web: Any = None  # a daemonkit.web.config.WebConfig, or the raw dict without that module
+    files: tuple[str, ...] = ()
+
+    def instance_names(self) -> list[str]:
+        return [self.programs[p].instance(n).name
+                for p in self.program_order() for n in self.programs[p].process_nums()]
+
+    def program_order(self) -> list[str]:
+        """Start order: priority, then name (supervisord starts lower priorities first)."""
+        return sorted(self.programs, key=lambda p: (self.programs[p].priority, p))
+
+
+def _error(source: str, section: str, key: str | None, why: str) -> ConfigError:
+    where = f"[{section}] {key}" if key else f"[{section}]"
+    return ConfigError(f"{source}: {where}: {why}")
+
+
+def _resolve(here: str, path: str) -> str:
+    return os.path.normpath(os.path.join(here, os.path.expanduser(path)))
+
+
+def load(path: str) -> SupervisorConfig:
+    """Read, include and validate ``path``; raise ConfigError (one line) on any problem."""
+    path = os.path.abspath(path)
+    main = _read(path)
+    files = [path]
+    sections: list[tuple[str, str, dict[str, str]]] = []  # (file, section, items)
+    sections.extend((path, name, dict(main.items(name))) for name in main.sections())
+    if main.has_section("include"):
+        items = dict(main.items("include"))
+        unknown = set(items) - {"files"}
+        if unknown:
+            raise _error(path, "include", sorted(unknown)[0], "unknown key")
+        for pattern in items.get("files", "").split():
+            full = _resolve(os.path.dirname(path), pattern)
+            for included in sorted(glob.glob(full)):
+                parser = _read(included)
+                files.append(included)
+                for name in parser.sections():
+                    if name == "include":
+                        raise _error(included, name, None,
+                                     "[include] is only allowed in the main file")
+                    sections.append((included, name, dict(parser.items(name))))
+    return _build(path, sections, tuple(files))
+
+
+def _read(path: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(
+        inline_comment_prefixes=(";",), strict=True, interpolation=None,
+        default_section="\0no-defaults",  # supervisord has no [DEFAULT] magic
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file, source=path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+    return parser
+
+
+def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
+           files: tuple[str, ...]) -> SupervisorConfig:
+    programs: dict[str, ProgramConfig] = {}
+    supervisor: dict[str, str] = {}
+    supervisor_source = path
+    web: Any = None
+    seen: dict[str, str] = {}
+    for source, name, items in sections:
+        if name in seen and name != "include":
+            raise _error(source, name, None, f"section already defined in {seen[name]}")
+        seen[name] = source
+        if name == "include" or name in _IGNORED_SECTIONS or name.startswith(_IGNORED_PREFIXES):
+            continue
+        if name in ("supervisor", "supervisord"):
+            allowed = _SUPERVISOR_KEYS | (_SUPERVISORD_IGNORED_KEYS if name == "supervisord"
+                                          else set())
+            for key in items:
+                if key not in allowed:
+                    raise _error(source, name, key, "unknown key")
+            if supervisor:
+                raise _error(source, name, None, "only one [supervisor] section is allowed")
+            supervisor = {k: v for k, v in items.items() if k in _SUPERVISOR_KEYS}
+            supervisor_source = source
+        elif name.startswith("program:"):
+            program = _program(source, name[len("program:"):], items)
+            programs[program.name] = program
+        elif name == "web":
+            web = _web(source, items)
+        else:
+            raise _error(source, name, None, "unknown section")
+    here = os.path.dirname(supervisor_source)
+    pidfile = _resolve(here, supervisor.get("pidfile") or DEFAULT_PIDFILE)
+    logfile = _resolve(here, supervisor["logfile"]) if supervisor.get("logfile") else None
+    control = _resolve(here, supervisor["control"]) if supervisor.get("control") else None
+    user = supervisor.get("user") or None
+    if user is not None:
+        _check_user(supervisor_source, "supervisor", "user", user)
+    umask = (_octal(supervisor_source, "supervisor", "umask", supervisor["umask"])
+             if supervisor.get("umask") else None)
+    names: dict[str, str] = {}
+    for program in programs.values():
+        for num in program.process_nums():
+            spec = program.instance(num)  # expands now, so a reload fails before acting
+            if spec.name in names:
+                raise _error(program.source, f"program:{program.name}", "process_name",
+                             f"instance name {spec.name!r} also used by {names[spec.name]}")
+            names[spec.name] = program.name
+    return SupervisorConfig(path, pidfile, logfile, control, user, umask, programs, web, files)
+
+
+def _web(source: str, items: dict[str, str]) -> Any:
+    try:
+        from daemonkit.web.config import parse_web_section  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return dict(items)
+    return parse_web_section(items, source)
+
+
+def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
+    section = f"program:{name}"
+    if not _NAME_RE.match(name):
+        raise _error(source, section, None, f"program name {name!r} has invalid characters")
+    for key in raw:
+        if key not in _PROGRAM_KEYS:
+            raise _error(source, section, key, "unknown key")
+    if not raw.get("command", "").strip():
+        raise _error(source, section, "command", "missing (every program needs a command)")
+    items = {**_PROGRAM_DEFAULTS, **raw}
+
+    def integer(key: str, minimum: int = 0) -> int:
+        try:
+            value = int(items[key])
+        except ValueError:
+            raise _error(source, section, key, f"{items[key]!r} is not an integer") from None
+        if value < minimum:
+            raise _error(source, section, key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def seconds(key: str) -> float:
+        try:
+            value = float(items[key])
+        except ValueError:
+            raise _error(source, section, key, f"{items[key]!r} is not a number") from None
+        if not value >= 0:  # also refuses NaN
+            raise _error(source, section, key, f"must be >= 0, got {items[key]}")
+        return value
+
+    def boolean(key: str) -> bool:
+        value = items[key].lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise _error(source, section, key, f"{items[key]!r} is not true or false")
+
+    def size(key: str) -> int:
+        match = _SIZE_RE.match(items[key].strip())
+        if not match:
+            raise _error(source, section, key, f"{items[key]!r} is not a size like 50MB")
+        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
+
+    for key in _PROGRAM_COMPAT_KEYS & set(raw):
+        boolean(key)
+    numprocs = integer("numprocs", 1)
+    process_name = items.get("process_name") or (
+        "%(program_name)s:%(process_num)s" if numprocs > 1 else "%(program_name)s")
+    if numprocs > 1 and "%(process_num)" not in process_name:
+        raise _error(source, section, "process_name",
+                     "must contain %(process_num)s when numprocs > 1")
+    autorestart = items["autorestart"].lower()
+    if autorestart in _TRUE:
+        autorestart = "true"
+    elif autorestart in _FALSE:
+        autorestart = "false"
+    elif autorestart != "unexpected":
+        raise _error(source, section, "autorestart",
+                     f"{items['autorestart']!r} is not true, false or unexpected")
+    try:
+        exitcodes = frozenset(int(c) for c in items["exitcodes"].split(",") if c.strip())
+    except ValueError:
+        raise _error(source, section, "exitcodes",
+                     f"{items['exitcodes']!r} is not a comma-separated list of integers") from None
+    user = items["user"] or None
+    if user is not None:
+        _check_user(source, section, "user", user)
+    group = items["group"] or None
+    if group is not None:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise _error(source, section, "group", f"no such group {group!r}") from None
+    backoff_initial = seconds("backoff_initial")
+    backoff_max = seconds("backoff_max")
+    if backoff_max < backoff_initial:
+        raise _error(source, section, "backoff_max", "must be >= backoff_initial")
+    return ProgramConfig(
+        name=name,
+        source=source,
+        command=items["command"],
+        process_name=process_name,
+        numprocs=numprocs,
+        numprocs_start=integer("numprocs_start"),
+        directory=items["directory"],
+        environment=_environment(source, section, items["environment"]),
+        user=user,
+        group=group,
+        umask=_octal(source, section, "umask", items["umask"]) if items["umask"] else None,
+        autostart=boolean("autostart"),
+        autorestart=autorestart,
+        exitcodes=exitcodes,
+        startsecs=seconds("startsecs"),
+        startretries=integer("startretries"),
+        stopsignal=_signal(source, section, items["stopsignal"]),
+        stopwaitsecs=seconds("stopwaitsecs"),
+        stdout_logfile=items["stdout_logfile"],
+        stderr_logfile=items["stderr_logfile"],
+        redirect_stderr=boolean("redirect_stderr"),
+        stdout_logfile_maxbytes=size("stdout_logfile_maxbytes"),
+        stdout_logfile_backups=integer("stdout_logfile_backups"),
+        stderr_logfile_maxbytes=size("stderr_logfile_maxbytes"),
+        stderr_logfile_backups=integer("stderr_logfile_backups"),
+        priority=integer("priority", -(10**9)),
+        notify=boolean("notify"),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        here=os.path.dirname(source),
+    )
+
+
+def _check_user(source: str, section: str, key: str, user: str) -> None:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            raise _error(source, section, key, f"no such user {user!r}") from None
+
+
+def _octal(source: str, section: str, key: str, value: str) -> int:
+    try:
+        umask = int(value, 8)
+    except ValueError:
+        raise _error(source, section, key, f"{value!r} is not an octal umask") from None
+    if not 0 <= umask <= 0o777:
+        raise _error(source, section, key, f"{value!r} is out of range")
+    return umask
+
+
+def _signal(source: str, section: str, value: str) -> int:
+    name = value.strip().upper()
+    if name.isdigit():
+        number = int(name)
+        if number in {int(s) for s in signal.Signals}:
+            return number
+    else:
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            pass
+    raise _error(source, section, "stopsignal", f"{value!r} is not a signal name")
+
+
+def _environment(source: str, section: str, value: str) -> tuple[tuple[str, str], ...]:
+    """``KEY="a,b",K2=v``: supervisord's syntax (commas separate, quotes protect)."""
+    if not value.strip():
+        return ()
+    lexer = shlex.shlex(value, posix=True)
+    lexer.whitespace = ","
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    pairs: list[tuple[str, str]] = []
+    try:
+        tokens = list(lexer)
+    except ValueError as exc:
+        raise _error(source, section, "environment", str(exc)) from None
+    for token in tokens:
+        key, sep, val = token.strip().partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise _error(source, section, "environment",
+                         f"{token.strip()!r} is not KEY=value")
+        pairs.append((key, val))
+    return tuple(pairs)

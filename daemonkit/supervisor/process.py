@@ -1,0 +1,411 @@
+"""One supervised instance (``worker:2``): spawn, observe, stop, and the state machine.
+
+The instance never blocks and never polls: it reacts to three events the supervisor's loop
+delivers (its process exited, its timer fired, it sent READY=1) and to operator requests
+(start, stop). Each reaction is one explicit state change checked against
+:data:`states.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import pwd
+import random
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .config import InstanceSpec, LogSpec, ProgramConfig
+from .logfile import LogFile
+from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+#: a RUNNING process may be restarted at once this many times per window before the
+#: supervisor treats it as a crash loop and backs off
+CRASH_LOOP_RESTARTS = 10
+CRASH_LOOP_WINDOW_S = 10.0
+#: while a stopped leader's group still has members, how often to look again
+_GROUP_RECHECK_S = 0.02
+
+
+class Loop(Protocol):
+    """What an instance needs from the supervisor's selector loop."""
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None: ...
+    def unwatch(self, fd: int) -> None: ...
+    def changed(self, instance: Instance) -> None: ...
+
+
+def _set_pdeathsig(parent_pid: int) -> Callable[[], None]:
+    """The only preexec_fn: one prctl, then make sure the parent did not die before it."""
+
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Instance:
+    def __init__(self, program: ProgramConfig, spec: InstanceSpec, loop: Loop,
+                 log: logging.Logger, notify_address: str | None) -> None:
+        self.program = program
+        self.spec = spec
+        self.loop = loop
+        self.log = log
+        self.notify_address = notify_address
+        self.state = State.STOPPED
+        self.want = Want.DOWN
+        self.pid: int | None = None  # group leader while LIVE (also its pgid)
+        self.pidfd: int | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None  # monotonic time of the current spawn
+        self.deadline: float | None = None  # monotonic time of the next timer event
+        self.lingering_pgid: int | None = None  # stopped leader's group still has members
+        self.kill_sent = False
+        self.kill_at = 0.0  # monotonic time at which a STOPPING group gets SIGKILL
+        self.restarts = 0  # spawns after the first one
+        self.spawns = 0
+        self.failed_starts = 0  # consecutive failed starts (reset on RUNNING)
+        self.exit_status: int | None = None  # last exit code (negative: killed by signal)
+        self.spawn_error: str | None = None
+        self.recent_restarts: deque[float] = deque(maxlen=CRASH_LOOP_RESTARTS)
+        self.stdout_log = self._log(spec.stdout)
+        self.stderr_log = self._log(spec.stderr) if spec.stderr else None
+
+    @staticmethod
+    def _log(log_spec: LogSpec) -> LogFile | None:
+        if not log_spec.path:
+            return None
+        return LogFile(log_spec.path, log_spec.maxbytes, log_spec.backups)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _to(self, new: State) -> None:
+        check_transition(self.state, new)
+        self.log.info("%s: %s -> %s", self.name, self.state.value, new.value)
+        self.state = new
+        self.loop.changed(self)
+
+    # -- operator requests --------------------------------------------------------------
+
+    def start(self) -> None:
+        self.want = Want.UP
+        if self.state in STARTABLE_STATES and not self.lingering_pgid:
+            if self.state in (State.FATAL, State.EXITED, State.STOPPED):
+                self.failed_starts = 0
+            self._spawn()
+
+    def stop(self) -> None:
+        self.want = Want.DOWN
+        if self.state in (State.BACKOFF, State.EXITED, State.FATAL):
+            self.deadline = None
+            self._to(State.STOPPED)
+        elif self.state in (State.STARTING, State.RUNNING):
+            self._to(State.STOPPING)
+            self.kill_sent = False
+            self.kill_at = time.monotonic() + self.program.stopwaitsecs
+            self.deadline = self.kill_at
+            assert self.pid is not None
+            _signal_group(self.pid, self.program.stopsignal)
+
+    def stopped(self) -> bool:
+        """Down for good: no leader, no member of its group left behind."""
+        return self.state not in LIVE_STATES and self.lingering_pgid is None
+
+    # -- events from the loop -----------------------------------------------------------
+
+    def on_exit(self, status: int) -> None:
+        """The leader was reaped with wait status ``status``."""
+        code = os.waitstatus_to_exitcode(status)
+        self.exit_status = code
+        pgid, self.pid = self.pid, None
+        self._close_pidfd()
+        if self.popen is not None:
+            self.popen.returncode = code  # reaped by us: keep Popen from waiting again
+            self.popen = None
+        now = time.monotonic()
+        uptime = now - (self.started_at or now)
+        self.log.info("%s: exited with %s after %.3fs", self.name, code, uptime)
+        if self.state == State.STOPPING:
+            if pgid is not None and group_alive(pgid):
+                self.lingering_pgid = pgid  # stop is not done until the group is gone
+                self.deadline = now + _GROUP_RECHECK_S
+                return
+            self.deadline = None
+            self._to(State.STOPPED)
+            if self.want == Want.UP:  # restart: stopped, now start again
+                self._spawn()
+            return
+        if pgid is not None and group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)  # a dead leader's helpers die with it
+        if self.state == State.STARTING:
+            self._failed_start(f"exited with {code} before startsecs")
+            return
+        # RUNNING -> exited
+        expected = code in self.program.exitcodes
+        restart = self.want == Want.UP and (
+            self.program.autorestart == "true"
+            or (self.program.autorestart == "unexpected" and not expected))
+        if not restart:
+            self._to(State.EXITED)
+            return
+        self.recent_restarts.append(now)
+        crash_loop = (len(self.recent_restarts) == CRASH_LOOP_RESTARTS
+                      and now - self.recent_restarts[0] < CRASH_LOOP_WINDOW_S)
+        if crash_loop:
+            self._to(State.BACKOFF)
+            self.deadline = now + self._backoff_delay(1)
+            self.recent_restarts.clear()
+            return
+        self._to(State.EXITED)
+        self._spawn()
+
+    def on_timer(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        if self.lingering_pgid is not None:
+            self._on_lingering_timer(now)
+        elif self.state == State.STARTING:
+            self._up()
+        elif self.state == State.BACKOFF:
+            if self.want == Want.UP:
+                self._spawn()
+        elif self.state == State.STOPPING and self.pid is not None and not self.kill_sent:
+            self.log.warning("%s: still alive after stopwaitsecs=%gs, sending SIGKILL",
+                             self.name, self.program.stopwaitsecs)
+            self.kill_sent = True
+            _signal_group(self.pid, signal.SIGKILL)
+
+    def _on_lingering_timer(self, now: float) -> None:
+        pgid = self.lingering_pgid
+        assert pgid is not None
+        if not group_alive(pgid):
+            self.lingering_pgid = None
+            self._to(State.STOPPED)
+            if self.want == Want.UP:
+                self._spawn()
+            return
+        if not self.kill_sent and now >= self.kill_at:
+            self.log.warning("%s: group %d outlived stopwaitsecs, sending SIGKILL",
+                             self.name, pgid)
+            self.kill_sent = True
+            _signal_group(pgid, signal.SIGKILL)
+        self.deadline = now + _GROUP_RECHECK_S
+
+    def on_ready(self) -> None:
+        """READY=1 from the instance's process group (notify = true)."""
+        if self.state == State.STARTING:
+            self.deadline = None
+            self._up()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _up(self) -> None:
+        self._to(State.RUNNING)
+        self.failed_starts = 0
+
+    def _failed_start(self, why: str) -> None:
+        self.failed_starts += 1
+        self._to(State.BACKOFF)
+        if self.want != Want.UP:
+            self._to(State.STOPPED)
+            return
+        if self.failed_starts > self.program.startretries:
+            self.log.error("%s: %s; giving up after %d attempts", self.name, why,
+                           self.failed_starts)
+            self.deadline = None
+            self._to(State.FATAL)
+            return
+        delay = self._backoff_delay(self.failed_starts)
+        self.log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, self.failed_starts,
+                         self.program.startretries, delay)
+        self.deadline = time.monotonic() + delay
+
+    def _backoff_delay(self, attempt: int) -> float:
+        """Exponential, +-10% jitter (so a fleet does not retry in lockstep), capped."""
+        base = self.program.backoff_initial * (2 ** (attempt - 1))
+        return float(min(self.program.backoff_max, base) * random.uniform(0.9, 1.1))
+
+    def _spawn(self) -> None:
+        """Start the process; a spawn error counts as a failed start."""
+        self._to(State.STARTING)
+        self.spawn_error = None
+        if self.spawns:
+            self.restarts += 1
+        self.spawns += 1
+        try:
+            self._popen()
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            self.spawn_error = f"spawn error: {exc}"
+            self.log.error("%s: %s", self.name, self.spawn_error)
+            self.started_at = time.monotonic()
+            self._failed_start(self.spawn_error)
+            return
+        self.started_at = time.monotonic()
+        if self.program.notify:
+            self.deadline = None  # RUNNING on READY=1 from the process group, not on a timer
+        elif self.program.startsecs == 0:
+            self._up()
+        else:
+            self.deadline = self.started_at + self.program.startsecs
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        if self.program.user:
+            try:
+                record = pwd.getpwnam(self.program.user)
+            except KeyError:
+                record = pwd.getpwuid(int(self.program.user))
+            env.update(HOME=record.pw_dir, USER=record.pw_name, LOGNAME=record.pw_name)
+        env.update(self.spec.environment)
+        env["DAEMONKIT_PROGRAM"] = self.program.name
+        env["DAEMONKIT_PROCESS_NUM"] = str(self.spec.process_num)
+        if self.program.notify and self.notify_address:
+            env["NOTIFY_SOCKET"] = self.notify_address
+        return env
+
+    def _popen(self) -> None:
+        uid = gid = None
+        groups: list[int] | None = None
+        if self.program.user:
+            try:
+                record = pwd.getpwnam(self.program.user)
+            except KeyError:
+                record = pwd.getpwuid(int(self.program.user))
+            if record.pw_uid != os.geteuid():
+                uid, gid = record.pw_uid, record.pw_gid
+                groups = os.getgrouplist(record.pw_name, record.pw_gid)
+        if self.program.group:
+            import grp
+
+            gid = grp.getgrnam(self.program.group).gr_gid
+        out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self.stdout_log else (None, None))
+        err_r, err_w = (os.pipe2(os.O_CLOEXEC) if self.stderr_log else (None, None))
+        stdout: int = out_w if out_w is not None else subprocess.DEVNULL
+        if self.spec.stderr is None:
+            stderr: int = subprocess.STDOUT
+        else:
+            stderr = err_w if err_w is not None else subprocess.DEVNULL
+        try:
+            self.popen = subprocess.Popen(
+                list(self.spec.argv),
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                cwd=self.spec.directory, env=self._environment(),
+                start_new_session=True, user=uid, group=gid, extra_groups=groups,
+                umask=-1 if self.program.umask is None else self.program.umask,
+                # one prctl, async-signal-safe: the documented exception to no preexec_fn
+                preexec_fn=_set_pdeathsig(os.getpid()),  # noqa: PLW1509
+            )
+        except BaseException:
+            for fd in (out_r, err_r):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (out_w, err_w):
+                if fd is not None:
+                    os.close(fd)
+        self.pid = self.popen.pid
+        self.pidfd = os.pidfd_open(self.pid)
+        self.loop.watch(self.pidfd, self._reap)
+        if out_r is not None and self.stdout_log is not None:
+            self._relay(out_r, self.stdout_log)
+        if err_r is not None and self.stderr_log is not None:
+            self._relay(err_r, self.stderr_log)
+
+    def _relay(self, fd: int, log_file: LogFile) -> None:
+        os.set_blocking(fd, False)
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                log_file.write(data)
+                return
+            self.loop.unwatch(fd)  # EOF: the last writer (maybe a grandchild) is gone
+            os.close(fd)
+
+        self.loop.watch(fd, readable)
+
+    def _reap(self) -> None:
+        if self.pid is None:
+            return
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 255 << 8  # reaped elsewhere: the status is lost
+        if pid == 0:
+            return  # pidfd readable before the zombie is waitable: next wakeup
+        self.on_exit(status)
+
+    def _close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            self.loop.unwatch(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def reopen_logs(self) -> None:
+        for log_file in (self.stdout_log, self.stderr_log):
+            if log_file is not None:
+                log_file.reopen()
+
+    def kill_now(self) -> None:
+        """Last resort (the supervisor is exiting and stop timed out): SIGKILL the group."""
+        for pgid in (self.pid, self.lingering_pgid):
+            if pgid is not None:
+                _signal_group(pgid, signal.SIGKILL)
+
+    def uptime_s(self) -> float | None:
+        if self.state not in LIVE_STATES or self.started_at is None:
+            return None
+        return time.monotonic() - self.started_at
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "program": self.program.name,
+            "process_num": self.spec.process_num,
+            "state": self.state.value,
+            "want": self.want.value,
+            "pid": self.pid,
+            "uptime_s": None if (u := self.uptime_s()) is None else round(u, 3),
+            "restarts": self.restarts,
+            "exit_status": self.exit_status,
+            "stdout_logfile": self.spec.stdout.path,
+            "error": self.spawn_error,
+        }
