@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""A test service whose behaviour is chosen by options, and which records what happened.
+
+Events are appended, one per line, to ``--events FILE`` so tests can poll for them instead of
+sleeping. Each behaviour stands for a kind of real service the toolkit must handle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+
+from daemonkit import Daemon
+
+
+class Probe(Daemon):
+    name = "probe"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--events", required=True)
+        parser.add_argument("--setup-fail", help="raise ValueError(MESSAGE) in setup()")
+        parser.add_argument("--setup-sleep", type=float, default=0.0)
+        parser.add_argument("--setup-exit", action="store_true", help="os._exit(3) in setup()")
+        parser.add_argument("--ignore-term", action="store_true")
+        parser.add_argument("--naive-loop", action="store_true",
+                            help="run() is `while True: time.sleep(1)`")
+        parser.add_argument("--critical-seconds", type=float, default=0.0,
+                            help="run() loops over critical blocks of this length")
+        parser.add_argument("--run-raises", action="store_true")
+        parser.add_argument("--run-returns", action="store_true")
+        parser.add_argument("--reload-fail-file",
+                            help="reload() raises if this file exists")
+        parser.add_argument("--reload-seconds", type=float, default=0.0)
+        parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
+        parser.add_argument("--spawn-child", action="store_true",
+                            help="setup() starts `sleep 600` and records its environment")
+
+    def event(self, text: str) -> None:
+        with open(self.options.events, "a") as events:
+            events.write(f"{text}\n")
+
+    def configure(self) -> None:
+        self.options.events = os.path.abspath(self.options.events)
+
+    def setup_privileged(self) -> None:
+        self.event(f"setup_privileged uid={os.getuid()}")
+        if self.options.read_root_file:
+            with open(self.options.read_root_file) as secret:
+                self.secret = secret.read().strip()
+            self.event(f"secret={self.secret}")
+
+    def setup(self) -> None:
+        self.reloads = 0
+        self.event(f"setup uid={os.getuid()} pid={os.getpid()}")
+        if self.options.ignore_term:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.options.setup_sleep:
+            time.sleep(self.options.setup_sleep)
+        if self.options.setup_exit:
+            os._exit(3)
+        if self.options.setup_fail:
+            raise ValueError(self.options.setup_fail)
+        if self.options.spawn_child:
+            import subprocess
+
+            self.child = subprocess.Popen(["sleep", "600"])
+            self.event(f"child={self.child.pid}")
+            with open(f"/proc/{self.child.pid}/environ", "rb") as environ:
+                has_notify = b"NOTIFY_SOCKET=" in environ.read()
+            self.event(f"child_has_notify_socket={has_notify}")
+
+    def run(self) -> None:
+        self.event("run")
+        if self.options.run_raises:
+            raise RuntimeError("run exploded")
+        if self.options.run_returns:
+            return
+        if self.options.naive_loop or self.options.ignore_term:
+            while True:
+                time.sleep(1)
+        if self.options.critical_seconds:
+            number = 0
+            while True:
+                with self.critical():
+                    self.event(f"begin {number}")
+                    deadline = time.monotonic() + self.options.critical_seconds
+                    while time.monotonic() < deadline:  # busy on purpose: sleep would also do
+                        time.sleep(0.01)
+                    self.event(f"end {number}")
+                number += 1
+        self.stopping.wait()
+        self.event("stopping seen")
+
+    def reload(self) -> None:
+        self.event("reload begin")
+        if self.options.reload_seconds:
+            time.sleep(self.options.reload_seconds)
+        if self.options.reload_fail_file and os.path.exists(self.options.reload_fail_file):
+            raise ValueError("bad configuration in reload")
+        self.reloads += 1
+        self.event(f"reload done {self.reloads}")
+
+    def shutdown(self) -> None:
+        if self.options.spawn_child:
+            self.child.terminate()
+            self.child.wait()
+        self.event("shutdown")
+
+    def status_info(self) -> dict[str, object]:
+        return {"reloads": self.reloads}
+
+
+if __name__ == "__main__":
+    Probe.main()
