@@ -1,0 +1,185 @@
+"""``daemonkit supervise -c FILE ACTION [NAME...]``: the supervisor's command line.
+
+Without NAMEs the action is the core's, for the supervisor itself (start/stop/restart/status/
+reload/run). The config must be read before the core's CLI runs, because the supervisor's
+pidfile, log file and user come from its ``[supervisor]`` section. With NAMEs, and for
+``status`` and ``reload`` of a running supervisor, the command talks to the running
+supervisor over its control socket and prints what it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..cli import run_cli
+from ..control import ControlError, control_path_for, request
+from ..errors import ConfigError
+from ..exitcodes import Exit
+from ..process import format_duration
+from . import config as config_module
+
+if TYPE_CHECKING:
+    from .service import Supervisor
+
+PROG = "daemonkit-supervisor"
+_NAME_ACTIONS = ("start", "stop", "restart", "status")
+
+
+def main(argv: list[str]) -> int:
+    from .service import Supervisor
+
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("-c", "--config")
+    early.add_argument("action", nargs="?")
+    known, _rest = early.parse_known_args(argv)
+    if not known.config:
+        print("usage: daemonkit supervise -c FILE {start,stop,restart,status,reload,run} "
+              "[NAME...]", file=sys.stderr)
+        return int(Exit.USAGE)
+    try:
+        settings = _settings(known.config, strict=known.action in ("start", "run", "restart"))
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    core_argv = list(argv)
+    for option, value in settings.items():
+        if value is not None and option not in argv:
+            core_argv += [option, value]
+    return run_cli(Supervisor, core_argv)
+
+
+def _settings(path: str, strict: bool) -> dict[str, str | None]:
+    """The core options the config decides. ``strict``: the whole file must be valid."""
+    try:
+        config = config_module.load(path)
+    except ConfigError:
+        if strict:
+            raise
+        # stop/status must work even when the file was broken after the start
+        pidfile = _pidfile_only(path)
+        return {"--pidfile": pidfile}
+    stop_wait = max((p.stopwaitsecs for p in config.programs.values()), default=0.0)
+    return {
+        "--pidfile": config.pidfile,
+        "--log-file": config.logfile,
+        "--user": config.user,
+        "--stop-timeout": f"{min(stop_wait + 5.0, 86399):g}",
+    }
+
+
+def _pidfile_only(path: str) -> str:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None,
+                                          inline_comment_prefixes=(";",))
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error:
+        pass
+    here = os.path.dirname(os.path.abspath(path))
+    for section in ("supervisor", "supervisord"):
+        if parser.has_option(section, "pidfile"):
+            return os.path.normpath(os.path.join(here, parser.get(section, "pidfile")))
+    return config_module.DEFAULT_PIDFILE
+
+
+# -- the client side of the control socket ------------------------------------------------
+
+
+def client_action(daemon: Supervisor, action: str) -> int | None:
+    """Actions answered by the running supervisor; None: the core's default action."""
+    from .service import CMD_ACTION, CMD_RELOAD, CMD_STATUS
+
+    names: list[str] = list(daemon.options.names)
+    if names and action not in _NAME_ACTIONS:
+        print(f"{PROG}: {action} takes no NAME", file=sys.stderr)
+        return int(Exit.USAGE)
+    path = control_path_for(daemon.options.pidfile)
+    if action == "status":
+        try:
+            reply = request(path, {"cmd": CMD_STATUS}, timeout_s=15.0)
+        except ControlError:
+            if names:
+                print(f"{PROG}: is not running", file=sys.stderr)
+                return int(Exit.NOT_RUNNING_STATUS)
+            return None  # the core explains (not running, stale pidfile, ...)
+        return _print_status(reply, names, daemon.options.json)
+    if action == "reload" and not names:
+        try:
+            reply = request(path, {"cmd": CMD_RELOAD}, timeout_s=70.0)
+        except ControlError:
+            return None
+        return _print_reload(reply)
+    if names:
+        try:
+            reply = request(path, {"cmd": CMD_ACTION, "names": names, "verb": action},
+                            timeout_s=600.0)
+        except ControlError as exc:
+            print(f"{PROG}: is not running ({exc})", file=sys.stderr)
+            return int(Exit.NOT_RUNNING)
+        for instance in reply.get("instances", []):
+            print(_instance_line(instance))
+        if not reply.get("ok"):
+            print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
+            return int(Exit.FAILURE)
+        return int(Exit.OK)
+    return None
+
+
+def _selected(programs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]] | str:
+    if not names:
+        return programs
+    chosen: list[dict[str, Any]] = []
+    for name in names:
+        match = [p for p in programs if name in ("*", "all", p["name"], p["program"])]
+        if not match:
+            return name
+        chosen += [p for p in match if p not in chosen]
+    return chosen
+
+
+def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int:
+    if not reply.get("ok"):
+        print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
+        return int(Exit.FAILURE)
+    selected = _selected(reply.get("programs", []), names)
+    if isinstance(selected, str):
+        print(f"{PROG}: no such program or instance: {selected}", file=sys.stderr)
+        return int(Exit.NOT_RUNNING_STATUS)
+    if as_json:
+        print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),
+                          "config": reply.get("config"), "programs": selected}))
+    else:
+        rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT")]
+        for p in selected:
+            rows.append((p["name"], p["state"], str(p["pid"] or "-"),
+                         format_duration(p["uptime_s"]) if p["uptime_s"] is not None else "-",
+                         str(p["restarts"]),
+                         "-" if p["exit_status"] is None else str(p["exit_status"])))
+        widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                  .rstrip())
+    if names and any(p["state"] != "RUNNING" for p in selected):
+        return int(Exit.NOT_RUNNING_STATUS)
+    return int(Exit.OK)
+
+
+def _print_reload(reply: dict[str, Any]) -> int:
+    if not reply.get("ok"):
+        print(f"{PROG}: reload failed: {reply.get('error')}", file=sys.stderr)
+        return int(Exit.FAILURE)
+    for key in ("added", "changed", "removed"):
+        print(f"{key}: {', '.join(reply.get(key, [])) or '-'}")
+    scaled = reply.get("scaled", {})
+    print("scaled: " + (", ".join(f"{name} {old}->{new}" for name, (old, new)
+                                  in sorted(scaled.items())) or "-"))
+    return int(Exit.OK)
+
+
+def _instance_line(instance: dict[str, Any]) -> str:
+    pid = f" (pid {instance['pid']})" if instance.get("pid") else ""
+    return f"{instance['name']}: {instance['state']}{pid}"
