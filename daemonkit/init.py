@@ -18,7 +18,7 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, sign
               signal.SIGQUIT)
 
 
-def run_as_init(serve: Callable[[], int]) -> int:
+def run_as_init(serve: Callable[[], int], title: str) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     for signum in (*_FORWARDED, signal.SIGCHLD):
@@ -35,7 +35,7 @@ def run_as_init(serve: Callable[[], int]) -> int:
             code = serve()
         finally:
             os._exit(code)
-    _set_title()
+    _set_title(title)
     while True:
         select.select([wake_r], [], [])
         try:
@@ -70,9 +70,9 @@ def _reap_all(service_pid: int) -> int | None:
                 service_status = 128 - service_status
 
 
-def _set_title() -> None:
+def _set_title(title: str) -> None:
     try:
         import setproctitle
     except ImportError:
         return
-    setproctitle.setproctitle(f"{setproctitle.getproctitle().split(':')[0]}: init")
+    setproctitle.setproctitle(title)

@@ -150,7 +150,8 @@ def serve_foreground(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
     if os.getpid() == 1:
         from .init import run_as_init
 
-        return run_as_init(lambda: _serve_and_release(daemon, pidfile, launch))
+        return run_as_init(lambda: _serve_and_release(daemon, pidfile, launch),
+                           title=f"{daemon.options.name}: init")
     return _serve_and_release(daemon, pidfile, launch)
 
 

@@ -35,6 +35,8 @@ class Probe(Daemon):
                             help="reload() raises if this file exists")
         parser.add_argument("--reload-seconds", type=float, default=0.0)
         parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
+        parser.add_argument("--make-orphan", action="store_true",
+                            help="setup() leaves an orphan `sleep 0.3` behind (for PID 1 tests)")
         parser.add_argument("--spawn-child", action="store_true",
                             help="setup() starts `sleep 600` and records its environment")
 
@@ -57,6 +59,16 @@ class Probe(Daemon):
         self.event(f"setup uid={os.getuid()} pid={os.getpid()}")
         if self.options.ignore_term:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.getuid() != 0:
+            try:
+                os.setuid(0)
+                self.event("regain_root=ok")
+            except PermissionError:
+                self.event("regain_root=refused")
+        if self.options.make_orphan:
+            import subprocess
+
+            subprocess.run(["sh", "-c", "sleep 0.3 & exit 0"], check=True)
         if self.options.setup_sleep:
             time.sleep(self.options.setup_sleep)
         if self.options.setup_exit:

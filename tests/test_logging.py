@@ -1,0 +1,53 @@
+"""Log file: format, stdio capture, and rotation by rename + reopen with nothing lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+from conftest import Service, wait_for
+
+
+def greeting_numbers(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"hello \(#(\d+)\)", text)]
+
+
+def test_log_lines_have_time_level_and_pid(hello: Service) -> None:
+    assert hello.cli("start", "--interval", "0.05").returncode == 0
+    pid = hello.pid()
+    wait_for(lambda: "hello (#1)" in hello.log_text(), message="two greetings")
+    first = hello.log_text().splitlines()[0]
+    assert re.match(
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} INFO hello\[{pid}\]: hello ready", first
+    ), first
+
+
+def test_rotation_by_rename_and_reopen_loses_nothing(hello: Service, tmp_path: Path) -> None:
+    assert hello.cli("start", "--interval", "0.01").returncode == 0
+    pid = hello.pid()
+    assert pid is not None
+    wait_for(lambda: len(greeting_numbers(hello.log_text())) >= 20, message="some greetings")
+    rotated = tmp_path / "hello.log.1"
+    os.rename(hello.log_file, rotated)  # what logrotate does without copytruncate
+    reopened = hello.cli("reopen-logs")
+    assert reopened.returncode == 0
+    assert reopened.stdout.strip() == f"hello asked to reopen its log files (pid {pid})"
+    wait_for(lambda: len(greeting_numbers(hello.log_text())) >= 20, message="new file used")
+    os.rename(hello.log_file, tmp_path / "hello.log.2")
+    os.kill(pid, signal.SIGUSR1)  # the signal by hand does the same
+    wait_for(lambda: len(greeting_numbers(hello.log_text())) >= 5, message="third file used")
+    assert hello.cli("stop").returncode == 0
+    numbers = (greeting_numbers(rotated.read_text())
+               + greeting_numbers((tmp_path / "hello.log.2").read_text())
+               + greeting_numbers(hello.log_text()))
+    assert numbers == list(range(len(numbers))), "every greeting in exactly one file, in order"
+    assert "reopened log file" in (tmp_path / "hello.log.2").read_text()
+    assert not [line for line in rotated.read_text().splitlines()
+                if "exiting" in line], "after reopen nothing goes to the old file"
+
+
+def test_reopen_logs_not_running_is_7(hello: Service) -> None:
+    result = hello.cli("reopen-logs")
+    assert result.returncode == 7

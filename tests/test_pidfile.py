@@ -1,0 +1,137 @@
+"""PidFile against the kernel: locks, inodes, symlinks, and the lockfile interface."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lockfile
+import pytest
+
+from daemonkit import PidFile, PidfileError
+
+
+def hold_lock_in_child(path: Path) -> subprocess.Popen[str]:
+    """Another process holding the pidfile, as a running daemon would."""
+    code = textwrap.dedent(f"""
+        import sys
+        from daemonkit import PidFile
+        pidfile = PidFile({str(path)!r})
+        pidfile.acquire()
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_acquire_writes_pid_mode_0644_and_cloexec(tmp_path: Path) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        pidfile = PidFile(tmp_path / "a.pid")
+        pidfile.acquire()
+    finally:
+        os.umask(old_umask)
+    assert pidfile.read_pid() == os.getpid()
+    assert pidfile.i_am_locking() and pidfile.is_locked()
+    assert (tmp_path / "a.pid").stat().st_mode & 0o777 == 0o644
+    assert pidfile.fileno is not None
+    assert fcntl.fcntl(pidfile.fileno, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    pidfile.release()
+    assert not (tmp_path / "a.pid").exists()
+    assert not pidfile.is_locked()
+    with pytest.raises(lockfile.NotLocked):
+        pidfile.release()
+
+
+def test_second_locker_is_refused_while_first_lives(tmp_path: Path) -> None:
+    path = tmp_path / "b.pid"
+    holder = hold_lock_in_child(path)
+    try:
+        other = PidFile(path)
+        assert other.is_locked() and not other.i_am_locking()
+        assert other.read_pid() == holder.pid
+        with pytest.raises(lockfile.AlreadyLocked):
+            other.acquire()
+        with pytest.raises(lockfile.LockTimeout):
+            other.acquire(timeout=0.2)
+        with pytest.raises(lockfile.AlreadyLocked):
+            other.break_lock()  # a live holder's lock cannot be broken
+        assert path.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL: the file stays, the lock does not
+    assert path.exists()
+    survivor = PidFile(path)
+    assert not survivor.is_locked()
+    survivor.acquire()
+    assert survivor.read_pid() == os.getpid()
+    survivor.release()
+
+
+def test_lock_is_not_truncated_before_it_is_held(tmp_path: Path) -> None:
+    path = tmp_path / "c.pid"
+    holder = hold_lock_in_child(path)
+    try:
+        with pytest.raises(lockfile.AlreadyLocked):
+            PidFile(path).acquire()
+        assert PidFile(path).read_pid() == holder.pid, "a failed acquire must not wipe the pid"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_symlink_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    (tmp_path / "d.pid").symlink_to(target)
+    with pytest.raises(PidfileError, match="symbolic link"):
+        PidFile(tmp_path / "d.pid").acquire()
+    assert target.read_text() == "precious\n"
+
+
+def test_unlinked_inode_is_not_trusted(tmp_path: Path) -> None:
+    """A locker that opened the old file before it was unlinked must move to the new one."""
+    path = tmp_path / "e.pid"
+    first = PidFile(path)
+    first.acquire()
+    stale_fd = os.open(path, os.O_RDWR)  # someone opened it, and waits for the lock
+    first.release()  # unlinks, then unlocks
+    fcntl.flock(stale_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # they win the old inode...
+    second = PidFile(path)
+    second.acquire()  # ...which no longer matters: the path's inode is the truth
+    assert second.read_pid() == os.getpid()
+    assert os.fstat(stale_fd).st_nlink == 0
+    os.close(stale_fd)
+    second.release()
+
+
+def test_break_lock_removes_a_dead_daemons_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.pid"
+    path.write_text("12345\n")
+    pidfile = PidFile(path)
+    assert pidfile.read_pid() == 12345 and not pidfile.is_locked()
+    pidfile.break_lock()
+    assert not path.exists()
+    pidfile.break_lock()  # nothing there: no error
+
+
+def test_works_as_daemon_context_pidfile_and_context_manager(tmp_path: Path) -> None:
+    with PidFile(tmp_path / "g.pid") as pidfile:
+        assert pidfile.read_pid() == os.getpid()
+    assert not (tmp_path / "g.pid").exists()
+
+
+def test_garbage_content_reads_as_no_pid(tmp_path: Path) -> None:
+    path = tmp_path / "h.pid"
+    for content in ("", "\n", "abc\n", "-5\n", "0\n"):
+        path.write_text(content)
+        assert PidFile(path).read_pid() is None, content
