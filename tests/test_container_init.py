@@ -8,7 +8,6 @@ import subprocess
 
 import psutil
 import pytest
-
 from conftest import Service, wait_for
 
 
