@@ -1,0 +1,434 @@
+"""The moving parts of ingestd: one I/O thread that owns the ROUTER socket, and writer threads
+that own database connections and group-commit.
+
+Flow of one request::
+
+    ROUTER (I/O thread) --validate--> bad: error reply at once
+                        --good-->  requests queue --> writer: take all queued, one COMMIT
+    ROUTER <-- acks, one inproc message per batch <-- PUSH (writer)
+
+Each ZeroMQ socket is created, used and closed in one thread. The I/O thread counts requests
+in flight (taken, not yet answered); past the limits in :class:`Settings` it stops reading
+the ROUTER, so clients wait in ZeroMQ's and TCP's buffers instead of in our memory.
+
+Shutdown (:meth:`Intake.stop_intake`): the I/O thread stops reading the ROUTER (unread requests
+are never acknowledged, so their clients retry elsewhere or later), queues one stop marker per
+writer behind the work already queued, forwards the remaining acks, and closes its sockets once
+every writer has said it is done. Nothing taken is dropped on the floor.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .meter import RateMeter
+from .settings import Settings
+from .stores import PermanentError, Store, TransientError
+
+REPLY_ENDPOINT = "inproc://ingestd-acks"
+STOP = None  # queue marker: the writer that takes it finishes
+WRITER_DONE = b""  # a one-frame message on the ack socket: a writer has finished
+# any other message on the ack socket: [bytes of the batch's payloads, identity, reply, ...]
+IDLE_POLL_MS = 50
+PING_INTERVAL_S = 5.0
+RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+#: one request on its way to a writer: (ROUTER identity, rows, payload size)
+Request = tuple[bytes, list[protocol.Row], int]
+
+
+class SettingsRef:
+    """The settings in force; replaced as a whole by reload, read by every thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    requests: int = 0
+    records_stored: int = 0
+    duplicates: int = 0
+    transient_failures: int = 0
+    rejected: int = 0
+    db_reachable: bool = False
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+@dataclass
+class IntakeStats:
+    bad_requests: int = 0
+    undeliverable_replies: int = 0
+    inflight_requests: int = 0
+    inflight_bytes: int = 0
+    paused: bool = False
+    meter: RateMeter = field(default_factory=RateMeter)
+
+
+@dataclass
+class CurveServer:
+    public_key: bytes
+    secret_key: bytes
+
+
+class Writer(threading.Thread):
+    """Owns one database connection and one PUSH socket; commits batches of requests."""
+
+    def __init__(self, index: int, context: zmq.Context[Any], requests: queue.SimpleQueue[Any],
+                 *, make_store: Callable[[], Store], settings: SettingsRef,
+                 log: logging.Logger) -> None:
+        super().__init__(name=f"ingestd-writer-{index}", daemon=True)
+        self.context = context
+        self.requests = requests
+        self.make_store = make_store
+        self.settings = settings
+        self.log = log
+        self.stats = WriterStats()
+        self._store: Store | None = None
+        self._next_connect_at = 0.0
+        self._failures_in_a_row = 0
+
+    def run(self) -> None:
+        push = self.context.socket(zmq.PUSH)
+        push.linger = 5000
+        push.connect(REPLY_ENDPOINT)
+        try:
+            self._serve(push)
+        except BaseException:
+            self.log.exception("%s died", self.name)
+            raise
+        finally:
+            if self._store is not None:
+                self._store.close()
+            push.send(WRITER_DONE)
+            push.close()
+
+    def _serve(self, push: zmq.Socket[Any]) -> None:
+        get = self.requests.get
+        get_nowait = self.requests.get_nowait
+        self._connect()
+        while True:
+            try:
+                first = get(timeout=PING_INTERVAL_S)
+            except queue.Empty:
+                self._ping()
+                continue
+            if first is STOP:
+                return
+            batch = [first]
+            records = len(first[1])
+            limit = self.settings.current.max_batch_records
+            stop_seen = False
+            while records < limit:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+                if item is STOP:
+                    stop_seen = True
+                    break
+                batch.append(item)
+                records += len(item[1])
+            size = sum(item[2] for item in batch)
+            push.send_multipart([b"%d" % size, *self._commit(batch)], copy=True)
+            if stop_seen:
+                return
+
+    def _commit(self, batch: list[Request]) -> list[bytes]:
+        """The ack frames for ``batch``: identity, reply, identity, reply, ..."""
+        store = self._connect()
+        if store is None:
+            reply = protocol.error(f"database unavailable: {self.stats.last_error}", True)
+            self.stats.transient_failures += len(batch)
+            return _frames(batch, [reply] * len(batch))
+        try:
+            counts = store.store([item[1] for item in batch])
+        except TransientError as exc:
+            self._failed(str(exc))
+            self.stats.transient_failures += len(batch)
+            reply = protocol.error(f"database unavailable: {exc}", True)
+            return _frames(batch, [reply] * len(batch))
+        except PermanentError as exc:
+            if len(batch) == 1:
+                self.stats.rejected += 1
+                self.log.warning("database rejected a request: %s", exc)
+                return _frames(batch, [protocol.error(f"database rejected the request: {exc}",
+                                                      False)])
+            # one poisoned request must not fail its neighbours: commit them one by one
+            frames: list[bytes] = []
+            for item in batch:
+                frames += self._commit([item])
+            return frames
+        self._failures_in_a_row = 0
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += len(batch)
+        replies = []
+        ack = protocol.ack
+        for item, stored in zip(batch, counts, strict=True):
+            duplicates = len(item[1]) - stored
+            stats.records_stored += stored
+            stats.duplicates += duplicates
+            replies.append(ack(stored, duplicates))
+        return _frames(batch, replies)
+
+    def _connect(self) -> Store | None:
+        if self._store is not None and getattr(self._store, "conn", True) is not None:
+            return self._store
+        if time.monotonic() < self._next_connect_at:
+            return None
+        store = self._store or self.make_store()
+        self._store = store
+        try:
+            store.connect()
+        except TransientError as exc:
+            self._failed(str(exc))
+            return None
+        if not self.stats.db_reachable:
+            self.log.info("%s connected to %s", self.name, store.url.redacted())
+        self.stats.db_reachable = True
+        return store
+
+    def _ping(self) -> None:
+        store = self._connect()
+        if store is None:
+            return
+        try:
+            store.ping()
+            self.stats.db_reachable = True
+        except TransientError as exc:
+            self._failed(str(exc))
+
+    def _failed(self, message: str) -> None:
+        if self.stats.db_reachable or self._failures_in_a_row == 0:
+            self.log.error("%s: %s", self.name, message)
+        self.stats.db_reachable = False
+        self.stats.last_error = message
+        self.stats.last_error_at = time.time()
+        delay = RECONNECT_BACKOFF_S[min(self._failures_in_a_row, len(RECONNECT_BACKOFF_S) - 1)]
+        self._failures_in_a_row += 1
+        self._next_connect_at = time.monotonic() + delay
+        if self._store is not None:
+            self._store.close()
+
+
+def _frames(batch: list[Request], replies: list[bytes]) -> list[bytes]:
+    frames: list[bytes] = []
+    for item, reply in zip(batch, replies, strict=True):
+        frames.append(item[0])
+        frames.append(reply)
+    return frames
+
+
+class Intake(threading.Thread):
+    """Owns the ROUTER and the ack PULL socket; validates requests and routes replies."""
+
+    def __init__(self, context: zmq.Context[Any], endpoints: list[str],
+                 requests: queue.SimpleQueue[Any], *, writer_count: int, settings: SettingsRef,
+                 max_message_size: int, curve: CurveServer | None,
+                 log: logging.Logger) -> None:
+        super().__init__(name="ingestd-io", daemon=True)
+        self.context = context
+        self.endpoints = endpoints
+        self.requests = requests
+        self.writer_count = writer_count
+        self.settings = settings
+        self.max_message_size = max_message_size
+        self.curve = curve
+        self.log = log
+        self.stats = IntakeStats()
+        self.bound: list[str] = []
+        self.ready = threading.Event()
+        self.setup_error: BaseException | None = None
+        self.finished = threading.Event()
+        self._stop_requested = threading.Event()
+        self._drain_deadline = float("inf")
+        self.drained_cleanly = False
+
+    # -- called from the main thread --------------------------------------------------------
+
+    def stop_intake(self, drain_deadline: float) -> None:
+        self._drain_deadline = drain_deadline
+        self._stop_requested.set()
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            router, pull = self._open_sockets()
+        except BaseException as exc:  # noqa: BLE001 - handed to setup(), which reports it
+            self.setup_error = exc
+            self.ready.set()
+            self.finished.set()
+            return
+        self.ready.set()
+        try:
+            self._loop(router, pull)
+        except BaseException:
+            self.log.exception("I/O thread died")
+            raise
+        finally:
+            remaining_ms = int(max(0.2, min(2.0, self._drain_deadline - time.monotonic())) * 1000)
+            router.close(linger=remaining_ms)
+            pull.close(linger=0)
+            self.finished.set()
+
+    def _open_sockets(self) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+        pull = self.context.socket(zmq.PULL)
+        pull.bind(REPLY_ENDPOINT)
+        router = self.context.socket(zmq.ROUTER)
+        try:
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            router.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+            router.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+            if self.curve is not None:
+                router.curve_secretkey = self.curve.secret_key
+                router.curve_publickey = self.curve.public_key
+                router.curve_server = True
+            for endpoint in self.endpoints:
+                router.bind(endpoint)
+                self.bound.append(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        except BaseException:
+            router.close(linger=0)
+            pull.close(linger=0)
+            raise
+        return router, pull
+
+    def _loop(self, router: zmq.Socket[Any], pull: zmq.Socket[Any]) -> None:
+        stats = self.stats
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(pull, zmq.POLLIN)
+        reading = True
+        draining = False
+        writers_done = 0
+        poll = poller.poll
+        while True:
+            if self._stop_requested.is_set() and not draining:
+                draining = True
+                if reading:
+                    poller.unregister(router)
+                    reading = False
+                for _ in range(self.writer_count):
+                    self.requests.put(STOP)
+                self.log.info("intake stopped; draining %d requests in flight",
+                              stats.inflight_requests)
+            if draining:
+                if writers_done == self.writer_count:
+                    self.drained_cleanly = stats.inflight_requests == 0
+                    return
+                if time.monotonic() > self._drain_deadline:
+                    self.log.error("drain deadline passed with %d requests unanswered",
+                                   stats.inflight_requests)
+                    return
+            else:
+                settings = self.settings.current
+                full = (stats.inflight_requests >= settings.max_inflight_requests
+                        or stats.inflight_bytes >= settings.max_inflight_bytes)
+                if full and reading:
+                    poller.unregister(router)
+                    reading = False
+                    stats.paused = True
+                elif not full and not reading:
+                    poller.register(router, zmq.POLLIN)
+                    reading = True
+                    stats.paused = False
+            events = poll(IDLE_POLL_MS)
+            for sock, _event in events:
+                if sock is pull:
+                    writers_done += self._forward_acks(router, pull)
+                elif reading:
+                    self._take_requests(router)
+
+    def _take_requests(self, router: zmq.Socket[Any]) -> None:
+        stats = self.stats
+        settings = self.settings.current
+        recv = router.recv_multipart
+        put = self.requests.put
+        parse = protocol.parse_request
+        taken = 0
+        # a budget, so that acks are forwarded between bursts even under a flood
+        for _ in range(256):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 3 or frames[1]:
+                self._odd_envelope(router, frames)
+                continue
+            payload = frames[2]
+            try:
+                rows = parse(payload)
+            except protocol.BadRequest as exc:
+                stats.bad_requests += 1
+                self._send(router, frames[0], protocol.error(str(exc), False))
+                continue
+            size = len(payload)
+            put((frames[0], rows, size))
+            taken += 1
+            stats.inflight_requests += 1
+            stats.inflight_bytes += size
+            if (stats.inflight_requests >= settings.max_inflight_requests
+                    or stats.inflight_bytes >= settings.max_inflight_bytes):
+                break
+        if taken:
+            stats.meter.add(taken)
+
+    def _odd_envelope(self, router: zmq.Socket[Any], frames: list[bytes]) -> None:
+        """A REQ peer's message is [identity, b"", body]; anything else is bad input."""
+        self.stats.bad_requests += 1
+        if len(frames) > 3 and not frames[1]:
+            self._send(router, frames[0], protocol.MULTIPART_ERROR)
+        elif len(frames) >= 2:
+            # not a REQ envelope (e.g. a DEALER without the empty delimiter): answer in kind
+            try:
+                router.send_multipart([frames[0], protocol.error(
+                    "expected a REQ envelope (empty delimiter frame)", False)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.stats.undeliverable_replies += 1
+        else:
+            self._send(router, frames[0], protocol.error("empty request", False))
+
+    def _forward_acks(self, router: zmq.Socket[Any], pull: zmq.Socket[Any]) -> int:
+        stats = self.stats
+        send = router.send_multipart
+        recv = pull.recv_multipart
+        done = 0
+        for _ in range(256):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) == 1:
+                done += 1
+                continue
+            answered = 0
+            for i in range(1, len(frames), 2):
+                try:
+                    send([frames[i], b"", frames[i + 1]], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    # the client is gone (or stuck): its record is committed, a retry will
+                    # be answered "duplicate"
+                    stats.undeliverable_replies += 1
+                answered += 1
+            stats.inflight_requests -= answered
+            stats.inflight_bytes -= int(frames[0])
+        return done
+
+    def _send(self, router: zmq.Socket[Any], identity: bytes, reply: bytes) -> None:
+        try:
+            router.send_multipart([identity, b"", reply], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.stats.undeliverable_replies += 1
