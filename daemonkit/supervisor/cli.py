@@ -91,17 +91,30 @@ def _pidfile_only(path: str) -> str:
 
 def client_action(daemon: Supervisor, action: str) -> int | None:
     """Actions answered by the running supervisor; None: the core's default action."""
-    from .service import CMD_ACTION, CMD_RELOAD, CMD_STATUS
 
     names: list[str] = list(daemon.options.names)
     if names and action not in _NAME_ACTIONS:
         print(f"{PROG}: {action} takes no NAME", file=sys.stderr)
         return int(Exit.USAGE)
     path = control_path_for(daemon.options.pidfile)
+    try:
+        return _client_action(daemon, action, names, path)
+    except ControlError as exc:
+        if "permission denied" in str(exc) or "may not control" in str(exc):
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return int(Exit.NO_PRIVILEGE)
+        raise
+
+
+def _client_action(daemon: Supervisor, action: str, names: list[str], path: str) -> int | None:
+    from .service import CMD_ACTION, CMD_RELOAD, CMD_STATUS
+
     if action == "status":
         try:
             reply = request(path, {"cmd": CMD_STATUS}, timeout_s=15.0)
-        except ControlError:
+        except ControlError as exc:
+            if "permission denied" in str(exc):
+                raise
             if names:
                 print(f"{PROG}: is not running", file=sys.stderr)
                 return int(Exit.NOT_RUNNING_STATUS)
@@ -110,7 +123,9 @@ def client_action(daemon: Supervisor, action: str) -> int | None:
     if action == "reload" and not names:
         try:
             reply = request(path, {"cmd": CMD_RELOAD}, timeout_s=70.0)
-        except ControlError:
+        except ControlError as exc:
+            if "permission denied" in str(exc):
+                raise
             return None
         return _print_reload(reply)
     if names:
@@ -118,6 +133,8 @@ def client_action(daemon: Supervisor, action: str) -> int | None:
             reply = request(path, {"cmd": CMD_ACTION, "names": names, "verb": action},
                             timeout_s=600.0)
         except ControlError as exc:
+            if "permission denied" in str(exc):
+                raise
             print(f"{PROG}: is not running ({exc})", file=sys.stderr)
             return int(Exit.NOT_RUNNING)
         for instance in reply.get("instances", []):
@@ -142,6 +159,8 @@ def _selected(programs: list[dict[str, Any]], names: list[str]) -> list[dict[str
 
 
 def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int:
+    if not reply.get("ok") and "may not control" in str(reply.get("error")):
+        raise ControlError(str(reply.get("error")))
     if not reply.get("ok"):
         print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
         return int(Exit.FAILURE)

@@ -102,9 +102,9 @@ class ProgramConfig:
     """One [program:x] section. Equality (minus numprocs) decides what a reload restarts."""
 
     name: str
-    source: str  # file that defined it, for error messages
+    source: str = field(compare=False)  # file that defined it, for error messages
     command: str
-    process_name: str
+    process_name: str  # "" means the default, see name_template()
     numprocs: int
     numprocs_start: int
     directory: str
@@ -133,19 +133,33 @@ class ProgramConfig:
     here: str = field(compare=False)
 
     def same_except_numprocs(self, other: ProgramConfig) -> bool:
-        return dataclasses.replace(self, numprocs=other.numprocs) == other
+        if dataclasses.replace(self, numprocs=other.numprocs) != other:
+            return False
+        # %(here)s may expand differently if the section moved to another directory
+        num = self.numprocs_start
+        return self.instance(num, 1) == other.instance(num, 1)
 
     def process_nums(self, numprocs: int | None = None) -> range:
         count = self.numprocs if numprocs is None else numprocs
         return range(self.numprocs_start, self.numprocs_start + count)
 
-    def instance(self, process_num: int) -> InstanceSpec:
-        """Expand the per-instance settings; ConfigError names the key that failed."""
+    def name_template(self, numprocs: int | None = None) -> str:
+        """``process_name``; its default depends on the instance count (``w`` or ``w:N``)."""
+        count = self.numprocs if numprocs is None else numprocs
+        if self.process_name:
+            return self.process_name
+        return "%(program_name)s:%(process_num)s" if count > 1 else "%(program_name)s"
+
+    def instance(self, process_num: int, numprocs: int | None = None) -> InstanceSpec:
+        """Expand the per-instance settings; ConfigError names the key that failed.
+
+        Only the default name depends on ``numprocs``, so scaling renames but never
+        changes what an instance runs.
+        """
         values = {
             "program_name": self.name,
             "group_name": self.name,
             "process_num": process_num,
-            "numprocs": self.numprocs,
             "here": self.here,
             "host_node_name": os.uname().nodename,
             **{f"ENV_{key}": value for key, value in os.environ.items()},
@@ -158,7 +172,7 @@ class ProgramConfig:
                 raise _error(self.source, f"program:{self.name}", key,
                              f"bad %(...)s expansion in {raw!r}: {exc}") from None
 
-        name = expand("process_name", self.process_name)
+        name = expand("process_name", self.name_template(numprocs))
         if not _NAME_RE.match(name.replace(":", "_")):
             raise _error(self.source, f"program:{self.name}", "process_name",
                          f"{name!r} is not a valid process name")
@@ -200,6 +214,7 @@ class SupervisorConfig:
     files: tuple[str, ...] = ()
 
     def instance_names(self) -> list[str]:
+        """Names of all instances, in start order."""
         return [self.programs[p].instance(n).name
                 for p in self.program_order() for n in self.programs[p].process_nums()]
 
@@ -362,9 +377,8 @@ def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
     for key in _PROGRAM_COMPAT_KEYS & set(raw):
         boolean(key)
     numprocs = integer("numprocs", 1)
-    process_name = items.get("process_name") or (
-        "%(program_name)s:%(process_num)s" if numprocs > 1 else "%(program_name)s")
-    if numprocs > 1 and "%(process_num)" not in process_name:
+    process_name = items.get("process_name", "")
+    if numprocs > 1 and process_name and "%(process_num)" not in process_name:
         raise _error(source, section, "process_name",
                      "must contain %(process_num)s when numprocs > 1")
     autorestart = items["autorestart"].lower()

@@ -147,7 +147,7 @@ class Engine:
                 ) -> None:
         count = self.numprocs.get(program.name, program.numprocs)
         for num in (program.process_nums(count) if nums is None else nums):
-            instance = Instance(program, program.instance(num), self, self.log,
+            instance = Instance(program, program.instance(num, count), self, self.log,
                                 self.notify_address)
             self.instances[instance.name] = instance
             if start:
@@ -174,8 +174,18 @@ class Engine:
         new_nums = [n for n in program.process_nums(target) if n not in existing]
         # new instances of a running program start; of a stopped one, stay stopped
         start = any(i.want == Want.UP for i in current) or (not current and program.autostart)
+        self._rename(program, target)
         self._create(program, start=start, nums=new_nums)
         self._reorder()
+
+    def _rename(self, program: ProgramConfig, numprocs: int) -> None:
+        """``w`` <-> ``w:0`` when the default name follows the count; the process stays."""
+        for instance in self._of_program(program.name):
+            spec = program.instance(instance.spec.process_num, numprocs)
+            if spec.name != instance.name:
+                del self.instances[instance.name]
+                instance.spec = spec
+                self.instances[spec.name] = instance
 
     def _reorder(self) -> None:
         assert self.config is not None
@@ -379,6 +389,9 @@ class Engine:
         target = current + delta
         if target < 0:
             return {"ok": False, "error": f"{program} has only {current} instances"}
+        if target > 1 and "%(process_num)" not in self.config.programs[program].name_template(
+                target):
+            return {"ok": False, "error": f"{program}: process_name has no %(process_num)s"}
         self._resize(program, target)
         return {"ok": True, "program": program, "numprocs": target}
 

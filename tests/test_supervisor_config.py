@@ -1,0 +1,117 @@
+"""The supervisor's INI parser: supervisord compatibility and one-line errors."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from daemonkit import ConfigError
+from daemonkit.supervisor import config
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_supervisord_style_program(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", """
+[supervisord]
+pidfile = run/sv.pid      ; relative to this file
+nodaemon = false
+
+[unix_http_server]
+file = /tmp/supervisor.sock
+
+[program:worker]
+command = python3 consumer.py --queue email
+numprocs = 3
+directory = /srv/app
+environment = QUEUE="email",LEVEL="info,debug"
+autorestart = unexpected
+exitcodes = 0,2
+startsecs = 1
+stopsignal = INT
+stdout_logfile = /var/log/worker-%(process_num)s.log
+redirect_stderr = true
+stopasgroup = true
+""")
+    loaded = config.load(str(ini))
+    assert loaded.pidfile == str(tmp_path / "run" / "sv.pid")
+    worker = loaded.programs["worker"]
+    assert worker.exitcodes == frozenset({0, 2})
+    assert worker.stopsignal == signal.SIGINT
+    assert loaded.instance_names() == ["worker:0", "worker:1", "worker:2"]
+    spec = worker.instance(2)
+    assert spec.argv == ("python3", "consumer.py", "--queue", "email")
+    assert spec.environment == (("QUEUE", "email"), ("LEVEL", "info,debug"))
+    assert spec.stdout.path == "/var/log/worker-2.log"
+    assert spec.stderr is None
+
+
+def test_single_instance_named_after_program(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[program:web]\ncommand = sleep 1 ; comment\n")
+    loaded = config.load(str(ini))
+    assert loaded.instance_names() == ["web"]
+    assert loaded.programs["web"].instance(0).argv == ("sleep", "1")
+
+
+def test_include_and_here(tmp_path: Path) -> None:
+    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = %(here)s/run-a\n")
+    write(tmp_path / "conf.d" / "b.ini", "[program:b]\ncommand = b\npriority = 1\n")
+    ini = write(tmp_path / "sv.ini", "[include]\nfiles = conf.d/*.ini\n")
+    loaded = config.load(str(ini))
+    assert loaded.program_order() == ["b", "a"]
+    assert loaded.programs["a"].instance(0).argv == (f"{tmp_path}/conf.d/run-a",)
+    assert str(tmp_path / "conf.d" / "a.ini") in loaded.files
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("[program:w]\ncommand = x\nnumprocs = many\n", "[program:w] numprocs: 'many' is not an integer"),
+    ("[program:w]\ncommand = x\nstartsecs = -1\n", "[program:w] startsecs: must be >= 0"),
+    ("[program:w]\ncommand = x\nautostart = maybe\n", "[program:w] autostart: 'maybe' is not true or false"),
+    ("[program:w]\ncommand = x\nstopsignal = NOPE\n", "[program:w] stopsignal: 'NOPE' is not a signal name"),
+    ("[program:w]\ncommand = x\ncolour = blue\n", "[program:w] colour: unknown key"),
+    ("[program:w]\nnumprocs = 1\n", "[program:w] command: missing"),
+    ("[program:w]\ncommand = x\nuser = no-such-user-here\n", "[program:w] user: no such user"),
+    ("[program:w]\ncommand = x\nnumprocs = 2\nprocess_name = w\n",
+     "[program:w] process_name: must contain %(process_num)s"),
+    ("[program:w]\ncommand = x %(nope)s\n", "[program:w] command: bad %(...)s expansion"),
+    ("[program:w]\ncommand = x\nenvironment = A=1,=2\n", "[program:w] environment:"),
+    ("[program:w]\ncommand = x\nautorestart = sometimes\n", "[program:w] autorestart:"),
+    ("[eventlistener:x]\ncommand = x\n", "[eventlistener:x]: unknown section"),
+    ("[supervisor]\nfoo = 1\n", "[supervisor] foo: unknown key"),
+])
+def test_errors_name_file_section_key(tmp_path: Path, body: str, expected: str) -> None:
+    ini = write(tmp_path / "sv.ini", body)
+    with pytest.raises(ConfigError) as info:
+        config.load(str(ini))
+    message = str(info.value)
+    assert message.startswith(f"{ini}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
+    bad = write(tmp_path / "conf.d" / "bad.ini", "[program:z]\ncommand = z\nstartretries = x\n")
+    ini = write(tmp_path / "sv.ini", "[include]\nfiles = conf.d/*.ini\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: \[program:z\] startretries:"):
+        config.load(str(ini))
+
+
+def test_duplicate_program_across_files(tmp_path: Path) -> None:
+    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\n")
+    ini = write(tmp_path / "sv.ini", "[include]\nfiles = conf.d/*.ini\n[program:a]\ncommand = b\n")
+    with pytest.raises(ConfigError, match="already defined"):
+        config.load(str(ini))
+
+
+def test_change_detection_ignores_numprocs_only(tmp_path: Path) -> None:
+    one = config.load(str(write(tmp_path / "1.ini", "[program:w]\ncommand = x\nnumprocs = 2\n")))
+    two = config.load(str(write(tmp_path / "2.ini", "[program:w]\ncommand = x\nnumprocs = 5\n")))
+    three = config.load(str(write(tmp_path / "3.ini", "[program:w]\ncommand = y\nnumprocs = 2\n")))
+    assert one.programs["w"].same_except_numprocs(two.programs["w"])
+    assert not one.programs["w"].same_except_numprocs(three.programs["w"])
