@@ -305,8 +305,9 @@ def run_foreground(daemon: Daemon) -> int:
     pidfile = _pidfile(daemon)
     launch = prepare_launch(daemon, detached=False)
     try:
-        pidfile.acquire(timeout=0)
-    except lockfile.AlreadyLocked:
+        # a short wait rides over a concurrent `status` probing the lock for a microsecond
+        pidfile.acquire(timeout=0.2)
+    except (lockfile.AlreadyLocked, lockfile.LockTimeout):
         pid = _wait_for_pid(pidfile)
         _complain(daemon, f"is already running (pid {pid})")
         return Exit.FAILURE
