@@ -11,7 +11,6 @@ to the new one, never nowhere. That is what lets logrotate work without ``copytr
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 
@@ -55,7 +54,9 @@ class LogTarget:
         stderr_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(stderr_handler)
         if self.syslog and os.path.exists("/dev/log"):
-            syslog = logging.handlers.SysLogHandler(address="/dev/log")
+            from logging.handlers import SysLogHandler  # only here: a heavy import
+
+            syslog = SysLogHandler(address="/dev/log")
             syslog.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
             root.addHandler(syslog)
         root.setLevel(self.level)
