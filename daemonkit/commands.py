@@ -90,27 +90,38 @@ def start(daemon: Daemon) -> int:
     from .launcher import launch_detached
 
     pidfile = _pidfile(daemon)
-    deadline = time.monotonic() + daemon.options.start_timeout
-    while True:  # a concurrent start that fails releases the lock: then try again ourselves
-        running = _running_pid(pidfile)
-        if running is not None:
-            _say(daemon, f"is already running (pid {running})")
-            return Exit.OK
+    running = _running_pid(pidfile)
+    if running is None:
         launch = prepare_launch(daemon, detached=True)
-        try:
-            pidfile.lock_for_start()
-            break
-        except lockfile.AlreadyLocked:
-            if time.monotonic() > deadline:
-                _complain(daemon, "pidfile stays locked but no pid appears in it")
-                return Exit.FAILURE
-            time.sleep(0.005)
+        running = _take_lock_or_find_holder(daemon, pidfile)
+    if running is not None:
+        _say(daemon, f"is already running (pid {running})")
+        return Exit.OK
     outcome = launch_detached(daemon, pidfile, launch)
     if outcome.ready:
         _say(daemon, f"started (pid {outcome.pid})")
         return Exit.OK
     _complain(daemon, outcome.error or "failed to start")
     return outcome.exit_code or Exit.FAILURE
+
+
+def _take_lock_or_find_holder(daemon: Daemon, pidfile: PidFile) -> int | None:
+    """Lock the pidfile for a new daemon (None), or return the pid of the one that has it.
+
+    A concurrent ``start`` may hold the lock and then fail and release it: then we retry.
+    """
+    deadline = time.monotonic() + daemon.options.start_timeout
+    while True:
+        try:
+            pidfile.lock_for_start()
+            return None
+        except lockfile.AlreadyLocked:
+            running = _running_pid(pidfile)
+            if running is not None:
+                return running
+            if time.monotonic() > deadline:
+                raise DaemonkitError("pidfile stays locked but no pid appears in it") from None
+            time.sleep(0.005)
 
 
 def _running_pid(pidfile: PidFile) -> int | None:
