@@ -69,19 +69,22 @@ def test_include_and_here(tmp_path: Path) -> None:
     assert str(tmp_path / "conf.d" / "a.ini") in loaded.files
 
 
+W = "[program:w]\ncommand = x\n"
+
+
 @pytest.mark.parametrize(("body", "expected"), [
-    ("[program:w]\ncommand = x\nnumprocs = many\n", "[program:w] numprocs: 'many' is not an integer"),
-    ("[program:w]\ncommand = x\nstartsecs = -1\n", "[program:w] startsecs: must be >= 0"),
-    ("[program:w]\ncommand = x\nautostart = maybe\n", "[program:w] autostart: 'maybe' is not true or false"),
-    ("[program:w]\ncommand = x\nstopsignal = NOPE\n", "[program:w] stopsignal: 'NOPE' is not a signal name"),
-    ("[program:w]\ncommand = x\ncolour = blue\n", "[program:w] colour: unknown key"),
+    (W + "numprocs = many\n", "[program:w] numprocs: 'many' is not an integer"),
+    (W + "startsecs = -1\n", "[program:w] startsecs: must be >= 0"),
+    (W + "autostart = maybe\n", "[program:w] autostart: 'maybe' is not true or false"),
+    (W + "stopsignal = NOPE\n", "[program:w] stopsignal: 'NOPE' is not a signal name"),
+    (W + "colour = blue\n", "[program:w] colour: unknown key"),
     ("[program:w]\nnumprocs = 1\n", "[program:w] command: missing"),
-    ("[program:w]\ncommand = x\nuser = no-such-user-here\n", "[program:w] user: no such user"),
-    ("[program:w]\ncommand = x\nnumprocs = 2\nprocess_name = w\n",
+    (W + "user = no-such-user-here\n", "[program:w] user: no such user"),
+    (W + "numprocs = 2\nprocess_name = w\n",
      "[program:w] process_name: must contain %(process_num)s"),
     ("[program:w]\ncommand = x %(nope)s\n", "[program:w] command: bad %(...)s expansion"),
-    ("[program:w]\ncommand = x\nenvironment = A=1,=2\n", "[program:w] environment:"),
-    ("[program:w]\ncommand = x\nautorestart = sometimes\n", "[program:w] autorestart:"),
+    (W + "environment = A=1,=2\n", "[program:w] environment:"),
+    (W + "autorestart = sometimes\n", "[program:w] autorestart:"),
     ("[eventlistener:x]\ncommand = x\n", "[eventlistener:x]: unknown section"),
     ("[supervisor]\nfoo = 1\n", "[supervisor] foo: unknown key"),
 ])

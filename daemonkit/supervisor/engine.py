@@ -406,8 +406,10 @@ class Engine:
         }
 
     def reopen_logs(self) -> None:
-        for instance in [*self.instances.values(), *self.retiring]:
+        everyone = [*self.instances.values(), *self.retiring]
+        for instance in everyone:
             instance.reopen_logs()
+        self.log.info("reopened the log files of %d instances", len(everyone))
 
     # -- shutdown -----------------------------------------------------------------------
 
