@@ -44,7 +44,9 @@ def build_parser(daemon_class: type[Daemon]) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=daemon_class.log_level, metavar="LEVEL",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                         type=str.upper, help="logging level (default: %(default)s)")
-    parser.add_argument("--syslog", action="store_true", help="also log to syslog (/dev/log)")
+    parser.add_argument("--syslog", action="store_true", help="also log to syslog")
+    parser.add_argument("--syslog-socket", default="/dev/log", metavar="PATH",
+                        help="syslog socket for --syslog (default: %(default)s)")
     parser.add_argument("--user", default=daemon_class.user, metavar="NAME",
                         help="drop to this user after setup_privileged()")
     parser.add_argument("--group", default=daemon_class.group, metavar="NAME",

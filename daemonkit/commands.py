@@ -66,7 +66,8 @@ def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
     if not os.path.isdir(options.workdir):
         raise DaemonkitError(f"working directory {options.workdir} does not exist")
     daemon.configure()
-    log = LogTarget(options.log_file, options.log_level, options.syslog)
+    log = LogTarget(options.log_file, options.log_level,
+                    options.syslog_socket if options.syslog else None)
     try:
         log.open_file()
     except OSError as exc:

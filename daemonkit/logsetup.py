@@ -20,10 +20,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 class LogTarget:
     """The log file (or stderr) of one daemon."""
 
-    def __init__(self, path: str | None, level: str = "INFO", syslog: bool = False) -> None:
+    def __init__(self, path: str | None, level: str = "INFO", syslog: str | None = None) -> None:
         self.path = path
         self.level = level.upper()
-        self.syslog = syslog
+        self.syslog = syslog  # the syslog socket's path, or None
         self._fd: int | None = None
 
     def open_file(self) -> int | None:
@@ -53,10 +53,10 @@ class LogTarget:
         stderr_handler = logging.StreamHandler(sys.stderr)
         stderr_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(stderr_handler)
-        if self.syslog and os.path.exists("/dev/log"):
+        if self.syslog is not None:
             from logging.handlers import SysLogHandler  # only here: a heavy import
 
-            syslog = SysLogHandler(address="/dev/log")
+            syslog = SysLogHandler(address=self.syslog)
             syslog.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
             root.addHandler(syslog)
         root.setLevel(self.level)

@@ -51,3 +51,20 @@ def test_rotation_by_rename_and_reopen_loses_nothing(hello: Service, tmp_path: P
 def test_reopen_logs_not_running_is_7(hello: Service) -> None:
     result = hello.cli("reopen-logs")
     assert result.returncode == 7
+
+
+def test_syslog_option_sends_records_to_the_socket(hello: Service, tmp_path: Path) -> None:
+    import socket
+
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(str(tmp_path / "log.sock"))
+    syslog.settimeout(10)
+    try:
+        assert hello.cli("--syslog", "start", "--syslog-socket",
+                         str(tmp_path / "log.sock")).returncode == 0
+        pid = hello.pid()
+        record = syslog.recv(4096).decode()
+        assert record.startswith("<14>")  # facility user, priority info
+        assert f"hello[{pid}]: hello ready (pid {pid})" in record
+    finally:
+        syslog.close()
