@@ -9,6 +9,8 @@ and one ``json.dumps`` per record (the body is stored as compact JSON). Anything
 from __future__ import annotations
 
 import json
+import json.encoder
+import json.scanner
 from typing import Any
 
 MAX_RECORDS = 1000
@@ -17,8 +19,40 @@ MAX_ID_LENGTH = 128
 #: one record as the writer wants it: (id, compact JSON body)
 Row = tuple[str, str]
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.loads
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The C scanner and encoder, built once: json.loads/json.dumps rebuild or wrap them in Python
+# on every call, which costs more than the parsing itself for small records.
+_scan = json.scanner.make_scanner(_DECODER)
+_encode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
+_slow_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON, ASCII only (escapes), so that no database can choke on the text."""
+    if _encode is None:
+        return _slow_dumps(value)
+    return "".join(_encode(value, 0))
+
+
+def _loads(payload: bytes) -> Any:
+    text = payload.decode("utf-8")
+    try:
+        document, end = _scan(text, 0)
+        if end == len(text):
+            return document
+    except (StopIteration, ValueError):
+        pass
+    # leading/trailing whitespace, or an error: the full decoder accepts the first and gives
+    # a precise message for the second
+    return _DECODER.decode(text)
 
 
 class BadRequest(ValueError):

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Throughput and latency of ingestd against two baselines measured in the same run.
+
+    python bench/ingest_bench.py [--clients 64] [--procs 4] [--seconds 5]
+
+Servers, each driven by the same client processes (REQ sockets, one request in flight per
+socket, ``--clients`` sockets spread over ``--procs`` processes):
+
+(a) echo:  a no-op ZeroMQ ROUTER that sends every request back: the ceiling for Python +
+           ZeroMQ on this machine;
+(b) naive: the classic tutorial daemon: one REP socket, json.loads, INSERT, COMMIT per
+           message (SQLite WAL, synchronous=FULL, the same durability as (c));
+(c) ingestd with SQLite (WAL, synchronous=FULL), started and stopped through its CLI.
+
+Two loads: single-record requests, then 100-record batches. Prints requests/s, records/s,
+p50/p99 latency and the ratios c/a and c/b. This is a benchmark, not a test: it asserts
+nothing, and its figures depend on the machine (record them with the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INGESTD = os.path.join(ROOT, "examples", "ingest", "ingestd.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- servers (each runs in its own process) ------------------------------------------------
+
+def echo_server(endpoint: str, ready: Any) -> None:
+    """Written as lean as ingestd's I/O loop (int flags, frame by frame), so that the ceiling
+    is a real one and not inflated by pyzmq's convenience wrappers."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    ready.set()
+    nb, more_nb, rcvmore = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.RCVMORE)
+    recv, send, more = router.recv, router.send, router.getsockopt
+    while True:
+        router.poll()
+        for _ in range(256):
+            try:
+                frames = [recv(nb)]
+            except zmq.Again:
+                break
+            while more(rcvmore):
+                frames.append(recv(nb))
+            for frame in frames[:-1]:
+                send(frame, more_nb)
+            send(frames[-1], nb)
+
+
+def naive_server(endpoint: str, db_path: str, ready: Any) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
+               " received_at TEXT NOT NULL)")
+    context = zmq.Context()
+    rep = context.socket(zmq.REP)
+    rep.bind(endpoint)
+    ready.set()
+    while True:
+        message = rep.recv()
+        document = json.loads(message)
+        records = document if isinstance(document, list) else [document]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stored = 0
+        for record in records:
+            cursor = db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?)",
+                                (record["id"], json.dumps(record), now))
+            stored += cursor.rowcount
+        db.commit()
+        rep.send(json.dumps({"ok": True, "stored": stored, "duplicates": len(records) - stored},
+                            separators=(",", ":")).encode())
+
+
+# -- load ------------------------------------------------------------------------------------
+
+def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0917
+                start_at: float, end_at: float, expect_ack: bool, results: Any) -> None:
+    context = zmq.Context()
+    poller = zmq.Poller()
+    socks = []
+    for _ in range(sockets):
+        sock = context.socket(zmq.REQ)
+        sock.linger = 0
+        sock.connect(endpoint)
+        poller.register(sock, zmq.POLLIN)
+        socks.append(sock)
+    counter = 0
+
+    def payload() -> bytes:
+        nonlocal counter
+        counter += 1
+        if batch == 1:
+            return b'{"id":"%s-%d","v":%d}' % (tag.encode(), counter, counter)  # noqa: UP031
+        base = counter * batch
+        return ("[" + ",".join('{"id":"%s-%d","v":%d}' % (tag, base + i, i)
+                               for i in range(batch)) + "]").encode()
+
+    sent_at: dict[Any, float] = {}
+    latencies: list[float] = []
+    failures = 0
+    while time.time() < start_at - 1.0:
+        time.sleep(0.01)
+    for sock in socks:
+        sent_at[sock] = time.perf_counter()
+        sock.send(payload())
+    measuring = False
+    done = 0
+    while True:
+        now_wall = time.time()
+        if not measuring and now_wall >= start_at:
+            measuring, done, latencies = True, 0, []
+        if now_wall >= end_at:
+            break
+        for sock, _ in poller.poll(100):
+            reply = sock.recv()
+            now = time.perf_counter()
+            if measuring:
+                latencies.append(now - sent_at[sock])
+                done += 1
+                if expect_ack and not reply.startswith(b'{"ok":true'):
+                    failures += 1
+            sent_at[sock] = now
+            sock.send(payload())
+    results.put({"done": done, "latencies": latencies, "failures": failures})
+    for sock in socks:
+        sock.close(linger=0)
+    context.term()
+
+
+def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
+          seconds: float, tag: str) -> dict[str, float]:
+    results: Any = mp.Queue()
+    start_at = time.time() + 1.5  # connect + 1 s warm-up
+    end_at = start_at + seconds
+    workers = []
+    per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    for index, count in enumerate(per_proc):
+        worker = mp.Process(target=client_proc, args=(endpoint, count, batch, f"{tag}{index}",
+                                                      start_at, end_at, tag != "a", results))
+        worker.start()
+        workers.append(worker)
+    gathered = [results.get(timeout=seconds + 30) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    latencies = sorted(x for r in gathered for x in r["latencies"])
+    requests = sum(r["done"] for r in gathered)
+    return {
+        "req_s": requests / seconds,
+        "rec_s": requests * batch / seconds,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+        "failures": sum(r["failures"] for r in gathered),
+    }
+
+
+# -- orchestration ---------------------------------------------------------------------------
+
+def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[str, float]:
+    ready = mp.Event()
+    server = mp.Process(target=target, args=(*args, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(10):
+            raise RuntimeError("server did not start")
+        return run()  # type: ignore[no-any-return]
+    finally:
+        server.kill()
+        server.join(10)
+
+
+def with_ingestd(workdir: str, endpoint: str, run: Any) -> dict[str, float]:
+    base = [sys.executable, INGESTD, "--pidfile", os.path.join(workdir, "ingestd.pid"),
+            "--log-file", os.path.join(workdir, "ingestd.log")]
+    db = f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
+    subprocess.run([*base, "start", "--bind", endpoint, "--db", db], check=True, cwd=workdir)
+    try:
+        return run()  # type: ignore[no-any-return]
+    finally:
+        subprocess.run([*base, "stop"], check=True, cwd=workdir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--only", choices=("single", "batch"))
+    args = parser.parse_args()
+    print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
+          f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
+          f"SQLite {sqlite3.sqlite_version}")
+    loads = [("single", 1), ("batch", args.batch)]
+    if args.only:
+        loads = [load for load in loads if load[0] == args.only]
+    for label, batch in loads:
+        figures: dict[str, dict[str, float]] = {}
+        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
+            def load(endpoint: str, tag: str, batch: int = batch) -> Any:
+                return lambda: drive(endpoint, args.clients, args.procs, batch,
+                                     args.seconds, tag)
+
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            figures["a echo"] = with_process_server(echo_server, (endpoint,),
+                                                    load(endpoint, "a"))
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            figures["b naive"] = with_process_server(
+                naive_server, (endpoint, os.path.join(workdir, "naive.db")),
+                load(endpoint, "b"))
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, "c"))
+        print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
+        print(f"  {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+              f" {'failed':>6}")
+        for name, fig in figures.items():
+            print(f"  {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
+                  f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}")
+        a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
+        print(f"  c/a requests: {c['req_s'] / a['req_s']:.2f}x   "
+              f"c/b requests: {c['req_s'] / b['req_s']:.2f}x   "
+              f"c records/s per a req/s: {c['rec_s'] / a['req_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
