@@ -112,9 +112,9 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
         nonlocal counter
         counter += 1
         if batch == 1:
-            return b'{"id":"%s-%d","v":%d}' % (tag.encode(), counter, counter)  # noqa: UP031
+            return b'{"id":"%s-%d","v":%d}' % (tag.encode(), counter, counter)
         base = counter * batch
-        return ("[" + ",".join('{"id":"%s-%d","v":%d}' % (tag, base + i, i)
+        return ("[" + ",".join(f'{{"id":"{tag}-{base + i}","v":{i}}}'
                                for i in range(batch)) + "]").encode()
 
     sent_at: dict[Any, float] = {}
