@@ -1,0 +1,343 @@
+"""``daemonkit init-files``: systemd units, a SysV script and a logrotate file for a service.
+
+The files are templates (``daemonkit/templates/*.in``) with ``@KEY@`` placeholders, filled
+with absolute paths: the interpreter that runs this command (``sys.executable``, so the
+venv with daemonkit in it) and the service script. Every value is quoted for the file it lands
+in: systemd splits ``ExecStart=`` itself and expands ``%`` and ``$``, the shell has its own
+rules. Paths that go into directives which cannot be quoted (``PIDFile=``...) are refused
+when they hold blanks or quotes, rather than written into a unit that means something else.
+
+The service's name comes from ``--name``, else from a ``name = "..."`` class attribute in
+the script (read with ``ast``: the script is never imported, importing runs its code), else
+from the file name. The shipped ``init/`` files are this command's output (see
+``init/README.md``), and a test keeps them so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from importlib import resources
+
+#: file kinds, in output order: (template, path under --output-dir, file mode)
+KINDS: dict[str, tuple[str, str, int]] = {
+    "notify": ("notify.service.in", "systemd/{name}.service", 0o644),
+    "forking": ("forking.service.in", "systemd/{name}-forking.service", 0o644),
+    "sysv": ("sysv-init.sh.in", "sysv/{name}", 0o755),
+    "logrotate": ("logrotate.in", "logrotate/{name}", 0o644),
+}
+
+#: extra seconds systemd grants beyond the daemon's own timeouts, so the daemon's clean
+#: outcome (a reported setup error, a SIGKILL after --stop-timeout) comes before systemd's
+UNIT_TIMEOUT_MARGIN_S = 10
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
+#: what may stand unquoted in a unit file directive and in a logrotate path
+_PLAIN_PATH_RE = re.compile(r"/[A-Za-z0-9_@+=:,./-]*")
+_PLACEHOLDER_RE = re.compile(r"@[A-Z_]+@")
+#: directories that ProtectHome=yes hides from the service
+_HOME_DIRS = ("/home/", "/root/", "/run/user/")
+
+
+class InitFilesError(Exception):
+    """A value that cannot be written into the files; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the templates are filled with, checked and absolute."""
+
+    name: str
+    description: str
+    user: str
+    group: str | None
+    python: str
+    script: str
+    pidfile: str
+    log_file: str
+    workdir: str
+    start_timeout: int
+    stop_timeout: int
+    watchdog_sec: int
+    service_args: tuple[str, ...]
+
+    @property
+    def group_name(self) -> str:
+        """The group for logrotate's ``su``/``create``: --group, else the group named like the
+        user (what ``useradd`` creates). Not looked up: the output must not depend on the
+        accounts of the machine it was generated on."""
+        return self.group or self.user
+
+
+# -- quoting -------------------------------------------------------------------------------------
+
+
+def systemd_word(word: str) -> str:
+    """One word of an ``Exec*=`` line: specifiers and variables escaped, quoted if needed."""
+    if any(ord(char) < 32 for char in word):
+        raise InitFilesError(f"control character in {word!r}")
+    escaped = word.replace("%", "%%").replace("$", "$$")
+    if re.fullmatch(r"[A-Za-z0-9_@+=:,./%$-]+", escaped):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def plain_path(path: str, what: str) -> str:
+    """A path for a directive that takes no quotes (``PIDFile=``, logrotate's file list)."""
+    if not _PLAIN_PATH_RE.fullmatch(path):
+        raise InitFilesError(f"{what} {path!r}: only letters, digits and _@+=:,./- are "
+                             "allowed in it (it goes into directives that cannot quote)")
+    return path
+
+
+# -- reading the service script ------------------------------------------------------------------
+
+
+def read_script_facts(path: str) -> tuple[str | None, str | None]:
+    """(``name`` class attribute, first docstring line) of a service script, without running it."""
+    try:
+        with open(path, encoding="utf-8") as script_file:
+            tree = ast.parse(script_file.read(), filename=path)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InitFilesError(f"cannot read {path}: {exc}") from exc
+    name = None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for statement in node.body:
+            if (isinstance(statement, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "name" for t in statement.targets)
+                    and isinstance(statement.value, ast.Constant)
+                    and isinstance(statement.value.value, str)):
+                name = statement.value.value
+                break
+        if name:
+            break
+    docstring = ast.get_docstring(tree)
+    summary = docstring.strip().splitlines()[0].strip() if docstring else None
+    return name, summary or None
+
+
+# -- settings from the command line --------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daemonkit init-files",
+        description="Write a Type=notify and a Type=forking systemd unit, an LSB init script "
+                    "and a logrotate file for a daemonkit service script.",
+        epilog="Options for the service itself go after '--', e.g. "
+               "daemonkit init-files svc.py --user svc -- --config /etc/svc.json",
+    )
+    parser.add_argument("script", help="the service script (a daemonkit.Daemon subclass)")
+    parser.add_argument("--user", required=True,
+                        help="dedicated user the service runs as (not root, not nobody)")
+    parser.add_argument("--group", help="its group (default: the user's primary group)")
+    parser.add_argument("--name", help="service name (default: the class's name attribute, "
+                                       "else the script's file name)")
+    parser.add_argument("--description", help="one line (default: the script's docstring)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter with daemonkit installed (default: %(default)s)")
+    parser.add_argument("--script-path", metavar="PATH",
+                        help="where the script is installed (default: its absolute path now)")
+    parser.add_argument("--pidfile", metavar="PATH", help="default /run/NAME/NAME.pid")
+    parser.add_argument("--log-file", metavar="PATH", help="default /var/log/NAME/NAME.log "
+                        "(SysV and forking; the notify unit logs to the journal)")
+    parser.add_argument("--workdir", metavar="DIR", help="default /var/lib/NAME")
+    parser.add_argument("--start-timeout", type=int, default=30, metavar="SECONDS",
+                        help="how long start waits for setup() (default %(default)s)")
+    parser.add_argument("--stop-timeout", type=int, default=20, metavar="SECONDS",
+                        help="how long stop waits before SIGKILL (default %(default)s)")
+    parser.add_argument("--watchdog-sec", type=int, default=30, metavar="SECONDS",
+                        help="systemd WatchdogSec= of the notify unit (default %(default)s)")
+    parser.add_argument("--only", choices=tuple(KINDS), help="print or write just this file")
+    parser.add_argument("--output-dir", metavar="DIR", help="write DIR/systemd/NAME.service, "
+                        "DIR/systemd/NAME-forking.service, DIR/sysv/NAME and DIR/logrotate/NAME "
+                        "instead of printing them")
+    return parser
+
+
+def settings_from(options: argparse.Namespace, service_args: list[str]) -> Settings:
+    script = os.path.abspath(options.script)
+    if not os.path.isfile(script):
+        raise InitFilesError(f"{options.script}: no such file")
+    class_name, summary = read_script_facts(script)
+    name = options.name or class_name or os.path.splitext(os.path.basename(script))[0]
+    if not _NAME_RE.fullmatch(name):
+        raise InitFilesError(f"service name {name!r}: use letters, digits and _.-")
+    for label, account in (("user", options.user), ("group", options.group)):
+        if account is not None and not _USER_RE.fullmatch(account):
+            raise InitFilesError(f"{label} {account!r} is not a valid name")
+    if options.user in ("root", "nobody") or options.user == "0":
+        raise InitFilesError(f"--user {options.user}: give the service a dedicated user "
+                             "(useradd --system ...); systemd refuses to trust 'nobody'")
+    for label, value in (("--start-timeout", options.start_timeout),
+                         ("--stop-timeout", options.stop_timeout),
+                         ("--watchdog-sec", options.watchdog_sec)):
+        if not 0 < value < 86400:
+            raise InitFilesError(f"{label} {value}: out of range 1..86399")
+    description = options.description or summary or f"{name} (daemonkit service)"
+    if "\n" in description:
+        raise InitFilesError("--description must be one line")
+    script_path = options.script_path or script
+    python = options.python
+    for label, path in (("--python", python), ("--script-path", script_path)):
+        if not os.path.isabs(path):
+            raise InitFilesError(f"{label} {path!r} must be an absolute path")
+    return Settings(
+        name=name,
+        description=description,
+        user=options.user,
+        group=options.group,
+        python=python,
+        script=script_path,
+        pidfile=plain_path(os.path.abspath(options.pidfile or f"/run/{name}/{name}.pid"),
+                           "--pidfile"),
+        log_file=plain_path(os.path.abspath(options.log_file or f"/var/log/{name}/{name}.log"),
+                            "--log-file"),
+        workdir=plain_path(os.path.abspath(options.workdir or f"/var/lib/{name}"), "--workdir"),
+        start_timeout=options.start_timeout,
+        stop_timeout=options.stop_timeout,
+        watchdog_sec=options.watchdog_sec,
+        service_args=tuple(service_args),
+    )
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _read_write_paths(settings: Settings) -> str:
+    """Directories outside the unit's managed ones that the daemon must write to."""
+    managed = (f"/run/{settings.name}", f"/var/lib/{settings.name}",
+               f"/var/log/{settings.name}")
+    needed = []
+    for path, is_dir in ((settings.pidfile, False), (settings.log_file, False),
+                         (settings.workdir, True)):
+        directory = path if is_dir else os.path.dirname(path)
+        if directory not in managed and directory not in needed:
+            needed.append(directory)
+    return "ReadWritePaths=" + " ".join(needed) if needed else ""
+
+
+def _protect_home(settings: Settings) -> str:
+    """``yes`` unless the interpreter or the script lives in a home directory (a pyenv, a
+    checkout): then the service could not even start, so the homes stay visible, read-only."""
+    paths = (settings.python, settings.script)
+    if any(path.startswith(_HOME_DIRS) for path in paths):
+        return "read-only"
+    return "yes"
+
+
+def placeholders(settings: Settings) -> dict[str, str]:
+    """Values of the ``@KEY@`` placeholders, already quoted for where they stand."""
+    command = " ".join(systemd_word(word) for word in (settings.python, settings.script))
+    postrotate = " ".join(shlex.quote(word) for word in (
+        settings.python, settings.script, "--pidfile", settings.pidfile, "reopen-logs"))
+    return {
+        "NAME": settings.name,
+        "DESCRIPTION": settings.description.replace("%", "%%"),
+        "SHORT_DESCRIPTION": settings.description,
+        "USER": settings.user,
+        "GROUP": settings.group or "",
+        "GROUP_NAME": settings.group_name,
+        "GROUP_LINE": f"Group={settings.group}" if settings.group else "",
+        "PYTHON": shlex.quote(settings.python),
+        "SCRIPT": shlex.quote(settings.script),
+        "COMMAND": command,
+        "PIDFILE": settings.pidfile,
+        "LOGFILE": settings.log_file,
+        "STATEDIR": settings.workdir,
+        "READ_WRITE_PATHS": _read_write_paths(settings),
+        "PROTECT_HOME": _protect_home(settings),
+        "DAEMON_START_TIMEOUT": str(settings.start_timeout),
+        "DAEMON_STOP_TIMEOUT": str(settings.stop_timeout),
+        "UNIT_START_TIMEOUT": str(settings.start_timeout + UNIT_TIMEOUT_MARGIN_S),
+        "UNIT_STOP_TIMEOUT": str(settings.stop_timeout + UNIT_TIMEOUT_MARGIN_S),
+        "WATCHDOG_SEC": str(settings.watchdog_sec),
+        "POSTROTATE": postrotate,
+        "ARGS": "".join(" " + systemd_word(arg) for arg in settings.service_args),
+        "SHELL_ARGS": "".join(shlex.quote(arg) + " " for arg in settings.service_args),
+    }
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """Fill ``@KEY@`` placeholders; a line that was only a placeholder with an empty value
+    (an optional directive) disappears."""
+    lines = []
+    for line in template.splitlines(keepends=True):
+        stripped = line.strip()
+        if _PLACEHOLDER_RE.fullmatch(stripped) and values.get(stripped.strip("@")) == "":
+            continue
+        lines.append(_PLACEHOLDER_RE.sub(lambda match: _value(match.group(0), values), line))
+    return "".join(lines)
+
+
+def _value(placeholder: str, values: dict[str, str]) -> str:
+    key = placeholder.strip("@")
+    if key not in values:
+        raise KeyError(f"template placeholder {placeholder} has no value")
+    return values[key]
+
+
+def render(settings: Settings, kind: str) -> str:
+    template_name = KINDS[kind][0]
+    template = resources.files("daemonkit").joinpath("templates", template_name).read_text()
+    return render_template(template, placeholders(settings))
+
+
+def output_path(settings: Settings, kind: str) -> str:
+    return KINDS[kind][1].format(name=settings.name)
+
+
+# -- command -------------------------------------------------------------------------------------
+
+
+def split_service_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def write_files(settings: Settings, kinds: list[str], output_dir: str) -> list[str]:
+    written = []
+    for kind in kinds:
+        path = os.path.join(output_dir, output_path(settings, kind))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        text = render(settings, kind)
+        temporary = f"{path}.tmp{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as output:
+            output.write(text)
+        os.chmod(temporary, KINDS[kind][2])
+        os.replace(temporary, path)  # a half-written unit never replaces a good one
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    own_args, service_args = split_service_args(argv)
+    options = build_parser().parse_args(own_args)
+    try:
+        settings = settings_from(options, service_args)
+        kinds = [options.only] if options.only else list(KINDS)
+        if options.output_dir:
+            for path in write_files(settings, kinds, options.output_dir):
+                print(f"wrote {path}")
+        else:
+            for number, kind in enumerate(kinds):
+                if len(kinds) > 1:
+                    print(("\n" if number else "") + f"# ===== {output_path(settings, kind)}")
+                sys.stdout.write(render(settings, kind))
+    except (InitFilesError, OSError) as exc:
+        print(f"daemonkit init-files: {exc}", file=sys.stderr)
+        return 1
+    if _protect_home(settings) != "yes":
+        print("daemonkit init-files: note: the interpreter or the script lives in a home "
+              "directory; the units use ProtectHome=read-only", file=sys.stderr)
+    return 0
