@@ -82,7 +82,12 @@ class IngestClient:
                 time.sleep(min(self.backoff * (2 ** (attempt - 1)), 2.0))
             sock = self._socket()
             self.attempts += 1
-            sock.send(payload)
+            try:
+                sock.send(payload)  # waits at most SNDTIMEO for a connected server
+            except zmq.Again:
+                last_problem = f"no server connected within {self.timeout_ms} ms"
+                self._reset()
+                continue
             if sock.poll(self.timeout_ms, zmq.POLLIN):
                 reply: dict[str, Any] = json.loads(sock.recv())
                 if reply.get("ok"):
@@ -100,6 +105,7 @@ class IngestClient:
             sock = self.context.socket(zmq.REQ)
             sock.linger = 0
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.sndtimeo = self.timeout_ms
             if self.curve_server_key is not None and self.curve_keypair is not None:
                 sock.curve_publickey, sock.curve_secretkey = self.curve_keypair
                 sock.curve_serverkey = self.curve_server_key

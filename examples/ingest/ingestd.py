@@ -219,6 +219,9 @@ class Ingestd(Daemon):
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),
+            "log_level": self.settings.current.log_level,
+            "max_batch_records": self.settings.current.max_batch_records,
+            "max_inflight_requests": self.settings.current.max_inflight_requests,
         }
 
     def _totals(self) -> dict[str, int]:

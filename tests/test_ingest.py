@@ -1,0 +1,512 @@
+"""ingestd end to end: real daemons, real ZeroMQ sockets, real SQLite/PostgreSQL/MariaDB.
+
+The guarantees under test: a record is acknowledged only once it is committed; a resent id
+is never stored twice; bad input is answered (or, when oversized, cut off) without hurting
+other clients; SIGTERM drains and exits 0; SIGKILL loses nothing acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from conftest import ROOT, Service, pid_alive, wait_for
+from dbservers import MariadbServer, PostgresServer, free_port, mariadb, postgres
+
+sys.path.insert(0, str(ROOT / "examples" / "ingest"))
+from client import IngestClient, ServerUnavailable
+
+INGESTD = ROOT / "examples" / "ingest" / "ingestd.py"
+CLIENT = ROOT / "examples" / "ingest" / "client.py"
+__all__ = ["mariadb", "postgres"]  # session fixtures from dbservers, used below
+
+
+class Ingestd(Service):
+    def __init__(self, workdir: Path, name: str = "ingestd", db: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        super().__init__(INGESTD, workdir, name, events_option=False)
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.extra = ["--bind", self.endpoint, *(["--db", db] if db else []), *extra]
+
+    def start(self) -> None:
+        result = self.cli("start")
+        assert result.returncode == 0, f"{result.stdout}{result.stderr}{self.log_text()}"
+
+    def stop(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("stop")
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., Ingestd]]:
+    started: list[Ingestd] = []
+
+    def make(**kwargs: Any) -> Ingestd:
+        daemon = Ingestd(tmp_path, name=f"ingestd{len(started)}", **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def request(ctx: zmq.Context[Any], endpoint: str, frames: list[bytes],
+            timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """One raw REQ exchange, as a 5-line third-party client would do it."""
+    sock = ctx.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(frames)
+        if not sock.poll(int(timeout_s * 1000)):
+            return None
+        reply: dict[str, Any] = json.loads(sock.recv())
+        return reply
+    finally:
+        sock.close()
+
+
+def sqlite_rows(path: Path, prefix: str = "") -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, body, received_at FROM records WHERE id LIKE ?",
+                          (prefix + "%",)).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+class LoadClient(threading.Thread):
+    """Sends numbered records in batches until told to stop; remembers every acked id."""
+
+    def __init__(self, endpoints: list[str], prefix: str, *, batch: int = 5,
+                 timeout: float = 1.0, retries: int = 0, total: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.client = IngestClient(endpoints, timeout=timeout, retries=retries, backoff=0.05)
+        self.prefix, self.batch, self.total = prefix, batch, total
+        self.acked: list[str] = []
+        self.duplicates = 0
+        self.failure: BaseException | None = None
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        sequence = 0
+        try:
+            while not self.halt.is_set() and (self.total is None or sequence < self.total):
+                ids = [f"{self.prefix}-{sequence + i}" for i in range(self.batch)]
+                reply = self.client.send([{"id": i, "n": sequence} for i in ids])
+                assert reply["stored"] + reply["duplicates"] == len(ids), reply
+                self.duplicates += reply["duplicates"]
+                self.acked += ids
+                sequence += self.batch
+        except BaseException as exc:  # noqa: BLE001 - inspected by the test
+            self.failure = exc
+        finally:
+            self.client.close()
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd],
+                                                 context: zmq.Context[Any],
+                                                 tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    one = request(context, daemon.endpoint, [b'{"id": "rt-1", "v": [1, 2.5, "x\\u00e9"]}'])
+    assert one == {"ok": True, "stored": 1, "duplicates": 0}
+    batch = [{"id": f"rt-{i}", "i": i} for i in range(1, 6)]
+    assert request(context, daemon.endpoint, [json.dumps(batch).encode()]) == {
+        "ok": True, "stored": 4, "duplicates": 1}
+    # the default database is ingest.db in the directory `start` was run from
+    rows = sqlite_rows(tmp_path / "ingest.db", "rt-")
+    assert sorted(rows) == [f"rt-{i}" for i in range(1, 6)]
+    assert rows["rt-1"][0] == '{"id":"rt-1","v":[1,2.5,"x\\u00e9"]}'  # compact JSON
+    assert json.loads(rows["rt-3"][0]) == {"id": "rt-3", "i": 3}
+    assert rows["rt-1"][1].endswith("Z")
+    with sqlite3.connect(tmp_path / "ingest.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    status = daemon.status()
+    assert status["records_stored"] == 5
+    assert status["duplicates"] == 1
+    assert status["requests_per_s_1m"] > 0
+    assert status["queue_depth"] == 0
+    assert status["db_reachable"] is True
+    text = daemon.cli("status")
+    assert "records_stored: 5" in text.stdout and "db_reachable: True" in text.stdout
+    pid = daemon.pid()
+    assert daemon.stop().returncode == 0
+    assert pid is not None and not pid_alive(pid)
+    assert "exiting with status 0" in daemon.log_text()
+
+
+BAD_INPUTS: list[tuple[str, list[bytes], str]] = [
+    ("malformed JSON", [b'{"id": "x",'], "not valid JSON"),
+    ("binary garbage", [bytes(range(256)) * 4], "not UTF-8"),
+    ("missing id", [b'{"value": 1}'], 'record 0: missing "id"'),
+    ("empty id", [b'{"id": ""}'], 'record 0: "id" is empty'),
+    ("overlong id", [json.dumps({"id": "x" * 129}).encode()], "129 characters"),
+    ("numeric id", [b'{"id": 17}'], '"id" must be a string'),
+    ("top-level string", [b'"hello"'], "must be a JSON object or array"),
+    ("empty array", [b"[]"], "empty array"),
+    ("record not an object", [b'[{"id": "bad-ok-0"}, 5]'], "record 1: must be a JSON object"),
+    ("bad record in a batch", [json.dumps(
+        [{"id": f"bad-batch-{i}"} for i in range(5)] + [{"id": None}]).encode()],
+     "record 5"),
+    ("1001 records", [json.dumps([{"id": f"bad-many-{i}"} for i in range(1001)]).encode()],
+     "1001 records"),
+    ("two frames", [b'{"id": "bad-frames"}', b'{"id": "bad-frames-2"}'], "exactly one frame"),
+    ("lone surrogate id", [b'{"id": "\\ud800"}'], "lone surrogate"),
+    ("NaN", [b'{"id": "bad-nan", "v": NaN}'], "NaN is not JSON"),
+]
+
+
+def test_bad_input_is_answered_while_a_good_client_keeps_getting_acks(
+        daemons: Callable[..., Ingestd], context: zmq.Context[Any], tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    good = LoadClient([daemon.endpoint], "good", batch=1, timeout=5.0)
+    good.start()
+    try:
+        wait_for(lambda: len(good.acked) > 10, 10, message="first acks of the good client")
+        for label, frames, expected in BAD_INPUTS:
+            before = len(good.acked)
+            reply = request(context, daemon.endpoint, frames)
+            assert reply is not None, label
+            assert reply["ok"] is False and reply["retryable"] is False, (label, reply)
+            assert expected in reply["error"], (label, reply)
+            wait_for(lambda before=before: len(good.acked) > before + 2, 10,
+                     message=f"good client acked after {label}")
+        # oversized: the sender is disconnected and gets nothing; the good client goes on
+        before = len(good.acked)
+        big = json.dumps({"id": "bad-big", "pad": "x" * (1024 * 1024)}).encode()
+        assert request(context, daemon.endpoint, [big], timeout_s=1.5) is None
+        wait_for(lambda: len(good.acked) > before + 10, 10, message="acks after oversized")
+        assert request(context, daemon.endpoint, [b'{"id": "after-big"}'])["ok"] is True
+    finally:
+        good.halt.set()
+        good.join(10)
+    assert good.failure is None
+    assert sqlite_rows(tmp_path / "ingest.db", "bad-") == {}  # nothing of a bad request
+    assert daemon.status()["bad_requests"] == len(BAD_INPUTS)
+    assert daemon.stop().returncode == 0
+
+
+def test_sigterm_during_load_exits_0_and_keeps_every_ack(daemons: Callable[..., Ingestd],
+                                                         tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    clients = [LoadClient([daemon.endpoint], f"term{i}", batch=3, timeout=2.0)
+               for i in range(8)]
+    for client in clients:
+        client.start()
+    wait_for(lambda: sum(len(c.acked) for c in clients) > 300, 20, message="load running")
+    pid = daemon.pid()
+    stop = daemon.stop()
+    assert stop.returncode == 0, stop.stderr
+    for client in clients:
+        client.halt.set()
+        client.join(10)
+    assert pid is not None and not pid_alive(pid)
+    log = daemon.log_text()
+    assert "exiting with status 0" in log and "drained in" in log
+    acked = {record_id for client in clients for record_id in client.acked}
+    stored = sqlite_rows(tmp_path / "ingest.db", "term")
+    assert acked <= set(stored), f"acked but missing: {sorted(acked - set(stored))[:5]}"
+    # clients stopped on a timeout or a closed server, not on an error reply
+    assert all(c.failure is None or isinstance(c.failure, ServerUnavailable) for c in clients)
+
+
+def test_sigkill_during_load_then_restart_stores_every_id_exactly_once(
+        daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    per_client = 600
+    clients = [LoadClient([daemon.endpoint], f"kill{i}", batch=4, timeout=0.5, retries=60,
+                          total=per_client) for i in range(6)]
+    for client in clients:
+        client.start()
+    wait_for(lambda: sum(len(c.acked) for c in clients) > 400, 20, message="load running")
+    pid = daemon.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    acked_before_kill = {i for c in clients for i in list(c.acked)}
+    wait_for(lambda: not pid_alive(pid), 10, message="killed daemon gone")
+    daemon.start()  # the pidfile lock died with the process: start works at once
+    for client in clients:
+        client.join(60)
+    assert all(c.failure is None for c in clients), [c.failure for c in clients]
+    stored = sqlite_rows(tmp_path / "ingest.db", "kill")
+    expected = {f"kill{i}-{n}" for i in range(6) for n in range(per_client)}
+    assert set(stored) == expected  # every record once: the id is the primary key
+    assert acked_before_kill <= set(stored)
+    # the retries after the kill resent records that were stored but not acknowledged,
+    # or never arrived; at least one request had to be resent
+    assert sum(c.client.attempts for c in clients) > sum(per_client // 4 for _ in clients)
+    assert daemon.stop().returncode == 0
+
+
+def test_reload_applies_valid_config_and_keeps_old_on_invalid(
+        daemons: Callable[..., Ingestd], context: zmq.Context[Any], tmp_path: Path) -> None:
+    config = tmp_path / "ingestd.json"
+    config.write_text(json.dumps({"log_level": "INFO", "max_batch_records": 5000}))
+    daemon = daemons(extra=("--config", str(config)))
+    daemon.start()
+    assert daemon.status()["max_batch_records"] == 5000
+    config.write_text('{"max_batch_records": 0}')
+    bad = daemon.cli("reload")
+    assert bad.returncode != 0
+    assert "max_batch_records must be an integer" in bad.stdout + bad.stderr
+    config.write_text('{"log_level": "LOUD"}')
+    assert daemon.cli("reload").returncode != 0
+    status = daemon.status()
+    assert status["max_batch_records"] == 5000 and status["log_level"] == "INFO"
+    config.write_text(json.dumps({"log_level": "DEBUG", "max_batch_records": 2,
+                                  "max_inflight_requests": 100}))
+    good = daemon.cli("reload")
+    assert good.returncode == 0, good.stderr
+    status = daemon.status()
+    assert (status["max_batch_records"], status["log_level"]) == (2, "DEBUG")
+    assert request(context, daemon.endpoint, [b'{"id": "reloaded"}'])["ok"] is True
+    assert daemon.stop().returncode == 0
+
+
+def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
+                                                tmp_path: Path) -> None:
+    config = tmp_path / "ingestd.json"
+    config.write_text(json.dumps({"max_inflight_requests": 8}))
+    daemon = daemons(extra=("--config", str(config)))
+    daemon.start()
+    db_path = tmp_path / "ingest.db"
+    # another process holds the write lock: the writer waits (busy timeout), intake must stop
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    clients = [LoadClient([daemon.endpoint], f"bp{i}", batch=1, timeout=30.0, total=4)
+               for i in range(16)]
+    try:
+        for client in clients:
+            client.start()
+        status = wait_for(lambda: (s := daemon.status())["intake_paused"] and s, 10,
+                          message="intake paused")
+        assert status["inflight_requests"] <= 8
+        assert not any(c.acked for c in clients)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for client in clients:
+        client.join(30)
+    assert all(c.failure is None for c in clients)
+    assert len(sqlite_rows(db_path, "bp")) == 16 * 4
+    assert daemon.status()["intake_paused"] is False
+    assert daemon.stop().returncode == 0
+
+
+def test_start_reports_config_errors_busy_ports_and_dead_databases(
+        daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
+    bad_url = daemons(db="oracle://x/y")
+    result = bad_url.cli("start")
+    assert result.returncode == 6 and "unsupported database scheme" in result.stderr
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text("{not json")
+    result = daemons(extra=("--config", str(bad_config))).cli("start")
+    assert result.returncode == 6 and "not valid JSON" in result.stderr
+    first = daemons()
+    first.start()
+    second = daemons()
+    second.extra[1] = first.endpoint
+    result = second.cli("start")
+    assert result.returncode == 1 and "cannot bind" in result.stderr
+    dead_db = daemons(db=f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    result = dead_db.cli("start")
+    assert result.returncode == 1 and "unreachable" in result.stderr
+    assert first.stop().returncode == 0
+
+
+def test_curve_only_authorized_clients_store(daemons: Callable[..., Ingestd],
+                                             context: zmq.Context[Any],
+                                             tmp_path: Path) -> None:
+    import zmq.auth
+
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, str(CLIENT), "keygen", str(keys)], check=True,
+                   capture_output=True)
+    intruder_dir = tmp_path / "intruder"
+    intruder_dir.mkdir()
+    intruder_public_file, intruder_secret_file = zmq.auth.create_certificates(intruder_dir,
+                                                                              "intruder")
+    daemon = daemons(extra=("--curve-keys", str(keys)))
+    daemon.start()
+    server_public, _ = zmq.auth.load_certificate(keys / "server.key")
+    client_keys = zmq.auth.load_certificate(keys / "client.key_secret")
+    intruder_keys = zmq.auth.load_certificate(intruder_secret_file)
+
+    def curve_client(keypair: tuple[bytes, bytes | None]) -> IngestClient:
+        public, secret = keypair
+        assert secret is not None
+        return IngestClient(daemon.endpoint, timeout=1.0, retries=0, context=context,
+                            curve_server_key=server_public, curve_keypair=(public, secret))
+
+    authorized = curve_client(client_keys)
+    assert authorized.send({"id": "curve-ok"})["stored"] == 1
+    intruder = curve_client(intruder_keys)
+    with pytest.raises(ServerUnavailable):
+        intruder.send({"id": "curve-intruder"})
+    assert request(context, daemon.endpoint, [b'{"id": "curve-plain"}'], 1.0) is None
+    assert set(sqlite_rows(tmp_path / "ingest.db", "curve")) == {"curve-ok"}
+    # the allowed keys are re-read on reload
+    os.replace(intruder_public_file, keys / "authorized" / "intruder.key")
+    assert daemon.cli("reload").returncode == 0
+    admitted = curve_client(intruder_keys)
+    assert admitted.send({"id": "curve-admitted"})["stored"] == 1
+    for client in (authorized, intruder, admitted):
+        client.close()
+    assert daemon.stop().returncode == 0
+
+
+def test_client_cli_gen_and_send(daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    records = subprocess.run([sys.executable, str(CLIENT), "gen", "250", "--prefix", "cli"],
+                             check=True, capture_output=True, text=True).stdout
+    for expected in ("stored 250, duplicates 0", "stored 0, duplicates 250"):
+        sent = subprocess.run([sys.executable, str(CLIENT), "--endpoint", daemon.endpoint,
+                               "send", "-", "--batch", "100"], input=records,
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert sent.returncode == 0, sent.stderr
+        assert expected in sent.stdout
+    assert len(sqlite_rows(tmp_path / "ingest.db", "cli-")) == 250
+    rejected = subprocess.run([sys.executable, str(CLIENT), "--endpoint", daemon.endpoint,
+                               "send", "-"], input='{"id": 5}\n', capture_output=True,
+                              text=True, timeout=30, check=False)
+    assert rejected.returncode == 1 and "must be a string" in rejected.stderr
+    assert daemon.stop().returncode == 0
+
+
+# -- PostgreSQL and MariaDB ------------------------------------------------------------------
+
+def pg_ids(server: PostgresServer, prefix: str) -> list[str]:
+    rows = server.sql("ingest", f"SELECT id FROM records WHERE id LIKE '{prefix}%' ORDER BY id")
+    return [str(row[0]) for row in rows]
+
+
+def test_postgres_round_trip_outage_and_recovery(daemons: Callable[..., Ingestd],
+                                                 context: zmq.Context[Any],
+                                                 postgres: PostgresServer) -> None:
+    daemon = daemons(db=postgres.url())
+    daemon.start()
+    assert daemon.status()["db_reachable"] is True
+    batch = [{"id": f"pg-{i}", "i": i} for i in range(50)] + [{"id": "pg-0"}]
+    assert request(context, daemon.endpoint, [json.dumps(batch).encode()]) == {
+        "ok": True, "stored": 50, "duplicates": 1}
+    assert request(context, daemon.endpoint, [b'{"id": "pg-7"}'])["duplicates"] == 1
+    assert len(pg_ids(postgres, "pg-")) == 50
+    body, received_at = postgres.sql(
+        "ingest", "SELECT body, received_at FROM records WHERE id = 'pg-3'")[0]
+    assert body == '{"id":"pg-3","i":3}' and received_at is not None
+    postgres.stop("fast")
+    try:
+        reply = request(context, daemon.endpoint, [b'{"id": "pg-outage"}'], 15.0)
+        assert reply is not None and reply["ok"] is False and reply["retryable"] is True
+        assert wait_for(lambda: daemon.status()["db_reachable"] is False, 15,
+                        message="db_reachable false")
+    finally:
+        postgres.restart()
+    client = IngestClient(daemon.endpoint, timeout=5.0, retries=20, context=context,
+                          backoff=0.2)
+    assert client.send({"id": "pg-outage"})["stored"] == 1
+    client.close()
+    assert wait_for(lambda: daemon.status()["db_reachable"] is True, 15,
+                    message="db_reachable true again")
+    assert daemon.stop().returncode == 0
+
+
+def test_two_instances_into_one_postgres_store_everything_once(
+        daemons: Callable[..., Ingestd], postgres: PostgresServer) -> None:
+    first = daemons(db=postgres.url())
+    second = daemons(db=postgres.url())
+    first.start()
+    second.start()
+    clients = [LoadClient([first.endpoint, second.endpoint], f"two{i}", batch=10, timeout=5.0,
+                          retries=3, total=300) for i in range(4)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    assert all(c.failure is None for c in clients), [c.failure for c in clients]
+    # the same records again, through both servers: all duplicates
+    again = LoadClient([second.endpoint, first.endpoint], "two0", batch=10, total=300)
+    again.run()
+    assert again.failure is None and again.duplicates == 300
+    assert len(pg_ids(postgres, "two")) == 4 * 300
+    served = [first.status()["requests_total"], second.status()["requests_total"]]
+    assert all(count > 0 for count in served), served
+    assert first.stop().returncode == 0 and second.stop().returncode == 0
+
+
+def test_sigkill_with_postgres_then_restart_loses_no_ack(daemons: Callable[..., Ingestd],
+                                                         postgres: PostgresServer) -> None:
+    daemon = daemons(db=postgres.url())
+    daemon.start()
+    clients = [LoadClient([daemon.endpoint], f"pgkill{i}", batch=5, timeout=0.5, retries=60,
+                          total=300) for i in range(4)]
+    for client in clients:
+        client.start()
+    wait_for(lambda: sum(len(c.acked) for c in clients) > 200, 20, message="load running")
+    pid = daemon.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), 10, message="killed daemon gone")
+    daemon.start()
+    for client in clients:
+        client.join(60)
+    assert all(c.failure is None for c in clients), [c.failure for c in clients]
+    assert len(pg_ids(postgres, "pgkill")) == 4 * 300
+    assert daemon.stop().returncode == 0
+
+
+def test_mariadb_round_trip_with_exact_ids(daemons: Callable[..., Ingestd],
+                                           context: zmq.Context[Any],
+                                           mariadb: MariadbServer) -> None:
+    daemon = daemons(db=mariadb.url())
+    daemon.start()
+    # ids differing only in case or trailing space are different records
+    batch = [{"id": "my-A"}, {"id": "my-a"}, {"id": "my-a "}, {"id": "my-\u00e9"},
+             {"id": "my-A"}]
+    assert request(context, daemon.endpoint, [json.dumps(batch).encode()]) == {
+        "ok": True, "stored": 4, "duplicates": 1}
+    clients = [LoadClient([daemon.endpoint], f"myload{i}", batch=10, timeout=5.0,
+                          retries=3, total=200) for i in range(4)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    assert all(c.failure is None for c in clients), [c.failure for c in clients]
+    rows = mariadb.sql("SELECT id FROM records WHERE id LIKE 'my%'", "ingest")
+    ids = sorted(bytes(row[0]).decode() for row in rows)  # type: ignore[arg-type]
+    assert [i for i in ids if not i.startswith("myload")] == sorted(
+        ["my-A", "my-a", "my-a ", "my-\u00e9"])
+    assert len(ids) == 4 + 4 * 200
+    body = mariadb.sql("SELECT body FROM records WHERE id = 'my-A'", "ingest")[0][0]
+    assert body == '{"id":"my-A"}'
+    assert daemon.status()["db_reachable"] is True
+    assert daemon.stop().returncode == 0
