@@ -399,3 +399,61 @@ def test_two_hundred_programs(sv: Sv) -> None:
     assert time.monotonic() - started < 30
     assert not any(pid_alive(pid) for pid in pids)
     assert tagged_pids(sv.tag) == []
+
+
+def test_crash_loop_backs_off_without_slowing_a_normal_respawn(sv: Sv) -> None:
+    spawns = sv.dir / "spawns"
+    sv.write(f"""
+        [program:loop]
+        command = sh -c 'echo x >> {spawns}; exit 1'
+        startsecs = 0
+        autorestart = true
+        backoff_initial = 0.1
+        backoff_max = 0.4
+        """)
+    sv.cli("start", check=True)
+    wait_for(lambda: "crash loop" in sv.log(), 5, message="crash loop detected")
+    window_start = len(spawns.read_text().split())
+    time.sleep(1.5)  # a fixed observation window: how many spawns happen in it
+    in_window = len(spawns.read_text().split()) - window_start
+    assert 2 <= in_window <= 8  # backing off (0.1, 0.2, 0.4, 0.4 ...), not hundreds
+    assert sv.status()["loop"]["state"] in ("BACKOFF", "RUNNING", "EXITED")
+
+
+def test_new_supervisor_kills_strays_of_a_sigkilled_one(sv: Sv) -> None:
+    pids = sv.dir / "pids"
+    script = sv.dir / "forker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        helper = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        with open({str(pids)!r}, "w") as f:
+            f.write(f"{{os.getpid()}} {{helper.pid}}")
+        time.sleep(600)
+        """))
+    sv.write(f"[program:f]\ncommand = {sys.executable} {script}\nstartsecs = 0\n")
+    sv.cli("start", check=True)
+    leader, helper = map(int, wait_for(lambda: pids.exists() and pids.read_text().split(),
+                                       10, message="pids written"))
+    pids.unlink()
+    os.kill(sv.supervisor_pid(), signal.SIGKILL)
+    wait_for(lambda: not pid_alive(leader), 5, message="leader got PR_SET_PDEATHSIG")
+    assert pid_alive(helper)  # the helper ignores SIGTERM and had no death signal
+    sv.cli("start", check=True)
+    assert not pid_alive(helper)
+    assert "left by a previous supervisor" in sv.log()
+    new_leader = int(wait_for(lambda: pids.exists() and pids.read_text().split(), 10)[0])
+    assert new_leader != leader
+
+
+def test_size_rotation(tmp_path: Path) -> None:
+    from daemonkit.supervisor.logfile import LogFile
+
+    log = LogFile(str(tmp_path / "out.log"), maxbytes=10, backups=2)
+    for chunk in (b"aaaaaaaa\n", b"bbbbbbbb\n", b"cccccccc\n", b"dddddddd\n"):
+        log.write(chunk)
+    log.close()
+    assert (tmp_path / "out.log").read_bytes() == b"dddddddd\n"
+    assert (tmp_path / "out.log.1").read_bytes() == b"cccccccc\n"
+    assert (tmp_path / "out.log.2").read_bytes() == b"bbbbbbbb\n"
+    assert not (tmp_path / "out.log.3").exists()

@@ -59,8 +59,9 @@ class _Call:
 
 
 class Engine:
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, supervisor_id: str | None = None) -> None:
         self.log = log
+        self.supervisor_id = supervisor_id
         self.selector = selectors.DefaultSelector()
         self.config: SupervisorConfig | None = None
         self.instances: dict[str, Instance] = {}  # live config's instances, in start order
@@ -148,7 +149,8 @@ class Engine:
         count = self.numprocs.get(program.name, program.numprocs)
         for num in (program.process_nums(count) if nums is None else nums):
             instance = Instance(program, program.instance(num, count), self, self.log,
-                                self.notify_address)
+                                notify_address=self.notify_address,
+                                supervisor_id=self.supervisor_id)
             self.instances[instance.name] = instance
             if start:
                 instance.want = Want.UP  # spawned by _start_held once no namesake is retiring

@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,12 +25,15 @@ from .logfile import LogFile
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
 _PR_SET_PDEATHSIG = 1
+#: children carry the supervisor's pidfile path: a later supervisor of the same pidfile
+#: recognises strays of a predecessor that died by SIGKILL (see strays.py)
+SUPERVISOR_ID_ENV = "DAEMONKIT_SUPERVISOR"
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
-#: a RUNNING process may be restarted at once this many times per window before the
-#: supervisor treats it as a crash loop and backs off
-CRASH_LOOP_RESTARTS = 10
-CRASH_LOOP_WINDOW_S = 10.0
+#: a RUNNING process that exits sooner than this after its spawn counts as a quick exit;
+#: this many quick exits in a row are a crash loop, and restarts back off
+QUICK_EXIT_S = 1.0
+QUICK_EXITS_TOLERATED = 3
 #: while a stopped leader's group still has members, how often to look again
 _GROUP_RECHECK_S = 0.02
 
@@ -74,12 +76,14 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 class Instance:
     def __init__(self, program: ProgramConfig, spec: InstanceSpec, loop: Loop,
-                 log: logging.Logger, notify_address: str | None) -> None:
+                 log: logging.Logger, *, notify_address: str | None = None,
+                 supervisor_id: str | None = None) -> None:
         self.program = program
         self.spec = spec
         self.loop = loop
         self.log = log
         self.notify_address = notify_address
+        self.supervisor_id = supervisor_id
         self.state = State.STOPPED
         self.want = Want.DOWN
         self.pid: int | None = None  # group leader while LIVE (also its pgid)
@@ -95,7 +99,7 @@ class Instance:
         self.failed_starts = 0  # consecutive failed starts (reset on RUNNING)
         self.exit_status: int | None = None  # last exit code (negative: killed by signal)
         self.spawn_error: str | None = None
-        self.recent_restarts: deque[float] = deque(maxlen=CRASH_LOOP_RESTARTS)
+        self.quick_exits = 0  # consecutive RUNNING exits within QUICK_EXIT_S
         self.stdout_log = self._log(spec.stdout)
         self.stderr_log = self._log(spec.stderr) if spec.stderr else None
 
@@ -178,13 +182,15 @@ class Instance:
         if not restart:
             self._to(State.EXITED)
             return
-        self.recent_restarts.append(now)
-        crash_loop = (len(self.recent_restarts) == CRASH_LOOP_RESTARTS
-                      and now - self.recent_restarts[0] < CRASH_LOOP_WINDOW_S)
-        if crash_loop:
+        # a process that ran a while is respawned at once; one that keeps dying within
+        # QUICK_EXIT_S (possible with small startsecs) backs off, growing, never FATAL
+        self.quick_exits = self.quick_exits + 1 if uptime < QUICK_EXIT_S else 0
+        if self.quick_exits >= QUICK_EXITS_TOLERATED:
             self._to(State.BACKOFF)
-            self.deadline = now + self._backoff_delay(1)
-            self.recent_restarts.clear()
+            delay = self._backoff_delay(self.quick_exits - QUICK_EXITS_TOLERATED + 1)
+            self.log.warning("%s: crash loop (%d quick exits), next start in %.2fs",
+                             self.name, self.quick_exits, delay)
+            self.deadline = now + delay
             return
         self._to(State.EXITED)
         self._spawn()
@@ -291,6 +297,8 @@ class Instance:
         env.update(self.spec.environment)
         env["DAEMONKIT_PROGRAM"] = self.program.name
         env["DAEMONKIT_PROCESS_NUM"] = str(self.spec.process_num)
+        if self.supervisor_id:
+            env[SUPERVISOR_ID_ENV] = self.supervisor_id
         if self.program.notify and self.notify_address:
             env["NOTIFY_SOCKET"] = self.notify_address
         return env

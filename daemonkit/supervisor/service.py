@@ -13,11 +13,13 @@ import functools
 import os
 from typing import Any
 
+from ..control import control_path_for
 from ..daemon import Daemon
 from ..errors import ConfigError
 from . import config as config_module
 from .config import SupervisorConfig
 from .engine import Engine
+from .strays import kill_strays
 
 #: control-socket commands of the supervisor (the core handles "status" and "reload")
 CMD_STATUS = "supervisor-status"
@@ -84,7 +86,16 @@ class Supervisor(Daemon):
             self.configure()
         assert self.config is not None
         _set_title(f"daemonkit-supervisor -c {self.config.path}")
-        self.engine = Engine(self.log)
+        supervisor_id = self.options.pidfile
+        strays = kill_strays(supervisor_id)
+        if strays:
+            self.log.warning("killed %d processes left by a previous supervisor: %s",
+                             len(strays), strays)
+        if self.config.control and self.config.control != control_path_for(supervisor_id):
+            self.log.warning("[supervisor] control = %s is not supported yet; the control "
+                             "socket is %s", self.config.control,
+                             control_path_for(supervisor_id))
+        self.engine = Engine(self.log, supervisor_id)
         if self._gate is not None:  # SIGUSR1 also reopens the children's log files
             core_reopen = self._gate.hooks["reopen"]
             engine = self.engine

@@ -1,0 +1,247 @@
+"""daemonkit's supervisor against supervisord, same machine, same run, same INI file.
+
+Both supervisors read one 10-program config (supervisord's own format: daemonkit accepts
+[supervisord] and skips the XML-RPC sections). Figures: time until all programs are RUNNING,
+respawn latency after kill -9 (median of 20, measured by watching the supervisor's children,
+not through either status API), `status` latency (the CLI end to end, and the in-process API),
+idle CPU seconds over 30 s (both measured side by side), and RSS.
+
+    python bench/supervisor_bench.py [--idle-seconds 30] [--respawns 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = 10
+
+TEMPLATE = """\
+[supervisord]
+pidfile = {run}/sv.pid
+logfile = {run}/sv.log
+nodaemon = false
+
+[unix_http_server]
+file = {run}/supervisor.sock
+chmod = 0700
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl = unix://{run}/supervisor.sock
+
+"""
+PROGRAM = """\
+[program:p{n}]
+command = sleep 100000
+startsecs = 1
+startretries = 3
+stopwaitsecs = 5
+autorestart = true
+
+"""
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, step: float = 0.001) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("condition not reached")
+
+
+class Contender:
+    name = ""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.ini = run / "sv.ini"
+        self.ini.write_text(TEMPLATE.format(run=run)
+                            + "".join(PROGRAM.format(n=n) for n in range(PROGRAMS)))
+
+    def pid(self) -> int:
+        return int((self.run / "sv.pid").read_text())
+
+    def start(self) -> None: ...
+    def states(self) -> dict[str, tuple[str, int]]: ...
+    def status_cli(self) -> list[str]: ...
+    def stop(self) -> None: ...
+
+
+class Supervisord(Contender):
+    name = "supervisord"
+
+    def start(self) -> None:
+        subprocess.run([shutil.which("supervisord") or "supervisord", "-c", str(self.ini)],
+                       check=True)
+        wait_until((self.run / "supervisor.sock").exists, 10)
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.run}/supervisor.sock")
+        self.rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def states(self) -> dict[str, tuple[str, int]]:
+        with contextlib.suppress(OSError, xmlrpc.client.Fault):
+            return {p["name"]: (p["statename"], p["pid"])
+                    for p in self.rpc.supervisor.getAllProcessInfo()}
+        return {}
+
+    def status_cli(self) -> list[str]:
+        return [shutil.which("supervisorctl") or "supervisorctl", "-c", str(self.ini), "status"]
+
+    def stop(self) -> None:
+        pid = self.pid()
+        subprocess.run([*self.status_cli()[:-1], "shutdown"], capture_output=True, check=False)
+        wait_until(lambda: not psutil.pid_exists(pid), 30, 0.01)
+
+
+class Daemonkit(Contender):
+    name = "daemonkit"
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "daemonkit", "supervise", "-c", str(self.ini), *args]
+
+    def start(self) -> None:
+        subprocess.run(self._cli("start"), check=True, capture_output=True, cwd=ROOT)
+
+    def states(self) -> dict[str, tuple[str, int]]:
+        from daemonkit.control import ControlError, request
+
+        with contextlib.suppress(ControlError):
+            reply = request(str(self.run / "sv.ctl"), {"cmd": "supervisor-status"}, 5.0)
+            return {p["name"]: (p["state"], p["pid"] or 0) for p in reply["programs"]}
+        return {}
+
+    def status_cli(self) -> list[str]:
+        return self._cli("status")
+
+    def stop(self) -> None:
+        subprocess.run(self._cli("stop"), check=True, capture_output=True, cwd=ROOT)
+
+
+def all_running(contender: Contender) -> bool:
+    states = contender.states()
+    return len(states) == PROGRAMS and all(s == "RUNNING" for s, _ in states.values())
+
+
+def time_to_running(contender: Contender) -> float:
+    started = time.monotonic()
+    contender.start()
+    wait_until(lambda: all_running(contender), 30, 0.005)
+    return time.monotonic() - started
+
+
+def respawn_latency(contender: Contender, rounds: int) -> list[float]:
+    """kill -9 one child, then watch the supervisor's children (1 ms) for its replacement."""
+    supervisor = psutil.Process(contender.pid())
+    latencies = []
+    for index in range(rounds):
+        wait_until(lambda: all_running(contender), 30, 0.005)  # back to RUNNING (startsecs)
+        before = {c.pid for c in supervisor.children()}
+        victim = contender.states()[f"p{index % PROGRAMS}"][1]
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda before=before, victim=victim: any(
+            c.pid not in before for c in supervisor.children()), 30, 0.0005)
+        latencies.append(time.monotonic() - killed)
+    return latencies
+
+
+def status_latency(contender: Contender, rounds: int) -> tuple[float, float]:
+    cli = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        subprocess.run(contender.status_cli(), capture_output=True, check=False, cwd=ROOT)
+        cli.append(time.monotonic() - started)
+    api = []
+    for _ in range(rounds * 5):
+        started = time.monotonic()
+        assert len(contender.states()) == PROGRAMS
+        api.append(time.monotonic() - started)
+    return statistics.median(cli), statistics.median(api)
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--respawns", type=int, default=20)
+    parser.add_argument("--status-rounds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("supervisord") is None:
+        print("supervisord not found: pip install supervisor", file=sys.stderr)
+        return 2
+    base = Path(tempfile.mkdtemp(prefix="sv-bench-"))
+    for name in ("supervisord", "daemonkit"):
+        (base / name).mkdir()
+    contenders: list[Contender] = [Supervisord(base / "supervisord"),
+                                   Daemonkit(base / "daemonkit")]
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for contender in contenders:
+            figures = results.setdefault(contender.name, {})
+            figures["all RUNNING (s)"] = time_to_running(contender)
+            latencies = respawn_latency(contender, args.respawns)
+            figures["respawn median (ms)"] = statistics.median(latencies) * 1000
+            figures["respawn max (ms)"] = max(latencies) * 1000
+            wait_until(lambda c=contender: all_running(c), 30, 0.005)
+            cli, api = status_latency(contender, args.status_rounds)
+            figures["status CLI median (ms)"] = cli * 1000
+            figures["status API median (ms)"] = api * 1000
+        # idle: both at once, same 30 s, nothing asked of them
+        pids = {c.name: c.pid() for c in contenders}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        time.sleep(args.idle_seconds)  # the measurement window itself
+        for name, pid in pids.items():
+            results[name][f"idle CPU over {args.idle_seconds:g}s (s)"] = (
+                cpu_seconds(pid) - before[name])
+            results[name]["RSS (MB)"] = psutil.Process(pid).memory_info().rss / 2**20
+    finally:
+        for contender in contenders:
+            with contextlib.suppress(Exception):
+                contender.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    report(results)
+    return 0
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    ours, theirs = results["daemonkit"], results["supervisord"]
+    print(f"{'figure':<28} {'supervisord':>12} {'daemonkit':>12} {'ratio sd/dk':>12}")
+    for key in theirs:
+        if ours[key]:
+            ratio = f"{theirs[key] / ours[key]:>11.2f}x"
+        else:
+            ratio = f"{'(both 0)' if not theirs[key] else '(dk 0)':>12}"
+        print(f"{key:<28} {theirs[key]:>12.3f} {ours[key]:>12.3f} {ratio}")
+    print(f"\nrespawn: daemonkit {theirs['respawn median (ms)'] / ours['respawn median (ms)']:.0f}x"
+          " faster (target >= 10x)")
+    print(f"RSS: daemonkit/supervisord = {ours['RSS (MB)'] / theirs['RSS (MB)']:.2f}"
+          " (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
