@@ -152,6 +152,8 @@ class Ingestd(Daemon):
                                log=self.log) for i in range(options.writers)]
         for writer in self.writers:
             writer.start()
+        for writer in self.writers:
+            writer.first_attempt_done.wait(10.0)
         self.log.info("listening on %s, storing into %s (%d writer%s)",
                       ", ".join(self.intake.bound), url.redacted(), len(self.writers),
                       "" if len(self.writers) == 1 else "s")
@@ -199,8 +201,8 @@ class Ingestd(Daemon):
     def status_info(self) -> dict[str, Any]:
         totals = self._totals()
         writer_stats = [w.stats for w in self.writers]
-        errors = [s for s in writer_stats if s.last_error]
-        latest = max(errors, key=lambda s: s.last_error_at or 0.0) if errors else None
+        last_ok = max(s.last_ok_at for s in writer_stats)
+        latest = max(writer_stats, key=lambda s: s.last_error_at)
         return {
             "records_stored": totals["records_stored"],
             "duplicates": totals["duplicates"],
@@ -209,9 +211,10 @@ class Ingestd(Daemon):
             "queue_depth": self.requests.qsize(),
             "inflight_requests": totals["inflight_requests"],
             "intake_paused": self.intake.stats.paused,
-            "db_reachable": all(s.db_reachable for s in writer_stats),
+            # the latest observation of any writer (a store, a connect or an idle ping)
+            "db_reachable": last_ok > latest.last_error_at,
             "db": self.options.db_url.redacted(),
-            "db_last_error": latest.last_error if latest else None,
+            "db_last_error": latest.last_error,
             "batches": totals["batches"],
             "mean_batch_requests": round(totals["requests"] / totals["batches"], 1)
             if totals["batches"] else 0.0,

@@ -70,8 +70,9 @@ class WriterStats:
     transient_failures: int = 0
     rejected: int = 0
     db_reachable: bool = False
+    last_ok_at: float = 0.0
     last_error: str | None = None
-    last_error_at: float | None = None
+    last_error_at: float = 0.0
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Writer(threading.Thread):
         self.log = log
         self.stats = WriterStats()
         self._store: Store | None = None
+        #: set after the first connection attempt, so that readiness means "writers ready"
+        self.first_attempt_done = threading.Event()
         self._next_connect_at = 0.0
         self._failures_in_a_row = 0
 
@@ -126,6 +129,7 @@ class Writer(threading.Thread):
         get = self.requests.get
         get_nowait = self.requests.get_nowait
         self._connect()
+        self.first_attempt_done.set()
         while True:
             try:
                 first = get(timeout=PING_INTERVAL_S)
@@ -180,6 +184,8 @@ class Writer(threading.Thread):
             return frames
         self._failures_in_a_row = 0
         stats = self.stats
+        stats.last_ok_at = time.time()
+        stats.db_reachable = True
         stats.batches += 1
         stats.requests += len(batch)
         replies = []
@@ -206,6 +212,7 @@ class Writer(threading.Thread):
         if not self.stats.db_reachable:
             self.log.info("%s connected to %s", self.name, store.url.redacted())
         self.stats.db_reachable = True
+        self.stats.last_ok_at = time.time()
         return store
 
     def _ping(self) -> None:
@@ -215,6 +222,7 @@ class Writer(threading.Thread):
         try:
             store.ping()
             self.stats.db_reachable = True
+            self.stats.last_ok_at = time.time()
         except TransientError as exc:
             self._failed(str(exc))
 
