@@ -128,8 +128,14 @@ def test_status_env_and_respawn_after_kill9(sv: Sv) -> None:
     first = sv.wait_state("echo", "RUNNING")
     assert (sv.dir / "echo.log").read_text() == "echo 0 hello, world\n"
     table = sv.cli("status", check=True).stdout.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT"]
-    assert table[1].split()[:3] == ["echo", "RUNNING", str(first["pid"])]
+    assert table[0].startswith(f"daemonkit-supervisor is running (pid {sv.supervisor_pid()}")
+    assert table[1].split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT"]
+    assert table[2].split()[:3] == ["echo", "RUNNING", str(first["pid"])]
+    one = sv.cli("status", "echo", check=True).stdout.splitlines()
+    assert one[1].split()[:2] == ["echo", "RUNNING"]
+    assert sv.cli("status", "nope").returncode == 3
+    with open(f"/proc/{sv.supervisor_pid()}/cmdline", "rb") as cmdline:
+        assert str(sv.ini).encode() in cmdline.read()  # the title shows the config
 
     killed_at = time.monotonic()
     os.kill(first["pid"], signal.SIGKILL)
@@ -457,3 +463,22 @@ def test_size_rotation(tmp_path: Path) -> None:
     assert (tmp_path / "out.log.1").read_bytes() == b"cccccccc\n"
     assert (tmp_path / "out.log.2").read_bytes() == b"bbbbbbbb\n"
     assert not (tmp_path / "out.log.3").exists()
+
+
+def test_web_page_serves_the_supervisor_api(sv: Sv) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    sv.write("[program:a]\ncommand = sleep 600\nstartsecs = 0\n",
+             header=f"[web]\nlisten = 127.0.0.1:{port}\n")
+    sv.cli("start", check=True)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as reply:
+        status = json.loads(reply.read())
+    assert status["pid"] == sv.supervisor_pid()
+    assert [p["name"] for p in status["programs"]] == ["a"]
+    sv.cli("stop", check=True)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)

@@ -172,6 +172,10 @@ def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int
         print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),
                           "config": reply.get("config"), "programs": selected}))
     else:
+        if not names:
+            uptime = reply.get("uptime_s")
+            up = f", up {format_duration(uptime)}" if isinstance(uptime, (int, float)) else ""
+            print(f"{PROG} is running (pid {reply.get('pid')}{up}), config {reply.get('config')}")
         rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT")]
         for p in selected:
             rows.append((p["name"], p["state"], str(p["pid"] or "-"),

@@ -136,6 +136,8 @@ class Engine:
     def reload_file(self) -> dict[str, Any]:
         """Re-read the config file; ConfigError leaves everything as it was."""
         assert self.config is not None
+        if self.stopping:
+            raise ConfigError("the supervisor is stopping; reload refused")
         new = config_module.load(self.config.path)
         summary = self.load(new)
         self.log.info("reloaded %s: %s", new.path, summary)
@@ -211,7 +213,10 @@ class Engine:
             critical: Callable[[], AbstractContextManager[None]]) -> None:
         """Serve events until ``should_stop()``; each batch runs inside ``critical()``."""
         while not should_stop():
-            events = self.selector.select(self._timeout())
+            with critical():  # a SIGHUP reload must not resize what we iterate over
+                timeout = self._timeout()
+            # a reload served after this point wakes us through the wakeup pipe
+            events = self.selector.select(timeout)
             with critical():
                 self._dispatch(events)
 
