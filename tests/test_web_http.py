@@ -299,6 +299,9 @@ def test_scale_up_and_down(client: Client, api: ProcessAPI) -> None:
     assert client.post("/api/programs/worker/scale", {"delta": -1})[0] == 200
     status, answer = client.post("/api/programs/worker/scale", {"delta": -1})
     assert status == 409 and "only 0" in answer["error"]
+    _, document = client.get("/api/status")  # no instance left, still listed for the page
+    assert "worker" in document["program_names"]
+    assert "worker" not in {p["program"] for p in document["programs"]}
 
 
 @pytest.mark.parametrize("body", [{}, {"delta": 0}, {"delta": "1"}, {"delta": True},

@@ -185,6 +185,8 @@ class WebServer:
         self.config = config
         self.guard = Guard(config, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
         self.sampler = Sampler()
+        self._names_lock = threading.Lock()
+        self._seen_programs: set[str] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -295,10 +297,20 @@ class WebServer:
             empty = {"cpu_percent": None, "memory_rss": None}
             program.update(figures.get(pid, empty) if isinstance(pid, int) else empty)
         status["programs"] = programs
+        status["program_names"] = self._program_names(programs)
         if isinstance(own_pid, int):
             status.update({f"supervisor_{k}": v for k, v in figures[own_pid].items()})
         status["auth"] = self.config.requires_auth
         return status
+
+    def _program_names(self, instances: list[dict[str, Any]]) -> list[str]:
+        """Programs in order, including those scaled down to no instance (the page still
+        needs their row, to add one back); the API lists instances only."""
+        present = {str(i.get("program")) for i in instances}
+        with self._names_lock:
+            absent = {n for n in self._seen_programs - present if self.api.known(n)}
+            self._seen_programs = present | absent
+            return sorted(self._seen_programs)
 
     def _known(self, name: str) -> None:
         if not name or not self.api.known(name):

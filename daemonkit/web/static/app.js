@@ -31,6 +31,15 @@ function bytes(n) {
   return (n / 1024).toFixed(0) + " KiB";
 }
 
+const SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL",
+                 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"};
+
+function exitText(status) {
+  if (status === null || status === undefined) return "";
+  if (status < 0) return SIGNALS[-status] || `signal ${-status}`;
+  return String(status);
+}
+
 function show(text, ok) {
   const result = $("result");
   result.textContent = text;
@@ -100,7 +109,8 @@ function instanceRow(info) {
   c[2].textContent = info.pid ?? "";
   c[3].textContent = info.state === "RUNNING" ? duration(info.uptime_s) : "";
   c[4].textContent = info.restarts ?? 0;
-  c[5].textContent = info.exit_status ?? "";
+  c[5].textContent = exitText(info.exit_status);
+  c[8].querySelector('[data-verb="log"]').hidden = !info.stdout_logfile;
   c[6].textContent = info.cpu_percent === null || info.cpu_percent === undefined
     ? "" : info.cpu_percent.toFixed(1) + " %";
   c[7].textContent = bytes(info.memory_rss);
@@ -113,6 +123,7 @@ function render(status) {
   $("sup-memory").textContent = bytes(status.supervisor_memory_rss);
   $("sup-config").textContent = status.config || "";
   const byProgram = new Map();
+  for (const program of status.program_names || []) byProgram.set(program, []);
   for (const info of status.programs) {
     if (!byProgram.has(info.program)) byProgram.set(info.program, []);
     byProgram.get(info.program).push(info);
@@ -122,6 +133,7 @@ function render(status) {
     const header = programRow(program);
     const running = instances.filter((i) => i.state === "RUNNING").length;
     header.children[1].textContent = `${running}/${instances.length} running`;
+    header.querySelector('[data-verb="log"]').hidden = !instances.some((i) => i.stdout_logfile);
     wanted.push(header);
     for (const info of instances) wanted.push(instanceRow(info));
   }
