@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import filecmp
 import os
+import pwd
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, WorldRuntime, pid_alive, proc_status, wait_for
 
 INIT = ROOT / "init"
 HELLO = ROOT / "examples" / "hello.py"
@@ -289,3 +293,114 @@ def test_main_command_dispatches_to_the_generator() -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert "--output-dir" in result.stdout
+
+
+# -- the units' command lines, run the way systemd runs them ------------------------------------
+
+
+def unit_command(unit_text: str, directive: str) -> list[str]:
+    """The argv systemd would run for ``directive`` (plain words only: what these tests use)."""
+    line = next(line for line in unit_text.splitlines() if line.startswith(f"{directive}="))
+    words = shlex.split(line.split("=", 1)[1])
+    return [word.replace("%%", "%").replace("$$", "$") for word in words]
+
+
+@pytest.fixture
+def unit_sandbox(world_runtime: WorldRuntime, world_tmp: Path,
+                 service_users: None) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Units generated for the world copy of hello.py, with the directories systemd would
+    create (RuntimeDirectory= and friends) owned by the service user ``hello``."""
+    entry = pwd.getpwnam("hello")
+    for directory in ("run", "log", "lib"):
+        (world_tmp / directory).mkdir(mode=0o750)
+        os.chown(world_tmp / directory, entry.pw_uid, entry.pw_gid)
+    result = init_files(str(world_runtime.root / "examples" / "hello.py"), "--user", "hello",
+                        "--python", world_runtime.python,
+                        "--pidfile", str(world_tmp / "run" / "hello.pid"),
+                        "--log-file", str(world_tmp / "log" / "hello.log"),
+                        "--workdir", str(world_tmp / "lib"), "--stop-timeout", "5",
+                        "--output-dir", str(world_tmp / "out"), "--", "--interval", "0.05")
+    assert result.returncode == 0, result.stderr
+    yield world_tmp, world_runtime.env
+    pidfile = world_tmp / "run" / "hello.pid"
+    text = pidfile.read_text().strip() if pidfile.exists() else ""
+    if text.isdigit() and pid_alive(int(text)):  # a test failed before stopping its daemon
+        os.kill(int(text), signal.SIGKILL)
+        wait_for(lambda: not pid_alive(int(text)), 10, message=f"pid {text} gone")
+
+
+def as_hello(argv: list[str], env: dict[str, str], cwd: Path
+             ) -> subprocess.CompletedProcess[str]:
+    entry = pwd.getpwnam("hello")
+    return subprocess.run(argv, env=env, cwd=cwd, user=entry.pw_uid, group=entry.pw_gid,
+                          extra_groups=[], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def receive(sock: socket.socket, wanted: str, timeout: float = 10.0) -> list[str]:
+    """Datagrams until one holds the line ``wanted``; all of them, in order."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            seen.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+        if wanted in seen[-1].splitlines():
+            return seen
+    raise AssertionError(f"no {wanted!r} from the service; got {seen}")
+
+
+def test_notify_unit_commands_work_under_a_stand_in_for_systemd(
+        unit_sandbox: tuple[Path, dict[str, str]]) -> None:
+    base, env = unit_sandbox
+    unit = (base / "out" / "systemd" / "hello.service").read_text()
+    notify_path = base / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify_path.chmod(0o777)  # the service user must be allowed to send
+        entry = pwd.getpwnam("hello")
+        service = subprocess.Popen(
+            unit_command(unit, "ExecStart"), cwd=base / "lib", user=entry.pw_uid,
+            group=entry.pw_gid, extra_groups=[], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**env, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "200000"})
+        try:
+            assert any("READY=1" in m for m in receive(notify, "READY=1"))
+            receive(notify, "WATCHDOG=1")  # pinged at half of WatchdogSec
+            status = proc_status(service.pid)
+            assert status["Umask"] == "0027"
+            assert os.readlink(f"/proc/{service.pid}/cwd") == str(base / "lib")
+            reload = as_hello(unit_command(unit, "ExecReload"), env, base / "lib")
+            assert reload.returncode == 0, reload.stderr
+            messages = receive(notify, "READY=1")
+            assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages)
+            service.send_signal(signal.SIGTERM)  # what systemctl stop does (KillMode=mixed)
+            receive(notify, "STOPPING=1")
+            assert service.wait(timeout=10) == 0
+        finally:
+            if service.poll() is None:
+                service.kill()
+                service.wait(timeout=10)
+            if service.stderr is not None:
+                service.stderr.close()
+
+
+def test_forking_unit_commands_work_as_systemd_runs_them(
+        unit_sandbox: tuple[Path, dict[str, str]]) -> None:
+    base, env = unit_sandbox
+    unit = (base / "out" / "systemd" / "hello-forking.service").read_text()
+    pidfile = Path(unit_command(unit, "PIDFile")[0])
+    started = as_hello(unit_command(unit, "ExecStart"), env, base / "lib")
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int(pidfile.read_text())  # systemd reads it right after ExecStart exits
+    assert pid_alive(pid)
+    assert os.getsid(pid) != os.getsid(0)  # detached: a session of its own
+    wait_for(lambda: "(#2)" in (base / "log" / "hello.log").read_text(),
+             message="greetings in the log file")
+    reload = as_hello(unit_command(unit, "ExecReload"), env, base / "lib")
+    assert reload.returncode == 0, reload.stderr
+    stop = as_hello(unit_command(unit, "ExecStop"), env, base / "lib")
+    assert stop.returncode == 0, stop.stderr
+    assert not pid_alive(pid)
