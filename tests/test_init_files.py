@@ -105,6 +105,20 @@ def test_verify_catches_what_the_filter_must_not_let_through(tmp_path: Path) -> 
     assert any("nobody" in line for line in unexpected(lines)), lines
 
 
+#: systemd's own 0-10 exposure score ("OK" below 5, "SAFE" below 2): what hardening buys
+MAX_EXPOSURE = 2.0
+
+
+@pytest.mark.parametrize("unit", SHIPPED_UNITS, ids=lambda unit: unit.name)
+def test_shipped_unit_exposure_is_low(unit: Path) -> None:
+    result = subprocess.run([tool("systemd-analyze"), "security", "--offline=yes", str(unit)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    match = re.search(rf"Overall exposure level for {re.escape(unit.name)}: (\d+\.\d+)",
+                      result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
 @pytest.mark.parametrize("name", ["hello", "ingestd"])
 def test_shipped_units_carry_the_hardening(name: str) -> None:
     notify = (INIT / "systemd" / f"{name}.service").read_text()
