@@ -218,6 +218,8 @@ class Ingestd(Daemon):
             "batches": totals["batches"],
             "mean_batch_requests": round(totals["requests"] / totals["batches"], 1)
             if totals["batches"] else 0.0,
+            "mean_commit_ms": round(1000 * sum(s.commit_seconds for s in writer_stats)
+                                    / totals["batches"], 3) if totals["batches"] else 0.0,
             "bad_requests": self.intake.stats.bad_requests,
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),

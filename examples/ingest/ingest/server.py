@@ -64,6 +64,7 @@ class SettingsRef:
 @dataclass
 class WriterStats:
     batches: int = 0
+    commit_seconds: float = 0.0  # time spent in store() for successful batches
     requests: int = 0
     records_stored: int = 0
     duplicates: int = 0
@@ -164,6 +165,7 @@ class Writer(threading.Thread):
             reply = protocol.error(f"database unavailable: {self.stats.last_error}", True)
             self.stats.transient_failures += len(batch)
             return _frames(batch, [reply] * len(batch))
+        started = time.perf_counter()
         try:
             counts = store.store([item[1] for item in batch])
         except TransientError as exc:
@@ -186,6 +188,7 @@ class Writer(threading.Thread):
         stats = self.stats
         stats.last_ok_at = time.time()
         stats.db_reachable = True
+        stats.commit_seconds += time.perf_counter() - started
         stats.batches += 1
         stats.requests += len(batch)
         replies = []
