@@ -482,3 +482,19 @@ def test_web_page_serves_the_supervisor_api(sv: Sv) -> None:
     sv.cli("stop", check=True)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
+
+
+def test_spawn_error_is_reported_and_fatal(sv: Sv) -> None:
+    sv.write("""
+        [program:missing]
+        command = /nonexistent/daemon --flag
+        startretries = 1
+        backoff_initial = 0.05
+        """)
+    sv.cli("start", check=True)  # the supervisor itself starts; the program cannot
+    fatal = sv.wait_state("missing", "FATAL", timeout=5)
+    assert "No such file or directory" in fatal["error"]
+    assert fatal["pid"] is None
+    result = sv.cli("start", "missing")
+    assert result.returncode == 1
+    assert "spawn error" in result.stderr

@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..control import control_path_for
 from ..daemon import Daemon
 from ..errors import ConfigError
 from . import config as config_module
 from .config import SupervisorConfig
-from .engine import Engine
-from .strays import kill_strays
+
+if TYPE_CHECKING:  # the engine is only imported inside the daemon: CLI clients start faster
+    from .engine import Engine
 
 #: control-socket commands of the supervisor (the core handles "status" and "reload")
 CMD_STATUS = "supervisor-status"
@@ -86,6 +87,9 @@ class Supervisor(Daemon):
             self.configure()
         assert self.config is not None
         _set_title(f"daemonkit-supervisor -c {self.config.path}")
+        from .engine import Engine
+        from .strays import kill_strays
+
         supervisor_id = self.options.pidfile
         strays = kill_strays(supervisor_id)
         if strays:
