@@ -252,6 +252,7 @@ def test_missing_interpreter_is_not_installed(world_runtime: WorldRuntime, world
     assert script("reload").returncode == 5
     assert script("status").returncode == 4  # LSB status: unknown
     assert script("stop").returncode == 0  # nothing to stop
+    assert script("frobnicate").returncode == 2  # a bad action is a bad action regardless
 
 
 def test_start_by_a_user_who_is_not_root_is_exit_4(
