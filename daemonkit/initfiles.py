@@ -334,6 +334,10 @@ def main(argv: list[str]) -> int:
                 if len(kinds) > 1:
                     print(("\n" if number else "") + f"# ===== {output_path(settings, kind)}")
                 sys.stdout.write(render(settings, kind))
+            sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has seen enough; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (InitFilesError, OSError) as exc:
         print(f"daemonkit init-files: {exc}", file=sys.stderr)
         return 1
