@@ -178,6 +178,11 @@ BAD_INPUTS: list[tuple[str, list[bytes], str]] = [
     ("two frames", [b'{"id": "bad-frames"}', b'{"id": "bad-frames-2"}'], "exactly one frame"),
     ("lone surrogate id", [b'{"id": "\\ud800"}'], "lone surrogate"),
     ("NaN", [b'{"id": "bad-nan", "v": NaN}'], "NaN is not JSON"),
+    ("infinite number", [b'{"id": "bad-inf", "v": 1e999999}'], "record 0: Out of range"),
+    ("huge integer", [b'{"id": "bad-int", "v": ' + b"9" * 5000 + b"}"], "not valid JSON"),
+    ("deep nesting", [b'{"id": "bad-deep", "v": ' + b"[" * 100000 + b"]" * 100000 + b"}"],
+     "nested too deeply"),
+    ("id with NUL", [b'{"id": "bad\\u0000nul"}'], "NUL"),
 ]
 
 

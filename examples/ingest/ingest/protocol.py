@@ -103,6 +103,8 @@ def _row(record: Any, index: int) -> Row:
         return record_id, _dumps(record)
     except RecursionError:
         raise BadRequest(f"record {index}: nested too deeply") from None
+    except ValueError as exc:  # e.g. 1e999 parses as infinity, which JSON cannot express
+        raise BadRequest(f"record {index}: {exc}") from None
 
 
 def _check_unicode_id(record_id: str, index: int) -> None:
