@@ -166,18 +166,21 @@ def respawn_latency(contender: Contender, rounds: int) -> list[float]:
     return latencies
 
 
-def status_latency(contender: Contender, rounds: int) -> tuple[float, float]:
-    cli = []
+def status_latency(contenders: list[Contender], rounds: int) -> dict[str, tuple[float, float]]:
+    """Interleaved, so load from elsewhere on the machine hits both alike."""
+    cli: dict[str, list[float]] = {c.name: [] for c in contenders}
+    api: dict[str, list[float]] = {c.name: [] for c in contenders}
     for _ in range(rounds):
-        started = time.monotonic()
-        subprocess.run(contender.status_cli(), capture_output=True, check=False, cwd=ROOT)
-        cli.append(time.monotonic() - started)
-    api = []
-    for _ in range(rounds * 5):
-        started = time.monotonic()
-        assert len(contender.states()) == PROGRAMS
-        api.append(time.monotonic() - started)
-    return statistics.median(cli), statistics.median(api)
+        for contender in contenders:
+            started = time.monotonic()
+            subprocess.run(contender.status_cli(), capture_output=True, check=True, cwd=ROOT)
+            cli[contender.name].append(time.monotonic() - started)
+        for _ in range(5):
+            for contender in contenders:
+                started = time.monotonic()
+                assert len(contender.states()) == PROGRAMS
+                api[contender.name].append(time.monotonic() - started)
+    return {name: (statistics.median(cli[name]), statistics.median(api[name])) for name in cli}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -189,7 +192,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--respawns", type=int, default=20)
-    parser.add_argument("--status-rounds", type=int, default=10)
+    parser.add_argument("--status-rounds", type=int, default=20)
     args = parser.parse_args()
     if shutil.which("supervisord") is None:
         print("supervisord not found: pip install supervisor", file=sys.stderr)
@@ -208,9 +211,9 @@ def main() -> int:
             figures["respawn median (ms)"] = statistics.median(latencies) * 1000
             figures["respawn max (ms)"] = max(latencies) * 1000
             wait_until(lambda c=contender: all_running(c), 30, 0.005)
-            cli, api = status_latency(contender, args.status_rounds)
-            figures["status CLI median (ms)"] = cli * 1000
-            figures["status API median (ms)"] = api * 1000
+        for name, (cli, api) in status_latency(contenders, args.status_rounds).items():
+            results[name]["status CLI median (ms)"] = cli * 1000
+            results[name]["status API median (ms)"] = api * 1000
         # idle: both at once, same 30 s, nothing asked of them
         pids = {c.name: c.pid() for c in contenders}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
