@@ -498,3 +498,31 @@ def test_spawn_error_is_reported_and_fatal(sv: Sv) -> None:
     result = sv.cli("start", "missing")
     assert result.returncode == 1
     assert "spawn error" in result.stderr
+
+
+def test_user_directory_umask_and_own_session(sv: Sv) -> None:
+    workdir = sv.dir / "work"
+    workdir.mkdir()
+    sv.write(f"""
+        [program:as_nobody]
+        command = sleep 600
+        user = nobody
+        directory = {workdir}
+        umask = 027
+        startsecs = 0
+        """)
+    sv.cli("start", check=True)
+    pid = sv.wait_state("as_nobody", "RUNNING")["pid"]
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert fields["Uid"].split()[0] == nobody
+    assert fields["Umask"] == "0027"
+    assert os.readlink(f"/proc/{pid}/cwd") == str(workdir)
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # own session and group
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        env = dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+    assert env[b"USER"] == b"nobody"
+    assert env[b"DAEMONKIT_PROGRAM"] == b"as_nobody"
+    assert env[b"DAEMONKIT_PROCESS_NUM"] == b"0"
