@@ -126,6 +126,31 @@ class LoadClient(threading.Thread):
             self.client.close()
 
 
+# -- the protocol parser alone ----------------------------------------------------------------
+
+def test_parser_raises_only_bad_request_on_random_input() -> None:
+    """Whatever arrives, the I/O thread sees either rows or BadRequest, never a crash."""
+    import random
+
+    from ingest.protocol import BadRequest, parse_request
+
+    atoms = [b"{", b"}", b"[", b"]", b'"id"', b":", b",", b'"x"', b"1e999", b"-0", b"null",
+             b"true", b'"\\ud800"', b'"\\u0000"', b" ", b"NaN", b"1", b"\xff", b'{"id":"k"}']
+    chooser = random.Random(4)
+    accepted = 0
+    for _ in range(20000):
+        payload = b"".join(chooser.choice(atoms) for _ in range(chooser.randint(0, 10)))
+        try:
+            rows = parse_request(payload)
+        except BadRequest:
+            continue
+        accepted += 1
+        for record_id, body in rows:
+            assert json.loads(body)["id"] == record_id
+            assert body.isascii()
+    assert accepted > 0
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 
 def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd],

@@ -28,7 +28,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 # The C scanner and encoder, built once: json.loads/json.dumps rebuild or wrap them in Python
 # on every call, which costs more than the parsing itself for small records.
-_scan = json.scanner.make_scanner(_DECODER)
+_scan = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 _encode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
 ) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
