@@ -526,3 +526,21 @@ def test_user_directory_umask_and_own_session(sv: Sv) -> None:
     assert env[b"USER"] == b"nobody"
     assert env[b"DAEMONKIT_PROGRAM"] == b"as_nobody"
     assert env[b"DAEMONKIT_PROCESS_NUM"] == b"0"
+
+
+def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
+    spawns = sv.dir / "spawns"
+    sv.write(f"""
+        [program:mute]
+        command = sh -c 'echo x >> {spawns}; exec sleep 600'
+        notify = true
+        ready_timeout = 0.3
+        startretries = 1
+        backoff_initial = 0.05
+        stopwaitsecs = 1
+        """)
+    sv.cli("start", check=True)
+    fatal = sv.wait_state("mute", "FATAL", timeout=10)
+    assert len(spawns.read_text().split()) == 2
+    assert fatal["pid"] is None
+    assert "no READY=1 within ready_timeout=0.3s" in sv.log()

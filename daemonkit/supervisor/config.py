@@ -60,6 +60,7 @@ _PROGRAM_DEFAULTS: dict[str, str] = {
     "stderr_logfile_backups": "10",
     "priority": "999",
     "notify": "false",
+    "ready_timeout": "60",
     "backoff_initial": "1",
     "backoff_max": "30",
 }
@@ -128,6 +129,7 @@ class ProgramConfig:
     stderr_logfile_backups: int
     priority: int
     notify: bool
+    ready_timeout: float  # notify programs: READY=1 must come within this (0: no limit)
     backoff_initial: float
     backoff_max: float
     here: str = field(compare=False)
@@ -435,6 +437,7 @@ def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
         stderr_logfile_backups=integer("stderr_logfile_backups"),
         priority=integer("priority", -(10**9)),
         notify=boolean("notify"),
+        ready_timeout=seconds("ready_timeout"),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         here=os.path.dirname(source),

@@ -93,6 +93,7 @@ class Instance:
         self.deadline: float | None = None  # monotonic time of the next timer event
         self.lingering_pgid: int | None = None  # stopped leader's group still has members
         self.kill_sent = False
+        self.ready_timed_out = False  # STOPPING because READY=1 never came
         self.kill_at = 0.0  # monotonic time at which a STOPPING group gets SIGKILL
         self.restarts = 0  # spawns after the first one
         self.spawns = 0
@@ -165,9 +166,7 @@ class Instance:
                 self.deadline = now + _GROUP_RECHECK_S
                 return
             self.deadline = None
-            self._to(State.STOPPED)
-            if self.want == Want.UP:  # restart: stopped, now start again
-                self._spawn()
+            self._stopped()
             return
         if pgid is not None and group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)  # a dead leader's helpers die with it
@@ -201,6 +200,13 @@ class Instance:
         self.deadline = None
         if self.lingering_pgid is not None:
             self._on_lingering_timer(now)
+        elif self.state == State.STARTING and self.program.notify:
+            self.log.warning("%s: no READY=1 within ready_timeout=%gs", self.name,
+                             self.program.ready_timeout)
+            self.ready_timed_out = True
+            want = self.want
+            self.stop()  # a failed start, counted once the process group is gone
+            self.want = want
         elif self.state == State.STARTING:
             self._up()
         elif self.state == State.BACKOFF:
@@ -217,9 +223,7 @@ class Instance:
         assert pgid is not None
         if not group_alive(pgid):
             self.lingering_pgid = None
-            self._to(State.STOPPED)
-            if self.want == Want.UP:
-                self._spawn()
+            self._stopped()
             return
         if not self.kill_sent and now >= self.kill_at:
             self.log.warning("%s: group %d outlived stopwaitsecs, sending SIGKILL",
@@ -227,6 +231,16 @@ class Instance:
             self.kill_sent = True
             _signal_group(pgid, signal.SIGKILL)
         self.deadline = now + _GROUP_RECHECK_S
+
+    def _stopped(self) -> None:
+        """The process group of a STOPPING instance is gone."""
+        if self.ready_timed_out:
+            self.ready_timed_out = False
+            self._failed_start("no READY=1 within ready_timeout")
+            return
+        self._to(State.STOPPED)
+        if self.want == Want.UP:  # restart: stopped, now start again
+            self._spawn()
 
     def on_ready(self) -> None:
         """READY=1 from the instance's process group (notify = true)."""
@@ -279,7 +293,9 @@ class Instance:
             return
         self.started_at = time.monotonic()
         if self.program.notify:
-            self.deadline = None  # RUNNING on READY=1 from the process group, not on a timer
+            # RUNNING on READY=1 from the process group; the timer is only a give-up limit
+            timeout = self.program.ready_timeout
+            self.deadline = self.started_at + timeout if timeout else None
         elif self.program.startsecs == 0:
             self._up()
         else:

@@ -37,7 +37,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.RUNNING, State.BACKOFF, State.STOPPING}),
     State.RUNNING: frozenset({State.STOPPING, State.EXITED, State.BACKOFF}),
     State.BACKOFF: frozenset({State.STARTING, State.FATAL, State.STOPPED}),
-    State.STOPPING: frozenset({State.STOPPED}),
+    # STOPPING -> BACKOFF: a notify program that never sent READY=1, once it is gone
+    State.STOPPING: frozenset({State.STOPPED, State.BACKOFF}),
     State.EXITED: frozenset({State.STARTING, State.STOPPED}),
     State.FATAL: frozenset({State.STARTING, State.STOPPED}),
 }
