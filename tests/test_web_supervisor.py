@@ -73,6 +73,7 @@ class RunningSupervisor:
         self.host = ""
         self.port = 0
         self.csrf = ""
+        self.token: str | None = None  # sent as a Bearer token when set
 
     @property
     def url(self) -> str:
@@ -103,8 +104,11 @@ class RunningSupervisor:
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        headers = dict(headers or {})
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
             return response.status, json.loads(data) if data else None
