@@ -208,7 +208,9 @@ class Ingestd(Daemon):
             "duplicates": totals["duplicates"],
             "requests_per_s_1m": round(self.intake.stats.meter.per_second(), 1),
             "requests_total": self.intake.stats.meter.total,
-            "queue_depth": self.requests.qsize(),
+            # taken by the I/O thread, not yet in a writer's transaction
+            "queue_depth": max(0, totals["inflight_requests"]
+                               - sum(s.in_commit for s in writer_stats)),
             "inflight_requests": totals["inflight_requests"],
             "intake_paused": self.intake.stats.paused,
             # the latest observation of any writer (a store, a connect or an idle ping)

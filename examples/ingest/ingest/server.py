@@ -50,7 +50,8 @@ IDLE_POLL_MS = 50
 PING_INTERVAL_S = 5.0
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
-#: one request on its way to a writer: (ROUTER identity, rows, payload size)
+#: one request on its way to a writer: (ROUTER identity, rows, payload size); the queue
+#: carries lists of them (bursts)
 Request = tuple[bytes, list[protocol.Row], int]
 
 
@@ -64,6 +65,7 @@ class SettingsRef:
 @dataclass
 class WriterStats:
     batches: int = 0
+    in_commit: int = 0  # requests of the batch being committed now
     commit_seconds: float = 0.0  # time spent in store() for successful batches
     requests: int = 0
     records_stored: int = 0
@@ -139,22 +141,26 @@ class Writer(threading.Thread):
                 continue
             if first is STOP:
                 return
-            batch = [first]
-            records = len(first[1])
+            # items are bursts: lists of requests the I/O thread read in one go
+            batch: list[Request] = list(first)
+            records = sum(len(item[1]) for item in batch)
             limit = self.settings.current.max_batch_records
             stop_seen = False
             while records < limit:
                 try:
-                    item = get_nowait()
+                    burst = get_nowait()
                 except queue.Empty:
                     break
-                if item is STOP:
+                if burst is STOP:
                     stop_seen = True
                     break
-                batch.append(item)
-                records += len(item[1])
+                batch += burst
+                records += sum(len(item[1]) for item in burst)
             size = sum(item[2] for item in batch)
-            push.send(pickle.dumps((size, self._commit(batch)), _PICKLE), copy=True)
+            self.stats.in_commit = len(batch)
+            acks = self._commit(batch)
+            self.stats.in_commit = 0
+            push.send(pickle.dumps((size, acks), _PICKLE), copy=True)
             if stop_seen:
                 return
 
@@ -372,13 +378,19 @@ class Intake(threading.Thread):
                     self._take_requests(router)
 
     def _take_requests(self, router: zmq.Socket[Any]) -> None:
+        """Read a burst of requests and queue the good ones as one list.
+
+        One queue operation per burst rather than per request: the writer wakes once and
+        sees the whole burst, so it commits it in one transaction instead of starting a
+        COMMIT with the first request while the I/O thread is still reading the rest.
+        """
         stats = self.stats
         settings = self.settings.current
         recv = router.recv
         more = router.getsockopt
-        put = self.requests.put
         parse = protocol.parse_request
-        taken = 0
+        burst: list[Request] = []
+        records = 0
         # a budget, so that acks are forwarded between bursts even under a flood
         for _ in range(256):
             try:
@@ -399,15 +411,20 @@ class Intake(threading.Thread):
                 self._send(router, identity, protocol.error(str(exc), False))
                 continue
             size = len(payload)
-            put((identity, rows, size))
-            taken += 1
+            burst.append((identity, rows, size))
+            records += len(rows)
             stats.inflight_requests += 1
             stats.inflight_bytes += size
+            if records >= settings.max_batch_records:
+                self.requests.put(burst)
+                stats.meter.add(len(burst))
+                burst, records = [], 0
             if (stats.inflight_requests >= settings.max_inflight_requests
                     or stats.inflight_bytes >= settings.max_inflight_bytes):
                 break
-        if taken:
-            stats.meter.add(taken)
+        if burst:
+            self.requests.put(burst)
+            stats.meter.add(len(burst))
 
     def _odd_envelope(self, router: zmq.Socket[Any], frames: list[bytes]) -> None:
         """A REQ peer's message is [identity, b"", body]; anything else is bad input."""
