@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,17 +157,23 @@ def test_backoff_then_fatal_then_start_again(sv: Sv) -> None:
         command = sh -c 'date +%%s.%%N >> {attempts}; exit 3'
         startsecs = 1
         startretries = 3
-        backoff_initial = 0.1
-        backoff_max = 0.3
+        backoff_initial = 0.2
+        backoff_max = 0.4
         """)
     sv.cli("start", check=True)
     fatal = sv.wait_state("crash", "FATAL", timeout=10)
     times = [float(line) for line in attempts.read_text().split()]
     assert len(times) == 4  # the first try + startretries
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert 0.08 < gaps[0] < 0.3
-    assert gaps[1] > gaps[0] * 1.4  # exponential (jitter is +-10%)
-    assert 0.25 < gaps[2] < 0.5  # capped at backoff_max
+    # the delays chosen: 0.2, 0.4, then 0.4 (capped; 0.8 uncapped), each +-10% jitter
+    delays = [float(d) for d in re.findall(r"retry \d/3 in ([\d.]+)s", sv.log())]
+    assert len(delays) == 3
+    assert 0.18 <= delays[0] <= 0.22
+    assert 0.36 <= delays[1] <= 0.44
+    assert 0.36 <= delays[2] <= 0.44
+    # and kept: never early; late only by one spawn of sh (slow on a loaded machine)
+    for gap, delay in zip(gaps, delays, strict=True):
+        assert delay - 0.01 <= gap < delay + 0.5
     assert fatal["exit_status"] == 3
     # FATAL is not forever: `start NAME` tries again (and reports the failure)
     again = sv.cli("start", "crash")
