@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import zmq
 from ingest import dburl, settings
-from ingest.server import CurveServer, Intake, SettingsRef, Writer
+from ingest.server import STOP, CurveServer, Intake, SettingsRef, Writer
 from ingest.stores import TransientError, open_store
 
 from daemonkit import ConfigError, Daemon
@@ -168,6 +168,10 @@ class Ingestd(Daemon):
         deadline = started + max(1.0, self.options.stop_timeout - SHUTDOWN_MARGIN_S)
         self.intake.stop_intake(deadline)
         self.intake.finished.wait(max(0.0, deadline - time.monotonic()) + 1.0)
+        if not self.intake.is_alive():
+            # normally the I/O thread queued these behind the work; if it died, nobody did
+            for _ in self.writers:
+                self.requests.put(STOP)
         for writer in self.writers:
             writer.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in (self.intake, *self.writers) if t.is_alive()]
