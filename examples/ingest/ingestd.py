@@ -168,8 +168,9 @@ class Ingestd(Daemon):
         deadline = started + max(1.0, self.options.stop_timeout - SHUTDOWN_MARGIN_S)
         self.intake.stop_intake(deadline)
         self.intake.finished.wait(max(0.0, deadline - time.monotonic()) + 1.0)
-        if not self.intake.is_alive():
+        if not self.intake.drained_cleanly:
             # normally the I/O thread queued these behind the work; if it died, nobody did
+            # (one more STOP for a writer that already stopped is never read: harmless)
             for _ in self.writers:
                 self.requests.put(STOP)
         for writer in self.writers:
