@@ -271,6 +271,9 @@ def test_invalid_config_on_reload_keeps_old_one(sv: Sv) -> None:
     sv.write("[program:a]\ncommand = sleep 600\nstartsecs = 0\n")
     sv.cli("start", check=True)
     pid = sv.wait_state("a", "RUNNING")["pid"]
+    sv.ini.write_text(sv.ini.read_text().replace("sv.log", "other.log"))
+    noted = sv.cli("reload", check=True).stdout.splitlines()
+    assert noted[-1] == "note: [supervisor] logfile changed: restart the supervisor to apply"
     sv.ini.write_text(sv.ini.read_text() + "[program:b]\ncommand = x\nstartsecs = soon\n")
     result = sv.cli("reload")
     assert result.returncode == 1

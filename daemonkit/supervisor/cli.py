@@ -200,6 +200,8 @@ def _print_reload(reply: dict[str, Any]) -> int:
     scaled = reply.get("scaled", {})
     print("scaled: " + (", ".join(f"{name} {old}->{new}" for name, (old, new)
                                   in sorted(scaled.items())) or "-"))
+    for note in reply.get("notes", []):
+        print(f"note: {note}")
     return int(Exit.OK)
 
 

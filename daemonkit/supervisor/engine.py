@@ -99,6 +99,14 @@ class Engine:
 
     def load(self, new: SupervisorConfig) -> dict[str, Any]:
         """Apply ``new`` (already validated) as the difference from the running config."""
+        notes = []
+        if self.config is not None:
+            settings = ("pidfile", "logfile", "control", "user", "umask", "web")
+            stale = [key for key in settings
+                     if getattr(self.config, key) != getattr(new, key)]
+            if stale:
+                notes.append(f"[supervisor] {', '.join(stale)} changed: restart the supervisor "
+                             "to apply")
         old = self.config.programs if self.config else {}
         added = [p for p in new.programs if p not in old]
         removed = [p for p in old if p not in new.programs]
@@ -129,7 +137,8 @@ class Engine:
         self._wake()
         summary = {"added": sorted(added), "changed": sorted(changed),
                    "removed": sorted(removed), "scaled": scaled,
-                   "unchanged": sorted(set(new.programs) - set(added) - set(changed) - set(scaled))}
+                   "unchanged": sorted(set(new.programs) - set(added) - set(changed) - set(scaled)),
+                   "notes": notes}
         self.last_reload = summary
         return summary
 
