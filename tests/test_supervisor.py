@@ -554,3 +554,36 @@ def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
     assert len(spawns.read_text().split()) == 2
     assert fatal["pid"] is None
     assert "no READY=1 within ready_timeout=0.3s" in sv.log()
+
+
+def test_supervisor_stop_takes_stubborn_groups_down(sv: Sv) -> None:
+    pids = sv.dir / "pids"
+    script = sv.dir / "stubborn.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        with open({str(pids)!r}, "w") as f:
+            f.write(f"{{os.getpid()}} {{child.pid}}")
+        time.sleep(600)
+        """))
+    sv.write(f"""
+        [program:stubborn]
+        command = {sys.executable} {script}
+        startsecs = 0
+        stopwaitsecs = 0.5
+
+        [program:polite]
+        command = sleep 600
+        startsecs = 0
+        """)
+    sv.cli("start", check=True)
+    leader, grandchild = map(int, wait_for(lambda: pids.exists() and pids.read_text().split(),
+                                           10, message="pids written"))
+    polite = sv.wait_state("polite", "RUNNING")["pid"]
+    supervisor = sv.supervisor_pid()
+    sv.cli("stop", check=True)
+    assert not pid_alive(supervisor)
+    assert not any(pid_alive(pid) for pid in (leader, grandchild, polite))
+    assert tagged_pids(sv.tag) == []

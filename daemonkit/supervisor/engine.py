@@ -70,6 +70,7 @@ class Engine:
         self.started_at = time.monotonic()
         self.last_reload: dict[str, Any] = {}
         self.stopping = False
+        self.closed = False
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._pending: list[_Call] = []
         self._main = threading.current_thread()
@@ -293,6 +294,8 @@ class Engine:
     def call(self, function: Callable[[], dict[str, Any] | Pending],
              timeout_s: float = 30.0) -> dict[str, Any]:
         """Run ``function`` in the loop's thread and return its answer (any thread)."""
+        if self.closed:
+            return {"ok": False, "error": "the supervisor is stopping"}
         if threading.current_thread() is self._main:
             outcome = function()
             if isinstance(outcome, Pending):
@@ -457,6 +460,7 @@ class Engine:
         self._resolve_pending()
 
     def close(self) -> None:
+        self.closed = True  # before the fds go: their numbers may be reused at once
         self.selector.close()
         self._notify_sock.close()
         for fd in (self._wake_r, self._wake_w):
