@@ -7,6 +7,7 @@ and kills it by pid.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -90,13 +91,28 @@ class Sv:
         except FileNotFoundError:
             return ""
 
+    def supervisor_pids(self) -> list[int]:
+        """Our supervisors, by the title that shows their config (setproctitle overwrites
+        the memory /proc/PID/environ reads, so the tag is no help for them)."""
+        title = f"daemonkit-supervisor -c {self.ini}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                        if cmdline.read().startswith(title):
+                            found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
     def cleanup(self) -> None:
-        try:  # the supervisor first, or it respawns what we kill
-            supervisor = self.supervisor_pid()
-            if supervisor in tagged_pids(self.tag):
-                os.kill(supervisor, signal.SIGKILL)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            pass
+        supervisors = self.supervisor_pids()  # first, or they respawn what we kill
+        for pid in supervisors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not any(pid_alive(p) for p in supervisors), 10,
+                 message="supervisors gone")
         for _ in range(3):
             pids = tagged_pids(self.tag)
             if not pids:
@@ -115,6 +131,8 @@ def sv(tmp_path: Path) -> Iterator[Sv]:
     supervisor = Sv(tmp_path)
     yield supervisor
     supervisor.cleanup()
+    assert supervisor.supervisor_pids() == []
+    assert tagged_pids(supervisor.tag) == []
 
 
 def test_status_env_and_respawn_after_kill9(sv: Sv) -> None:
