@@ -190,10 +190,11 @@ def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[st
         server.join(10)
 
 
-def with_ingestd(workdir: str, endpoint: str, run: Any) -> dict[str, float]:
+def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None
+                 ) -> dict[str, float]:
     base = [sys.executable, INGESTD, "--pidfile", os.path.join(workdir, "ingestd.pid"),
             "--log-file", os.path.join(workdir, "ingestd.log")]
-    db = f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
+    db = db or f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
     subprocess.run([*base, "start", "--bind", endpoint, "--db", db], check=True, cwd=workdir,
                    stdout=subprocess.DEVNULL)
     try:
@@ -214,6 +215,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--only", choices=("single", "batch"))
+    parser.add_argument("--db", metavar="URL",
+                        help="run (c) against this database instead of a fresh SQLite file "
+                             "(postgresql://... or mysql://...; records are added to it)")
     args = parser.parse_args()
     print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
@@ -236,7 +240,8 @@ def main() -> None:
                 naive_server, (endpoint, os.path.join(workdir, "naive.db")),
                 load(endpoint, "b"))
             endpoint = f"tcp://127.0.0.1:{free_port()}"
-            figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, "c"))
+            tag = f"c{label[0]}{os.getpid()}"  # unique ids in a database that persists
+            figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db)
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
         print(f"  {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
               f" {'failed':>6}")
