@@ -37,15 +37,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import DaemonkitError
+from ..supervisor.api import SupervisorAPI
 from .auth import COOKIE, Guard
 from .config import WebConfig
 from .logtail import read_log
 from .metrics import Sampler
-
-try:
-    from ..supervisor.api import SupervisorAPI
-except ImportError:  # pragma: no cover - only while the supervisor package is absent
-    SupervisorAPI = Any  # type: ignore[misc,assignment]
 
 log = logging.getLogger("daemonkit.web")
 
