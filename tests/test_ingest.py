@@ -7,6 +7,7 @@ other clients; SIGTERM drains and exits 0; SIGKILL loses nothing acknowledged.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -24,8 +25,23 @@ import zmq
 from conftest import ROOT, Service, pid_alive, wait_for
 from dbservers import MariadbServer, PostgresServer, free_port, mariadb, postgres
 
-sys.path.insert(0, str(ROOT / "examples" / "ingest"))
-from client import IngestClient, ServerUnavailable
+sys.path.insert(0, str(ROOT / "examples" / "ingest"))  # the ingestd's own package, "ingest"
+
+
+def _load_client_module() -> Any:
+    """examples/ingest/client.py under a name no other test module can clash with."""
+    spec = importlib.util.spec_from_file_location("ingest_client", ROOT / "examples" /
+                                                  "ingest" / "client.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ingest_client"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_client = _load_client_module()
+IngestClient = _client.IngestClient
+ServerUnavailable = _client.ServerUnavailable
 
 INGESTD = ROOT / "examples" / "ingest" / "ingestd.py"
 CLIENT = ROOT / "examples" / "ingest" / "client.py"
