@@ -49,6 +49,7 @@ def page(browser: Any) -> Iterator[Any]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.set_default_timeout(15_000)
+    page.console_errors = errors  # a test that provokes errors removes the expected ones
     try:
         yield page
         assert not errors, errors  # no script error, no failed resource on the page
@@ -203,3 +204,57 @@ def save_screenshot(page: Any, supervisor: RunningSupervisor, tmp_path: Path) ->
     target = os.environ.get("DAEMONKIT_SCREENSHOT_OUT")
     if target:
         shutil.copyfile(shot, target)
+
+
+ATTACKER_PAGE = """<!doctype html><html><body>
+<form id="f" method="POST" action="{target}/api/programs/worker/stop"
+      enctype="text/plain"><input name='{{"delta": 1}}' value=""></form>
+<script>
+  fetch("{target}/api/programs/worker/restart",
+        {{method: "POST", mode: "no-cors", credentials: "include"}})
+    .finally(() => {{ document.title = "fetched"; document.getElementById("f").submit(); }});
+</script></body></html>"""
+
+
+def test_a_foreign_page_cannot_act(page: Any, supervisor: RunningSupervisor,
+                                   tmp_path: Path) -> None:
+    """A page of another origin POSTs a form and a no-cors fetch: 403, nothing changes."""
+    import http.server
+    import threading
+
+    body = ATTACKER_PAGE.format(target=supervisor.url).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:
+                pass  # the browser moved on
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    thread = threading.Thread(target=attacker.serve_forever, daemon=True)
+    thread.start()
+    before = supervisor.instances()["worker"]["pid"]
+    try:
+        responses: list[int] = []
+        page.on("response", lambda r: responses.append(r.status)
+                if "/api/programs/" in r.url else None)
+        page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        page.wait_for_url(f"{supervisor.url}/api/programs/worker/stop")  # the form landed
+        assert responses and all(status == 403 for status in responses), responses
+        assert "X-CSRF-Token" in page.content()
+        refused = [e for e in page.console_errors if "status of 403" in e]
+        assert len(refused) == 2, page.console_errors  # the fetch and the form
+        page.console_errors[:] = [e for e in page.console_errors if e not in refused]
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    after = supervisor.instances()["worker"]
+    assert after["pid"] == before and after["state"] == "RUNNING" and after["restarts"] == 0
