@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -528,8 +529,6 @@ def test_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 def test_stalled_clients_do_not_block_other_requests(server: WebServer,
                                                      client: Client) -> None:
-    import socket
-
     stalled = []
     try:
         for _ in range(20):  # half a request line each, then silence
@@ -547,8 +546,6 @@ def test_stalled_clients_do_not_block_other_requests(server: WebServer,
 
 
 def test_stop_returns_while_a_client_is_stalled(api: ProcessAPI) -> None:
-    import socket
-
     server = WebServer(api, web_config())
     server.start()
     sock = socket.create_connection(server.address, timeout=5)
@@ -559,3 +556,23 @@ def test_stop_returns_while_a_client_is_stalled(api: ProcessAPI) -> None:
         assert time.monotonic() - began < 3.0
     finally:
         sock.close()
+
+
+def test_listens_on_ipv6_loopback(api: ProcessAPI) -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    for server in serve(api, parse_web_section({"listen": "[::1]:0"}, "x.ini")):
+        host, port = server.address
+        assert host == "::1" and port > 0
+        connection = http.client.HTTPConnection("::1", port, timeout=10)
+        try:
+            connection.request("GET", "/api/status")  # Host: [::1]:port, on the allow list
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["programs"]
+        finally:
+            connection.close()
