@@ -327,6 +327,10 @@ def test_sigkilled_supervisor_leaves_no_children(sv: Sv) -> None:
     sv.cli("stop", check=True)
 
 
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs children as nobody)")
+
+
+@needs_root
 def test_control_socket_refuses_another_uid(sv: Sv, world_runtime: WorldRuntime,
                                             world_tmp: Path) -> None:
     sv.dir = world_tmp
@@ -360,10 +364,14 @@ def test_not_running_is_a_clear_error(sv: Sv) -> None:
 
 
 def test_notify_ready_gates_running(sv: Sv) -> None:
+    go = sv.dir / "go"
     script = sv.dir / "notify.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(textwrap.dedent(f"""
         import os, socket, time
-        time.sleep(0.4)
+        for _ in range(6000):  # until the test says so (at most 60 s)
+            if os.path.exists({str(go)!r}):
+                break
+            time.sleep(0.01)
         address = os.environ["NOTIFY_SOCKET"]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.sendto(b"READY=1", "\\0" + address[1:])
@@ -376,9 +384,12 @@ def test_notify_ready_gates_running(sv: Sv) -> None:
         startsecs = 0.05
         """)
     sv.cli("start", check=True)
-    assert sv.status()["n"]["state"] == "STARTING"  # startsecs passed, but no READY=1 yet
+    starting = sv.status()["n"]
+    assert starting["state"] == "STARTING"  # startsecs passed, but no READY=1 yet
+    assert starting["uptime_s"] > 0.05
+    go.touch()
     running = sv.wait_state("n", "RUNNING", timeout=5)
-    assert running["uptime_s"] >= 0.35
+    assert running["pid"] == starting["pid"]
 
 
 def test_logs_reopen_on_sigusr1(sv: Sv) -> None:
@@ -528,6 +539,7 @@ def test_spawn_error_is_reported_and_fatal(sv: Sv) -> None:
     assert "spawn error" in result.stderr
 
 
+@needs_root
 def test_user_directory_umask_and_own_session(sv: Sv) -> None:
     workdir = sv.dir / "work"
     workdir.mkdir()

@@ -118,3 +118,15 @@ def test_change_detection_ignores_numprocs_only(tmp_path: Path) -> None:
     three = config.load(str(write(tmp_path / "3.ini", "[program:w]\ncommand = y\nnumprocs = 2\n")))
     assert one.programs["w"].same_except_numprocs(two.programs["w"])
     assert not one.programs["w"].same_except_numprocs(three.programs["w"])
+
+
+def test_quick_read_of_cli_matches_full_parse(tmp_path: Path) -> None:
+    from daemonkit.supervisor import cli
+
+    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = 42\n")
+    ini = write(tmp_path / "sv.ini", "[supervisor]\npidfile = run/sv.pid\nlogfile = sv.log\n"
+                "[include]\nfiles = conf.d/*.ini\n")
+    full = cli._settings(str(ini), strict=True)
+    assert cli._settings(str(ini), strict=False) == full
+    assert full["--stop-timeout"] == "47"
+    assert cli._DEFAULT_PIDFILE == config.DEFAULT_PIDFILE

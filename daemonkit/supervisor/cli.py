@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import glob
 import json
 import os
 import sys
@@ -21,12 +22,12 @@ from ..control import ControlError, control_path_for, request
 from ..errors import ConfigError
 from ..exitcodes import Exit
 from ..process import format_duration
-from . import config as config_module
 
 if TYPE_CHECKING:
     from .service import Supervisor
 
 PROG = "daemonkit-supervisor"
+_DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"  # config.DEFAULT_PIDFILE
 _NAME_ACTIONS = ("start", "stop", "restart", "status")
 
 
@@ -54,36 +55,68 @@ def main(argv: list[str]) -> int:
 
 
 def _settings(path: str, strict: bool) -> dict[str, str | None]:
-    """The core options the config decides. ``strict``: the whole file must be valid."""
-    try:
+    """The core options the config decides. ``strict`` (start, run, restart): the whole
+    file must be valid. Otherwise (stop, status, reload, NAME actions) a quick read of the
+    few keys needed, which also works on a file broken after the start, and keeps the
+    client commands from paying for a full validation."""
+    if strict:
+        from . import config as config_module
+
         config = config_module.load(path)
-    except ConfigError:
-        if strict:
-            raise
-        # stop/status must work even when the file was broken after the start
-        pidfile = _pidfile_only(path)
-        return {"--pidfile": pidfile}
-    stop_wait = max((p.stopwaitsecs for p in config.programs.values()), default=0.0)
+        return _core_options(config.pidfile, config.logfile, config.user,
+                             [p.stopwaitsecs for p in config.programs.values()])
+    return _quick_settings(path)
+
+
+def _core_options(pidfile: str, logfile: str | None, user: str | None,
+                  stopwaits: list[float]) -> dict[str, str | None]:
     return {
-        "--pidfile": config.pidfile,
-        "--log-file": config.logfile,
-        "--user": config.user,
-        "--stop-timeout": f"{min(stop_wait + 5.0, 86399):g}",
+        "--pidfile": pidfile,
+        "--log-file": logfile,
+        "--user": user,
+        "--stop-timeout": f"{min(max(stopwaits, default=0.0) + 5.0, 86399):g}",
     }
 
 
-def _pidfile_only(path: str) -> str:
+def _quick_settings(path: str) -> dict[str, str | None]:
+    path = os.path.abspath(path)
+    here = os.path.dirname(path)
+    files = [path]
+    main_file = _lenient_read(path)
+    if main_file.has_option("include", "files"):
+        for pattern in main_file.get("include", "files").split():
+            files += sorted(glob.glob(os.path.normpath(os.path.join(here, pattern))))
+    values: dict[str, str] = {}
+    stopwaits: list[float] = []
+    for name in files:
+        parser = main_file if name == path else _lenient_read(name)
+        for section in parser.sections():
+            if section in ("supervisor", "supervisord"):
+                values.update((key, parser.get(section, key)) for key in
+                              ("pidfile", "logfile", "user") if parser.has_option(section, key))
+                here = os.path.dirname(name)
+            elif section.startswith("program:"):
+                try:
+                    stopwaits.append(float(parser.get(section, "stopwaitsecs", fallback="10")))
+                except ValueError:
+                    stopwaits.append(10.0)
+
+    def resolve(value: str | None) -> str | None:
+        return os.path.normpath(os.path.join(here, value)) if value else None
+
+    return _core_options(resolve(values.get("pidfile")) or _DEFAULT_PIDFILE,
+                         resolve(values.get("logfile")), values.get("user") or None, stopwaits)
+
+
+def _lenient_read(path: str) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser(strict=False, interpolation=None,
                                           inline_comment_prefixes=(";",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         parser.read(path, encoding="utf-8")
-    except configparser.Error:
+    except (configparser.Error, UnicodeDecodeError):
         pass
-    here = os.path.dirname(os.path.abspath(path))
-    for section in ("supervisor", "supervisord"):
-        if parser.has_option(section, "pidfile"):
-            return os.path.normpath(os.path.join(here, parser.get(section, "pidfile")))
-    return config_module.DEFAULT_PIDFILE
+    return parser
 
 
 # -- the client side of the control socket ------------------------------------------------

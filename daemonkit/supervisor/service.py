@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 from ..control import control_path_for
 from ..daemon import Daemon
 from ..errors import ConfigError
-from . import config as config_module
-from .config import SupervisorConfig
 
-if TYPE_CHECKING:  # the engine is only imported inside the daemon: CLI clients start faster
+if TYPE_CHECKING:  # config and engine are imported where used: CLI clients start faster
+    from .config import SupervisorConfig
     from .engine import Engine
 
 #: control-socket commands of the supervisor (the core handles "status" and "reload")
@@ -71,6 +70,8 @@ class Supervisor(Daemon):
                             help="programs or instances (name:N) to act on")
 
     def configure(self) -> None:
+        from . import config as config_module
+
         self.options.config = os.path.abspath(self.options.config)
         self.config = config_module.load(self.options.config)
 
