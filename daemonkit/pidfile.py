@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from types import TracebackType
 
@@ -103,9 +104,12 @@ class PidFile:
         The content is informative only: whether that process runs is decided by the lock.
         """
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            _refuse_special_file(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _pidfile_error(self.path, exc) from exc
         try:
             data = os.read(fd, 64)
         finally:
@@ -179,18 +183,37 @@ class PidFile:
         nobody can tell (``status`` turns that into LSB 4).
         """
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            _refuse_special_file(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise _pidfile_error(self.path, exc) from exc
         try:
+            _check_is_pidfile(fd, self.path)
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         finally:
             os.close(fd)  # also drops the shared lock if we got it
         return False
+
+    def holder_pid(self) -> int | None:
+        """The pid in the file, if that process really holds the file open.
+
+        A pid written by someone else (a user who may write the pidfile's directory) must not
+        make root signal an unrelated process: the process must have the pidfile's inode among
+        its open descriptors. Without permission to look (another user's process, not root),
+        the pid is returned unverified; signalling it would then fail anyway.
+        """
+        pid = self.read_pid()
+        if pid is None:
+            return None
+        try:
+            held = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return pid if _process_holds(pid, (held.st_dev, held.st_ino)) else None
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
@@ -210,6 +233,7 @@ class PidFile:
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         for _ in range(_INODE_RETRIES):
             try:
+                _refuse_special_file(self.path)
                 fd = os.open(self.path, flags, 0o644)
             except FileNotFoundError:
                 if not create:
@@ -223,6 +247,7 @@ class PidFile:
                     raise lockfile.LockTimeout(f"{self.path} is locked by another process")
                 raise lockfile.AlreadyLocked(f"{self.path} is locked by another process")
             if _same_inode(fd, self.path):
+                _check_is_pidfile(fd, self.path)
                 _make_readable(fd)
                 return fd
             os.close(fd)  # unlinked or replaced between open and flock: lock the new one
@@ -249,6 +274,54 @@ def _same_inode(fd: int, path: str) -> bool:
         return False
     held = os.fstat(fd)
     return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+#: what a pidfile may contain: nothing, or a pid and a newline (a few bytes)
+_MAX_PIDFILE_SIZE = 32
+
+
+def _check_is_pidfile(fd: int, path: str) -> None:
+    """Refuse to lock, empty or remove anything but a pidfile.
+
+    ``--pidfile`` pointed by mistake at a config file or a device node must not have it
+    emptied by ``start`` or deleted by ``stop``.
+    """
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise PidfileError(f"{path} is not a regular file (refused as a pidfile)")
+    if info.st_size > _MAX_PIDFILE_SIZE:
+        raise PidfileError(f"{path} does not look like a pidfile (refusing to touch it)")
+    content = os.pread(fd, _MAX_PIDFILE_SIZE, 0).strip()
+    if content and not content.isdigit():
+        raise PidfileError(f"{path} does not look like a pidfile (refusing to touch it)")
+
+
+def _refuse_special_file(path: str) -> None:
+    """Never even open a device node or FIFO named as a pidfile (opening can have effects)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a symlink is refused by O_NOFOLLOW
+        raise PidfileError(f"{path} is not a regular file (refused as a pidfile)")
+
+
+def _process_holds(pid: int, inode: tuple[int, int]) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        descriptors = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return True  # cannot verify; see holder_pid
+    for name in descriptors:
+        try:
+            target = os.stat(f"{fd_dir}/{name}")
+        except OSError:
+            continue  # closed meanwhile, or a descriptor we may not stat
+        if (target.st_dev, target.st_ino) == inode:
+            return True
+    return False
 
 
 def _make_readable(fd: int) -> None:
