@@ -34,6 +34,7 @@ from .logsetup import LogTarget
 from .notify import Notifier, watchdog_interval_s
 from .privileges import Identity, drop_privileges
 from .readiness import ReadinessWriter
+from .states import ActionTracker, State, StateMachine
 
 
 @dataclass
@@ -72,10 +73,8 @@ class Daemon:
         self._gate: SignalGate | None = None
         self._notifier = Notifier(None)
         self._launch: Launch | None = None
-        self._reload_done = threading.Condition()
-        self._reloads_started = 0
-        self._reloads_finished = 0
-        self._last_reload: dict[str, Any] = {}
+        self._states = StateMachine()
+        self._actions = ActionTracker()
 
     # -- hooks for services -------------------------------------------------------------------
 
@@ -152,33 +151,37 @@ class Daemon:
         _set_process_title(f"{self.service_name()}: main")
         self._notifier = Notifier.from_environment()
         gate = SignalGate(
-            {"reload": self._do_reload, "reopen": launch.log.reopen},
+            {"reload": self._do_reload, "reopen": self._do_reopen},
             on_stop_signal=self._on_stop_signal,
             stopping=self.stopping,
         )
         self._gate = gate
         gate.install()
+        # The control socket answers from the start ("starting"), so a concurrent `start` or
+        # `status` can wait for readiness instead of guessing from the pidfile alone.
         control = ControlServer(launch.control_path, self._answer_control)
         try:
             control.bind()
+            control.start_thread()
             self.setup_privileged()
             if launch.identity is not None:
                 control.hand_over(launch.identity.uid, launch.identity.gid)
                 launch.log.chown(launch.identity.uid, launch.identity.gid)
                 drop_privileges(launch.identity)
             self.setup()
-        except StopDaemon as stop:
-            message = f"stopped by signal {stop.signum} during setup()"
-            self.log.warning(message)
-            _report(ready, message, 1)
-            control.close()
-            return 1
         except BaseException as exc:  # reported to `start`, whatever it was
-            self.log.exception("setup failed")
-            _report(ready, f"{type(exc).__name__}: {exc}", 1)
+            gate.begin_shutdown()  # from here on a SIGTERM from `start` cannot cut the cleanup
+            if isinstance(exc, StopDaemon):
+                message = f"stopped by signal {exc.signum} during setup()"
+                self.log.warning(message)
+            else:
+                message = f"{type(exc).__name__}: {exc}"
+                self.log.exception("setup failed")
+            self._states.enter(State.FAILED)
             control.close()
+            _report(ready, message, 1)
             return 1
-        control.start_thread()
+        self._states.enter(State.RUNNING)
         if ready is not None:
             ready.send(ready=True)
             ready.close()
@@ -193,6 +196,7 @@ class Daemon:
     def _run_until_stopped(self, gate: SignalGate) -> int:
         exit_code = 0
         try:
+            gate.open()  # serves a HUP that arrived during setup(), or a deferred stop
             self.run()
         except StopDaemon as stop:
             self.log.info("stopping on signal %d", stop.signum)
@@ -203,6 +207,7 @@ class Daemon:
             exit_code = 1
         finally:
             gate.begin_shutdown()
+            self._states.enter(State.STOPPING)
             self.stopping.set()
             self._notifier.stopping()
         try:
@@ -217,46 +222,68 @@ class Daemon:
         self._notifier.stopping()
 
     def _do_reload(self) -> None:
-        """Main thread, at a safe point (see lifecycle)."""
-        with self._reload_done:
-            self._reloads_started += 1
+        """Main thread, at a safe point (see lifecycle). Never raises."""
+        self._actions.begin("reload")
         self._notifier.reloading()
         try:
             self.reload()
             result: dict[str, Any] = {"ok": True}
             self.log.info("reloaded")
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old state
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: the daemon lives on
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             self.log.error("reload failed, keeping the old state: %s", result["error"])
         self._notifier.ready()
-        with self._reload_done:
-            self._reloads_finished = self._reloads_started
-            self._last_reload = result
-            self._reload_done.notify_all()
+        self._actions.finish("reload", result)
+
+    def _do_reopen(self) -> None:
+        """Main thread, at a safe point. A failed reopen keeps writing to the old file."""
+        assert self._launch is not None
+        self._actions.begin("reopen")
+        try:
+            self._launch.log.reopen()
+            result: dict[str, Any] = {"ok": True}
+        except OSError as exc:
+            result = {"ok": False, "error": f"cannot reopen {self._launch.log.path}: "
+                                            f"{exc.strerror}; still writing to the old file"}
+            self.log.error("%s", result["error"])
+        self._actions.finish("reopen", result)
 
     def _answer_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """Control thread."""
         command = request["cmd"]
+        timeout_s = float(request.get("timeout", 30.0))
         if command == "status":
-            try:
-                info = self.status_info()
-            except Exception as exc:  # noqa: BLE001 - a service's bug must not kill status
-                info = {"status_error": f"{type(exc).__name__}: {exc}"}
-            return {"ok": True, "pid": os.getpid(), "info": info}
-        if command == "reload":
-            return self._reload_and_wait(float(request.get("timeout", 30.0)))
+            return self._status_reply()
+        if command == "wait-ready":
+            state = self._states.wait_until_settled(timeout_s)
+            return {"ok": state is State.RUNNING, "state": state.value, "pid": os.getpid()}
+        if self._states.wait_until_settled(timeout_s) is not State.RUNNING:
+            return {"ok": False, "error": f"cannot {command}: {self._states.current.value}"}
+        if command in ("reload", "reopen-logs"):
+            action = "reload" if command == "reload" else "reopen"
+            return self._act_and_wait(action, timeout_s)
         return self.handle_control(request)
 
-    def _reload_and_wait(self, timeout_s: float) -> dict[str, Any]:
+    def _status_reply(self) -> dict[str, Any]:
+        state = self._states.current
+        reply: dict[str, Any] = {"ok": True, "pid": os.getpid(), "state": state.value}
+        if state is State.RUNNING:
+            try:
+                reply["info"] = self.status_info()
+            except Exception as exc:  # noqa: BLE001 - a service's bug must not kill status
+                reply["info"] = {"status_error": f"{type(exc).__name__}: {exc}"}
+        return reply
+
+    def _act_and_wait(self, action: str, timeout_s: float) -> dict[str, Any]:
         assert self._gate is not None
-        with self._reload_done:
-            wanted = self._reloads_started + 1
-            self._gate.request("reload")
-            if not self._reload_done.wait_for(
-                lambda: self._reloads_finished >= wanted, timeout_s
-            ):
-                return {"ok": False, "error": f"reload still pending after {timeout_s:g}s"}
-            return dict(self._last_reload)
+        ticket = self._actions.ticket(action)
+        self._gate.request(action)
+        result = self._actions.wait(action, ticket, timeout_s)
+        if result is None:
+            return {"ok": False, "pending": True,
+                    "error": f"not done after {timeout_s:g}s (waiting for a critical() block "
+                             "to end); it will run when the block ends"}
+        return result
 
     def _start_watchdog(self) -> None:
         interval = watchdog_interval_s()

@@ -11,6 +11,9 @@ the request happens at a safe point:
 * a reload (HUP) or log reopen (USR1) runs the service's hook in the main thread, at the
   signal's delivery point if no ``critical()`` block is open, else when the outermost block
   ends. A reload itself counts as critical: a TERM arriving during ``reload()`` waits for it.
+  Before ``setup()`` has finished the gate is closed (a HUP then waits for the end of setup:
+  ``reload()`` must not see a half-built service), and once shutdown has begun requests are
+  dropped (``shutdown()`` must not be interleaved with a reload).
 
 ``threading.Event.set`` is never called from a handler: the handler could interrupt the main
 thread while it holds the event's internal (non-reentrant) lock and deadlock on it.
@@ -49,6 +52,7 @@ class SignalGate:
         self._critical_depth = 0
         self._acting = False
         self._raise_on_stop = True  # False once shutdown has begun: nothing left to unwind
+        self._open = False  # hooks are served only between the end of setup and shutdown
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._main = threading.main_thread()
 
@@ -72,6 +76,8 @@ class SignalGate:
             raise StopDaemon(signum)
 
     def _on_action(self, signum: int, frame: FrameType | None) -> None:
+        if not self._raise_on_stop:
+            return  # shutting down: nothing to reload any more
         action = _ACTIONS[signal.Signals(signum)]
         if action not in self._pending:
             self._pending.append(action)
@@ -102,9 +108,18 @@ class SignalGate:
         """A block that a stop request does not interrupt (main thread only)."""
         return Critical(self)
 
+    def open(self) -> None:
+        """setup() has finished: serve what arrived meanwhile, and from now on at once."""
+        self._open = True
+        self.serve_pending()
+
     def serve_pending(self) -> None:
-        """Run pending hooks if we are at a safe point, then honour a deferred stop."""
-        if self._critical_depth or self._acting:
+        """Run pending hooks if we are at a safe point, then honour a deferred stop.
+
+        Hooks must not raise: they run wherever the main thread was interrupted, and an
+        exception there would unwind unrelated code.
+        """
+        if not self._open or self._critical_depth or self._acting:
             return
         self._acting = True
         self._critical_depth += 1
@@ -123,6 +138,7 @@ class SignalGate:
     def begin_shutdown(self) -> None:
         """From now on stop requests are only recorded: shutdown() must run to its end."""
         self._raise_on_stop = False
+        self._open = False
         self._pending.clear()
 
     def request(self, action: str) -> None:
