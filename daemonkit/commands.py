@@ -6,9 +6,11 @@ the log to learn whether ``start`` worked or why it did not.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ import lockfile
 
 from . import process
 from .control import ControlError, control_path_for, request
-from .errors import DaemonkitError, PidfileError
+from .errors import ConfigError, DaemonkitError, PidfileError
 from .exitcodes import Exit
 from .logsetup import LogTarget
 from .pidfile import PidFile
@@ -47,11 +49,12 @@ def _wait_for_pid(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> int | N
     """The pid of the lock holder; None if the lock went away or no pid appeared in time.
 
     Between ``start`` taking the lock and the detached daemon writing its pid there are a few
-    milliseconds in which the file is locked and empty.
+    milliseconds in which the file is locked and empty. The pid is only believed if that
+    process holds the pidfile open (see ``PidFile.holder_pid``).
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        pid = pidfile.read_pid()
+        pid = pidfile.holder_pid()
         if pid is not None or not pidfile.holder_locked() or time.monotonic() > deadline:
             return pid
         time.sleep(0.005)
@@ -64,14 +67,17 @@ def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
     options = daemon.options
     identity = resolve_identity(options.user, options.group)
     if not os.path.isdir(options.workdir):
-        raise DaemonkitError(f"working directory {options.workdir} does not exist")
+        raise ConfigError(f"working directory {options.workdir} does not exist")
+    if options.syslog and not _is_socket(options.syslog_socket):
+        raise ConfigError(f"--syslog: no syslog socket at {options.syslog_socket}")
     daemon.configure()
     log = LogTarget(options.log_file, options.log_level,
                     options.syslog_socket if options.syslog else None)
     try:
         log.open_file()
     except OSError as exc:
-        error = DaemonkitError(f"cannot open log file {options.log_file}: {exc.strerror}")
+        why = "is a symbolic link (refused)" if exc.errno == errno.ELOOP else exc.strerror
+        error = DaemonkitError(f"cannot open log file {options.log_file}: {why}")
         if isinstance(exc, PermissionError):
             error.exit_code = Exit.NO_PRIVILEGE
         raise error from exc
@@ -84,17 +90,41 @@ def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
     )
 
 
+def _wait_for_socket(path: str, pidfile: PidFile, timeout_s: float) -> bool:
+    """A daemon binds its control socket a moment after writing its pid: give it that moment."""
+    deadline = time.monotonic() + timeout_s
+    while not _is_socket(path):
+        if time.monotonic() > deadline or not pidfile.holder_locked():
+            return _is_socket(path)
+        time.sleep(0.005)
+    return True
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 # -- start -------------------------------------------------------------------------------------
 
 
 def start(daemon: Daemon) -> int:
+    """Start the daemon, or report the one that runs.
+
+    "Already running" is only said of a daemon that is ready: a concurrent ``start`` whose
+    daemon is still in ``setup()`` is waited for, and if that one fails or is stopping, this
+    ``start`` takes over the lock and starts a daemon of its own.
+    """
     from .launcher import launch_detached
 
     pidfile = _pidfile(daemon)
-    running = _running_pid(pidfile)
+    deadline = time.monotonic() + daemon.options.start_timeout
+    running = _ready_holder(daemon, pidfile, deadline)
     if running is None:
         launch = prepare_launch(daemon, detached=True)
-        running = _take_lock_or_find_holder(daemon, pidfile)
+        running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
         return Exit.OK
@@ -106,26 +136,54 @@ def start(daemon: Daemon) -> int:
     return outcome.exit_code or Exit.FAILURE
 
 
-def _take_lock_or_find_holder(daemon: Daemon, pidfile: PidFile) -> int | None:
-    """Lock the pidfile for a new daemon (None), or return the pid of the one that has it.
-
-    A concurrent ``start`` may hold the lock and then fail and release it: then we retry.
-    """
-    deadline = time.monotonic() + daemon.options.start_timeout
+def _take_lock_or_find_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | None:
+    """Lock the pidfile for a new daemon (None), or return the pid of a ready holder."""
     while True:
         try:
             pidfile.lock_for_start()
             return None
         except lockfile.AlreadyLocked:
-            running = _running_pid(pidfile)
+            running = _ready_holder(daemon, pidfile, deadline)
             if running is not None:
                 return running
             if time.monotonic() > deadline:
-                raise DaemonkitError("pidfile stays locked but no pid appears in it") from None
+                raise DaemonkitError("the pidfile stays locked by a process that is neither "
+                                     "ready nor going away") from None
             time.sleep(0.005)
 
 
+def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | None:
+    """The pid of a ready daemon holding the lock; None once nobody holds it.
+
+    A holder that is still starting is waited for (until ``deadline``); one that failed or is
+    stopping is waited out until it releases the lock.
+    """
+    while pidfile.holder_locked():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DaemonkitError(f"pidfile {pidfile.path} is held by a process that did not "
+                                 f"become ready within {daemon.options.start_timeout:g}s")
+        pid = _wait_for_pid(pidfile, remaining)
+        if pid is None:
+            continue  # released meanwhile, or no verified pid yet: look again
+        control_path = control_path_for(pidfile.path)
+        if not _wait_for_socket(control_path, pidfile, min(remaining, 2.0)):
+            return pid  # a holder without a control socket: all we can say is "running"
+        try:
+            reply = request(control_path, {"cmd": "wait-ready", "timeout": remaining},
+                            timeout_s=remaining + 5.0)
+        except ControlError:
+            time.sleep(0.01)  # a stale socket not yet replaced, or one just closed
+            continue
+        if reply.get("state") == "running":
+            return pid
+        if reply.get("state") in ("failed", "stopping"):
+            _wait_lock_released(pidfile, max(0.0, deadline - time.monotonic()))
+    return None
+
+
 def _running_pid(pidfile: PidFile) -> int | None:
+    """The verified pid of the lock holder, or None if nobody holds the lock."""
     if not pidfile.holder_locked():
         return None
     return _wait_for_pid(pidfile)
@@ -140,7 +198,7 @@ def stop(daemon: Daemon) -> int:
         locked = pidfile.holder_locked()
     except PidfileError as exc:
         _complain(daemon, str(exc))
-        return Exit.FAILURE
+        return exc.exit_code
     if not locked:
         _clean_leftovers(daemon, pidfile)
         _say(daemon, "is not running")
@@ -151,7 +209,8 @@ def stop(daemon: Daemon) -> int:
             _clean_leftovers(daemon, pidfile)
             _say(daemon, "is not running")
             return Exit.OK
-        _complain(daemon, f"pidfile {pidfile.path} is locked but holds no pid")
+        _complain(daemon, f"pidfile {pidfile.path} is locked, but the pid in it does not "
+                          "hold it open: refusing to signal anything")
         return Exit.FAILURE
     try:
         result = terminate(pid, daemon.options.stop_timeout)
@@ -202,12 +261,29 @@ def _wait_lock_released(pidfile: PidFile, timeout_s: float) -> bool:
 
 def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     """Remove a pidfile and control socket nobody holds (a daemon after a privilege drop
-    cannot unlink them from a root-owned directory; a SIGKILLed one never tried)."""
-    if pidfile.remove_if_unlocked():
+    cannot unlink them from a root-owned directory; a SIGKILLed one never tried).
+
+    Failing to is worth a warning, not a failed ``stop``: the daemon is stopped, and a
+    leftover file is harmless (the lock, not the file, says whether it runs).
+    """
+    try:
+        removed = pidfile.remove_if_unlocked()
+    except (PidfileError, OSError) as exc:
+        _complain(daemon, f"warning: left {pidfile.path} in place ({exc})")
+        return
+    control_path = control_path_for(pidfile.path)
+    if removed and _is_socket_path(control_path):
         try:
-            os.unlink(control_path_for(pidfile.path))
-        except OSError:
-            pass
+            os.unlink(control_path)
+        except OSError as exc:
+            _complain(daemon, f"warning: left {control_path} in place ({exc.strerror})")
+
+
+def _is_socket_path(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 # -- restart -----------------------------------------------------------------------------------
@@ -235,7 +311,7 @@ def status(daemon: Daemon) -> int:
     try:
         locked = pidfile.holder_locked()
     except PidfileError as exc:
-        report["error"] = str(exc)
+        report.update(running=None, error=str(exc))
         return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
     if not locked:
         if pidfile.exists():
@@ -246,18 +322,26 @@ def status(daemon: Daemon) -> int:
     uptime = process.uptime_s(pid) if pid is not None else None
     report.update(running=True, pid=pid,
                   uptime_s=round(uptime, 3) if uptime is not None else None)
+    state = "running"
     try:
         reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=5.0)
+        state = str(reply.get("state", state))
         info = reply.get("info")
         if isinstance(info, dict):
-            report.update(info)
+            # the service adds keys; it cannot change what the core reports
+            report.update({k: v for k, v in info.items() if k not in report})
     except ControlError as exc:
         report["control_error"] = str(exc)
+    report["state"] = state
+    shown_pid = pid if pid is not None else "unknown"
     up = f", up {process.format_duration(uptime)}" if uptime is not None else ""
-    return _print_status(daemon, report, Exit.OK, f"is running (pid {pid}{up})")
+    line = {"starting": f"is starting (pid {shown_pid}, setup() not finished)",
+            "stopping": f"is stopping (pid {shown_pid})"}.get(
+        state, f"is running (pid {shown_pid}{up})")
+    return _print_status(daemon, report, Exit.OK, line)
 
 
-_STATUS_CORE_KEYS = {"name", "running", "pid", "uptime_s", "pidfile"}
+_STATUS_CORE_KEYS = {"name", "running", "pid", "uptime_s", "pidfile", "state", "error"}
 
 
 def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) -> int:
@@ -275,6 +359,16 @@ def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) 
 
 
 def reload(daemon: Daemon) -> int:
+    """Run the daemon's ``reload()`` and report its outcome (waits up to --start-timeout)."""
+    return _ask(daemon, "reload", "reloaded", "reload")
+
+
+def reopen_logs(daemon: Daemon) -> int:
+    """Have the daemon reopen its log file (logrotate's postrotate) and report the outcome."""
+    return _ask(daemon, "reopen-logs", "reopened its log files", "reopening the log files")
+
+
+def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
     pidfile = _pidfile(daemon)
     pid = _running_pid(pidfile)
     if pid is None:
@@ -282,30 +376,19 @@ def reload(daemon: Daemon) -> int:
         return Exit.NOT_RUNNING
     wait_s = max(daemon.options.start_timeout, 1.0)
     try:
-        reply = request(control_path_for(pidfile.path), {"cmd": "reload", "timeout": wait_s},
+        reply = request(control_path_for(pidfile.path), {"cmd": command, "timeout": wait_s},
                         timeout_s=wait_s + 5.0)
     except ControlError as exc:
-        _complain(daemon, f"cannot confirm the reload: {exc}")
+        _complain(daemon, f"cannot confirm {doing}: {exc}")
         return Exit.FAILURE
     if reply.get("ok"):
-        _say(daemon, f"reloaded (pid {pid})")
+        _say(daemon, f"{done} (pid {pid})")
         return Exit.OK
-    _complain(daemon, f"reload failed: {reply.get('error', 'unknown error')}")
+    if reply.get("pending"):
+        _complain(daemon, f"{doing} not confirmed: {reply.get('error')}")
+    else:
+        _complain(daemon, f"{doing} failed: {reply.get('error', 'unknown error')}")
     return Exit.FAILURE
-
-
-def reopen_logs(daemon: Daemon) -> int:
-    pid = _running_pid(_pidfile(daemon))
-    if pid is None:
-        _complain(daemon, "is not running")
-        return Exit.NOT_RUNNING
-    pidfd = process.open_pidfd(pid)
-    if pidfd is None or not process.send_signal(pidfd, signal.SIGUSR1):
-        _complain(daemon, "is not running")
-        return Exit.NOT_RUNNING
-    os.close(pidfd)
-    _say(daemon, f"asked to reopen its log files (pid {pid})")
-    return Exit.OK
 
 
 # -- run (foreground) ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, BinaryIO
 
+from . import process
 from .pidfile import PidFile
 from .readiness import Outcome, ReadinessWriter, wait_for_readiness
 
@@ -124,11 +125,23 @@ def _log_tail(launch: Launch, offset: int) -> str | None:
 
 
 def _make_sure_gone(pid: int | None, timeout_s: float) -> None:
-    """A daemon that failed must not linger, whatever state it is in."""
+    """A daemon that failed must not linger, whatever state it is in.
+
+    One that reported an error is exiting by itself: give it a moment to finish its cleanup
+    before the signals (a stuck one, or one that timed out, gets them at once).
+    """
     if pid is None:
         return
     from .commands import terminate
 
+    pidfd = process.open_pidfd(pid)
+    if pidfd is None:
+        return
+    try:
+        if process.wait_pidfd(pidfd, 2.0):
+            return
+    finally:
+        os.close(pidfd)
     try:
         terminate(pid, min(timeout_s, 5.0))
     except PermissionError:

@@ -25,13 +25,18 @@ class LogTarget:
         self.level = level.upper()
         self.syslog = syslog  # the syslog socket's path, or None
         self._fd: int | None = None
+        self._created = False  # whether this start created the file (then it may chown it)
 
     def open_file(self) -> int | None:
         """Open the log file in the command process, where a failure can still be reported."""
         if self.path is None:
             return None
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        self._fd = os.open(self.path, flags, 0o640)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            self._fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o640)
+            self._created = True
+        except FileExistsError:
+            self._fd = os.open(self.path, flags)
         return self._fd
 
     @property
@@ -62,9 +67,10 @@ class LogTarget:
         root.setLevel(self.level)
 
     def chown(self, uid: int, gid: int) -> None:
-        """Hand the file to the service user, so it may still append after a reopen."""
-        if self.path is not None and os.geteuid() == 0:
-            os.chown(self.path, uid, gid)
+        """Hand a file we created to the service user (an existing file keeps its owner: the
+        open descriptor can write to it anyway)."""
+        if self._created and self._fd is not None and os.geteuid() == 0:
+            os.fchown(self._fd, uid, gid)
 
     def reopen(self) -> None:
         """Open the path anew and move fds 1, 2 there (after logrotate renamed the file)."""
