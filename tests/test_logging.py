@@ -33,7 +33,7 @@ def test_rotation_by_rename_and_reopen_loses_nothing(hello: Service, tmp_path: P
     os.rename(hello.log_file, rotated)  # what logrotate does without copytruncate
     reopened = hello.cli("reopen-logs")
     assert reopened.returncode == 0
-    assert reopened.stdout.strip() == f"hello asked to reopen its log files (pid {pid})"
+    assert reopened.stdout.strip() == f"hello reopened its log files (pid {pid})"
     wait_for(lambda: len(greeting_numbers(hello.log_text())) >= 20, message="new file used")
     os.rename(hello.log_file, tmp_path / "hello.log.2")
     os.kill(pid, signal.SIGUSR1)  # the signal by hand does the same

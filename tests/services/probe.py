@@ -34,6 +34,10 @@ class Probe(Daemon):
         parser.add_argument("--reload-fail-file",
                             help="reload() raises if this file exists")
         parser.add_argument("--reload-seconds", type=float, default=0.0)
+        parser.add_argument("--reload-exit", action="store_true", help="reload() calls sys.exit")
+        parser.add_argument("--shutdown-seconds", type=float, default=0.0)
+        parser.add_argument("--status-override", action="store_true",
+                            help="status_info() tries to overwrite the core's keys")
         parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
         parser.add_argument("--make-orphan", action="store_true",
                             help="setup() leaves an orphan `sleep 0.3` behind (for PID 1 tests)")
@@ -83,6 +87,7 @@ class Probe(Daemon):
             with open(f"/proc/{self.child.pid}/environ", "rb") as environ:
                 has_notify = b"NOTIFY_SOCKET=" in environ.read()
             self.event(f"child_has_notify_socket={has_notify}")
+        self.event("setup done")
 
     def run(self) -> None:
         self.event("run")
@@ -110,18 +115,25 @@ class Probe(Daemon):
         self.event("reload begin")
         if self.options.reload_seconds:
             time.sleep(self.options.reload_seconds)
+        if self.options.reload_exit:
+            raise SystemExit(3)
         if self.options.reload_fail_file and os.path.exists(self.options.reload_fail_file):
             raise ValueError("bad configuration in reload")
         self.reloads += 1
         self.event(f"reload done {self.reloads}")
 
     def shutdown(self) -> None:
+        if self.options.shutdown_seconds:
+            self.event("shutdown begin")
+            time.sleep(self.options.shutdown_seconds)
         if self.options.spawn_child:
             self.child.terminate()
             self.child.wait()
         self.event("shutdown")
 
     def status_info(self) -> dict[str, object]:
+        if self.options.status_override:
+            return {"reloads": self.reloads, "running": False, "pid": 1, "name": "other"}
         return {"reloads": self.reloads}
 
 

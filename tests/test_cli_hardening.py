@@ -1,0 +1,263 @@
+"""What a careless user or a hostile one does to the CLI, and what must not happen then.
+
+Each test comes from a black-box trial of the CLI (see the issue notes).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from conftest import Service, WorldRuntime, pid_alive, wait_for
+
+
+def test_stop_and_start_never_touch_a_file_that_is_not_a_pidfile(probe: Service,
+                                                                  tmp_path: Path) -> None:
+    precious = tmp_path / "important.conf"
+    precious.write_text("db_password=secret\n")
+    probe.pidfile = precious
+    stopped = probe.cli("stop")
+    assert stopped.returncode == 1
+    assert "does not look like a pidfile" in stopped.stderr
+    started = probe.cli("start")
+    assert started.returncode == 1
+    assert precious.read_text() == "db_password=secret\n"
+    assert not probe.events.exists(), "nothing was started"
+
+
+def test_a_device_node_is_refused_without_being_opened(probe: Service, tmp_path: Path) -> None:
+    node = tmp_path / "null"
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    probe.pidfile = node
+    for action in ("stop", "start", "status"):
+        result = probe.cli(action)
+        assert result.returncode != 0, action
+        assert "not a regular file" in result.stderr + result.stdout
+    assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+def test_stop_refuses_a_pid_that_does_not_hold_the_pidfile(probe: Service) -> None:
+    """Someone who can write the pidfile's directory names an unrelated process in it."""
+    victim = subprocess.Popen(["sleep", "300"])
+    code = textwrap.dedent(f"""
+        import fcntl, os, sys
+        fd = os.open({str(probe.pidfile)!r}, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"{victim.pid}\\n")
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)
+    impostor = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert impostor.stdout is not None and impostor.stdout.readline().strip() == "locked"
+        stopped = probe.cli("stop", "--stop-timeout", "1")
+        assert stopped.returncode == 1
+        assert "refusing to signal" in stopped.stderr
+        assert pid_alive(victim.pid), "the unrelated process must survive"
+    finally:
+        for child in (impostor, victim):
+            child.kill()
+            child.wait()
+
+
+def test_concurrent_starts_of_a_failing_service_all_fail(probe: Service) -> None:
+    """Nobody says "already running" about a daemon that never became ready."""
+    probe.extra = ["--setup-fail", "port 47001 is taken", "--setup-sleep", "0.2"]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: probe.cli("start"), range(6)))
+    assert [r.returncode for r in results] == [1] * 6, [r.stdout for r in results]
+    assert all("port 47001 is taken" in r.stderr for r in results)
+    assert probe.cli("status").returncode in (1, 3)
+
+
+def test_second_start_returns_only_once_the_first_is_ready(probe: Service) -> None:
+    first = subprocess.Popen(probe.argv("start", "--setup-sleep", "1.0"),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(e.startswith("setup uid") for e in probe.events_seen()))
+        during = probe.cli("status")
+        assert during.returncode == 0
+        assert "is starting" in during.stdout
+        second = probe.cli("start")
+        assert second.returncode == 0
+        assert "setup done" in probe.events_seen(), "returned before the daemon was ready"
+        assert "already running" in second.stdout
+    finally:
+        first.communicate(timeout=30)
+
+
+def test_start_during_a_slow_shutdown_starts_a_new_daemon(probe: Service) -> None:
+    assert probe.cli("start", "--shutdown-seconds", "1.0").returncode == 0
+    old_pid = probe.pid()
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGTERM)
+    probe.wait_event("shutdown begin")
+    status = probe.cli("status")
+    assert "is stopping" in status.stdout
+    reload = probe.cli("reload")
+    assert reload.returncode == 1 and "stopping" in reload.stderr
+    started = probe.cli("start")
+    assert started.returncode == 0, started.stderr
+    assert "started" in started.stdout
+    assert probe.pid() not in (None, old_pid)
+    events = probe.events_seen()
+    assert "reload begin" not in events, "no reload() interleaved with shutdown()"
+
+
+def test_sighup_during_setup_waits_for_setup(probe: Service) -> None:
+    starting = subprocess.Popen(probe.argv("start", "--setup-sleep", "0.5"),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        events = wait_for(lambda: [e for e in probe.events_seen() if e.startswith("setup uid")])
+        pid = int(events[0].split("pid=")[1])
+        os.kill(pid, signal.SIGHUP)
+    finally:
+        starting.communicate(timeout=30)
+    probe.wait_event("reload done 1")
+    events = probe.events_seen()
+    assert events.index("setup done") < events.index("reload begin")
+
+
+def test_failed_start_leaves_no_control_socket_and_no_stray_traceback(probe: Service) -> None:
+    assert probe.cli("start", "--setup-fail", "nope").returncode == 1
+    wait_for(lambda: not probe.pidfile.with_suffix(".ctl").exists(),
+             message="control socket removed")
+    assert "StopDaemon" not in probe.log_text()
+
+
+def test_reload_raising_system_exit_keeps_the_daemon(probe: Service) -> None:
+    assert probe.cli("start", "--reload-exit").returncode == 0
+    pid = probe.pid()
+    result = probe.cli("reload")
+    assert result.returncode == 1
+    assert "SystemExit: 3" in result.stderr
+    assert pid is not None and pid_alive(pid)
+    assert probe.cli("status").returncode == 0
+
+
+def test_reload_stuck_behind_a_critical_block_is_not_called_failed(probe: Service) -> None:
+    assert probe.cli("start", "--critical-seconds", "3").returncode == 0
+    probe.wait_event("begin 0")
+    result = probe.cli("reload", "--start-timeout", "0.5")
+    assert result.returncode == 1
+    assert "not confirmed" in result.stderr and "will run when the block ends" in result.stderr
+    probe.wait_event("reload done 1")
+
+
+def test_service_cannot_overwrite_core_status_keys(probe: Service) -> None:
+    assert probe.cli("start", "--status-override").returncode == 0
+    report = json.loads(probe.cli("status", "--json").stdout)
+    assert report["running"] is True
+    assert report["pid"] == probe.pid()
+    assert report["name"] == "probe"
+    assert report["state"] == "running"
+
+
+def test_missing_workdir_and_syslog_socket_are_configuration_errors(probe: Service,
+                                                                     tmp_path: Path) -> None:
+    workdir = probe.cli("start", "--workdir", str(tmp_path / "nowhere"))
+    assert workdir.returncode == 6 and "does not exist" in workdir.stderr
+    syslog = probe.cli("--syslog", "start", "--syslog-socket", str(tmp_path / "no.sock"))
+    assert syslog.returncode == 6 and "no syslog socket" in syslog.stderr
+    assert not probe.events.exists()
+
+
+def test_failed_log_reopen_keeps_the_daemon(world_runtime: WorldRuntime,
+                                            world_tmp: Path) -> None:
+    log_dir = world_tmp / "logs"
+    log_dir.mkdir(mode=0o755)  # root's: the dropped daemon cannot create a file in it
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    command = [world_runtime.python, str(world_runtime.root / "services" / "probe.py"),
+               "--pidfile", str(world_tmp / "probe.pid"), "--events",
+               str(world_tmp / "events.log"), "--log-file", str(log_dir / "probe.log")]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args], capture_output=True, text=True,
+                              env=world_runtime.env, timeout=60, check=False)
+
+    assert cli("start", "--user", "nobody").returncode == 0
+    pid = int((world_tmp / "probe.pid").read_text())
+    try:
+        os.rename(log_dir / "probe.log", log_dir / "probe.log.1")
+        reopened = cli("reopen-logs")
+        assert reopened.returncode == 1
+        assert "still writing to the old file" in reopened.stderr
+        assert pid_alive(pid)
+        assert cli("status").returncode == 0
+        assert "cannot reopen" in (log_dir / "probe.log.1").read_text()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid))
+
+
+def test_existing_log_file_keeps_its_owner_after_the_drop(world_runtime: WorldRuntime,
+                                                          world_tmp: Path) -> None:
+    shared_log = world_tmp / "shared.log"
+    shared_log.write_text("")
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    result = subprocess.run(
+        [world_runtime.python, str(world_runtime.root / "services" / "probe.py"), "start",
+         "--pidfile", str(world_tmp / "probe.pid"), "--events", str(world_tmp / "events.log"),
+         "--log-file", str(shared_log), "--user", "nobody"],
+        capture_output=True, text=True, env=world_runtime.env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    pid = int((world_tmp / "probe.pid").read_text())
+    try:
+        assert shared_log.stat().st_uid == 0
+        wait_for(lambda: "ready" in shared_log.read_text(), message="the daemon still logs")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid))
+
+
+def test_stop_by_the_service_user_succeeds_with_a_warning(world_runtime: WorldRuntime,
+                                                          world_tmp: Path) -> None:
+    run_dir = world_tmp / "run"
+    run_dir.mkdir(mode=0o755)
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    base = [world_runtime.python, str(world_runtime.root / "services" / "probe.py"),
+            "--pidfile", str(run_dir / "probe.pid"), "--events", str(world_tmp / "events.log")]
+    started = subprocess.run([*base, "start", "--user", "nobody"], capture_output=True,
+                             text=True, env=world_runtime.env, timeout=60, check=False)
+    assert started.returncode == 0, started.stderr
+    pid = int((run_dir / "probe.pid").read_text())
+    try:
+        stopped = subprocess.run(["runuser", "-u", "nobody", "--", *base, "stop"],
+                                 capture_output=True, text=True, env=world_runtime.env,
+                                 timeout=60, check=False)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"probe stopped (pid {pid})" in stopped.stdout
+        assert "warning: left" in stopped.stderr
+        assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid))
+
+
+def test_lock_probe_does_not_disturb_a_held_lock(tmp_path: Path) -> None:
+    """holder_locked() takes a shared lock for an instant: never while a holder exists."""
+    path = tmp_path / "x.pid"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    from daemonkit import PidFile
+
+    began = time.monotonic()
+    assert PidFile(path).holder_locked()
+    assert time.monotonic() - began < 1
+    assert PidFile(path).holder_pid() == os.getpid()
+    os.close(fd)
