@@ -455,8 +455,9 @@ def test_curve_only_authorized_clients_store(daemons: Callable[..., Ingestd],
 
 
 def test_client_cli_gen_and_send(daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
-    daemon = daemons()
+    daemon = daemons(extra=("--log-level", "WARNING"))
     daemon.start()
+    assert daemon.status()["log_level"] == "WARNING"  # no config file: --log-level rules
     records = subprocess.run([sys.executable, str(CLIENT), "gen", "250", "--prefix", "cli"],
                              check=True, capture_output=True, text=True).stdout
     for expected in ("stored 250, duplicates 0", "stored 0, duplicates 250"):

@@ -200,8 +200,8 @@ class Ingestd(Daemon):
         self.log.info("settings now %s", new)
 
     def _apply_log_level(self, current: settings.Settings) -> None:
-        level = logging.getLevelName(current.log_level)
-        self.log.setLevel(level)
+        # NOTSET: back to the level of --log-level (the root logger's)
+        self.log.setLevel(current.log_level or logging.NOTSET)
 
     def status_info(self) -> dict[str, Any]:
         totals = self._totals()
@@ -231,7 +231,7 @@ class Ingestd(Daemon):
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),
-            "log_level": self.settings.current.log_level,
+            "log_level": logging.getLevelName(self.log.getEffectiveLevel()),
             "max_batch_records": self.settings.current.max_batch_records,
             "max_inflight_requests": self.settings.current.max_inflight_requests,
         }

@@ -26,7 +26,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    log_level: str = "INFO"
+    #: None: whatever --log-level says
+    log_level: str | None = None
     #: most records one group commit carries (records of one request are never split)
     max_batch_records: int = 5000
     #: requests taken but not yet acknowledged; past this, intake stops reading (backpressure)
