@@ -559,6 +559,8 @@ def test_user_directory_umask_and_own_session(sv: Sv) -> None:
                             check=True).stdout.strip()
     assert fields["Uid"].split()[0] == nobody
     assert fields["Umask"] == "0027"
+    assert int(fields["SigIgn"], 16) == 0  # no ignored signal leaks from the daemon
+    assert int(fields["SigBlk"], 16) == 0
     assert os.readlink(f"/proc/{pid}/cwd") == str(workdir)
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # own session and group
     with open(f"/proc/{pid}/environ", "rb") as environ:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 from ..control import control_path_for
@@ -88,6 +89,11 @@ class Supervisor(Daemon):
             self.configure()
         assert self.config is not None
         _set_title(f"daemonkit-supervisor -c {self.config.path}")
+        # ignored signals survive exec: the daemon context ignores the tty job-control
+        # signals, and the programs must not inherit that (Popen only restores SIGPIPE/XFSZ)
+        for signum in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
         from .engine import Engine
         from .strays import kill_strays
 
