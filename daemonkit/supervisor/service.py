@@ -107,15 +107,20 @@ class Supervisor(Daemon):
                              "socket is %s", self.config.control,
                              control_path_for(supervisor_id))
         self.engine = Engine(self.log, supervisor_id)
-        if self._gate is not None:  # SIGUSR1 also reopens the children's log files
-            core_reopen = self._gate.hooks["reopen"]
+        # SIGUSR1 / reopen-logs also reopens the children's log files. The core has no hook
+        # for this yet: wrap its own "reopen" action (asked of the lead: a reopen_logs hook)
+        hooks = getattr(self._gate, "hooks", None)
+        if isinstance(hooks, dict) and callable(hooks.get("reopen")):
+            core_reopen = hooks["reopen"]
             engine = self.engine
 
             def reopen_all() -> None:
                 core_reopen()
                 engine.reopen_logs()
 
-            self._gate.hooks["reopen"] = reopen_all
+            hooks["reopen"] = reopen_all
+        else:
+            self.log.warning("cannot hook SIGUSR1: child logs are not reopened on SIGUSR1")
         self.engine.load(self.config)
         self.engine.last_reload = {}
         if self.config.web is not None and not isinstance(self.config.web, dict):
