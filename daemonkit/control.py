@@ -176,9 +176,10 @@ class ControlServer:
     def _answer(self, conn: socket.socket) -> dict[str, Any]:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
+        line = _read_line(conn, MAX_REQUEST)  # read first: the refusal must reach the client
         if uid not in self.allowed_uids:
             return {"ok": False, "error": f"uid {uid} may not control this daemon"}
-        message = json.loads(_read_line(conn, MAX_REQUEST))
+        message = json.loads(line)
         if not isinstance(message, dict) or not isinstance(message.get("cmd"), str):
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
         return self.handler(message)

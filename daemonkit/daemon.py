@@ -105,6 +105,10 @@ class Daemon:
     def shutdown(self) -> None:
         """Cleanup after ``run()`` ended for whatever reason; stop requests do not cut it."""
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 / ``reopen-logs``, after the core reopened its own log file (main thread):
+        reopen any other file the service writes, so logrotate can move it."""
+
     def status_info(self) -> dict[str, Any]:
         """Extra ``status`` fields, computed in the daemon (control thread: be thread-safe)."""
         return {}
@@ -239,12 +243,17 @@ class Daemon:
         """Main thread, at a safe point. A failed reopen keeps writing to the old file."""
         assert self._launch is not None
         self._actions.begin("reopen")
+        result: dict[str, Any] = {"ok": True}
         try:
             self._launch.log.reopen()
-            result: dict[str, Any] = {"ok": True}
         except OSError as exc:
             result = {"ok": False, "error": f"cannot reopen {self._launch.log.path}: "
                                             f"{exc.strerror}; still writing to the old file"}
+            self.log.error("%s", result["error"])
+        try:
+            self.reopen_logs()
+        except Exception as exc:  # noqa: BLE001 - it runs wherever the main thread was
+            result = {"ok": False, "error": f"reopen_logs(): {type(exc).__name__}: {exc}"}
             self.log.error("%s", result["error"])
         self._actions.finish("reopen", result)
 

@@ -107,20 +107,6 @@ class Supervisor(Daemon):
                              "socket is %s", self.config.control,
                              control_path_for(supervisor_id))
         self.engine = Engine(self.log, supervisor_id)
-        # SIGUSR1 / reopen-logs also reopens the children's log files. The core has no hook
-        # for this yet: wrap its own "reopen" action (asked of the lead: a reopen_logs hook)
-        hooks = getattr(self._gate, "hooks", None)
-        if isinstance(hooks, dict) and callable(hooks.get("reopen")):
-            core_reopen = hooks["reopen"]
-            engine = self.engine
-
-            def reopen_all() -> None:
-                core_reopen()
-                engine.reopen_logs()
-
-            hooks["reopen"] = reopen_all
-        else:
-            self.log.warning("cannot hook SIGUSR1: child logs are not reopened on SIGUSR1")
         self.engine.load(self.config)
         self.engine.last_reload = {}
         if self.config.web is not None and not isinstance(self.config.web, dict):
@@ -147,6 +133,11 @@ class Supervisor(Daemon):
                     default=0.0) if self.engine.config else 0.0
         self.engine.shutdown(grace + 1.0)
         self.engine.close()
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 / ``reopen-logs``: the children's log files move too (logrotate)."""
+        if self.engine is not None:
+            self.engine.reopen_logs()
 
     def status_info(self) -> dict[str, Any]:
         if self.engine is None:
