@@ -103,13 +103,9 @@ class PidFile:
 
         The content is informative only: whether that process runs is decided by the lock.
         """
-        try:
-            _refuse_special_file(self.path)
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
+        fd = self._open_for_reading()
+        if fd is None:
             return None
-        except OSError as exc:
-            raise _pidfile_error(self.path, exc) from exc
         try:
             data = os.read(fd, 64)
         finally:
@@ -182,13 +178,9 @@ class PidFile:
         Raises :class:`PidfileError` when the file exists but cannot be opened, because then
         nobody can tell (``status`` turns that into LSB 4).
         """
-        try:
-            _refuse_special_file(self.path)
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
+        fd = self._open_for_reading()
+        if fd is None:
             return False
-        except OSError as exc:
-            raise _pidfile_error(self.path, exc) from exc
         try:
             _check_is_pidfile(fd, self.path)
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -227,6 +219,16 @@ class PidFile:
         return not os.path.lexists(self.path)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _open_for_reading(self) -> int | None:
+        """A read-only descriptor on the pidfile, None if there is none; never blocks."""
+        try:
+            _refuse_special_file(self.path)
+            return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _pidfile_error(self.path, exc) from exc
 
     def _open_and_lock(self, wait_s: float, create: bool = True) -> int:
         deadline = time.monotonic() + wait_s

@@ -24,22 +24,13 @@ from typing import Any
 
 import pytest
 
+from daemonkit.supervisor.strays import pids_with_environment
 from tests.conftest import ROOT, WorldRuntime, pid_alive, wait_for
 
 
 def tagged_pids(tag: str) -> list[int]:
-    found = []
-    needle = f"DAEMONKIT_TEST_TAG={tag}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return [pid for pid in found if pid != os.getpid() and pid_alive(pid)]
+    """Live processes started by this test (they carry DAEMONKIT_TEST_TAG=tag)."""
+    return [pid for pid in pids_with_environment("DAEMONKIT_TEST_TAG", tag) if pid_alive(pid)]
 
 
 class Sv:

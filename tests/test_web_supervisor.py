@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from daemonkit.supervisor.strays import pids_with_environment
 from tests.conftest import ROOT, pid_alive, wait_for
 
 PROGRAMS = """
@@ -44,18 +45,8 @@ stopwaitsecs = 3
 
 
 def tagged_pids(tag: str) -> list[int]:
-    needle = f"DAEMONKIT_TEST_TAG={tag}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return [pid for pid in found if pid_alive(pid)]
+    """Live processes started by this test (they carry DAEMONKIT_TEST_TAG=tag)."""
+    return [pid for pid in pids_with_environment("DAEMONKIT_TEST_TAG", tag) if pid_alive(pid)]
 
 
 class RunningSupervisor:

@@ -18,7 +18,12 @@ from .process import SUPERVISOR_ID_ENV
 
 def find_strays(supervisor_id: str) -> list[int]:
     """Pids whose environment carries our marker (root sees every process's environ)."""
-    needle = f"{SUPERVISOR_ID_ENV}={supervisor_id}".encode()
+    return pids_with_environment(SUPERVISOR_ID_ENV, supervisor_id)
+
+
+def pids_with_environment(name: str, value: str) -> list[int]:
+    """Pids (other than ours) whose environment has ``name=value`` and that we may read."""
+    needle = f"{name}={value}".encode()
     me = os.getpid()
     found: list[int] = []
     for entry in os.listdir("/proc"):
