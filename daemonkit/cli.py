@@ -70,7 +70,9 @@ def parse_options(
     daemon_class: type[Daemon], argv: list[str]
 ) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = build_parser(daemon_class)
-    options = parser.parse_args(argv)
+    # intermixed: options may stand anywhere, also between the action and a service's own
+    # positional arguments (`supervise status --json NAME`)
+    options = parser.parse_intermixed_args(argv)
     try:
         options.umask = int(options.umask, 8)
     except ValueError:
@@ -108,4 +110,8 @@ def run_cli(daemon_class: type[Daemon], argv: list[str]) -> int:
         print(f"{options.name}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
+        return int(Exit.FAILURE)
+    except BrokenPipeError:
+        # `status | head -1`: the reader left; say nothing more (and nothing at exit either)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(Exit.FAILURE)
