@@ -222,6 +222,7 @@ def main() -> None:
     print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
           f"SQLite {sqlite3.sqlite_version}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     loads = [("single", 1), ("batch", args.batch)]
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
@@ -254,6 +255,8 @@ def main() -> None:
         print(f"  c/a requests: {c['req_s'] / a['req_s']:.2f}x   "
               f"c/b requests: {c['req_s'] / b['req_s']:.2f}x   "
               f"c records/s per a req/s: {c['rec_s'] / a['req_s']:.2f}x")
+    # the figures mean little without it: on 2 shared cores every hop waits for a CPU
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
