@@ -610,3 +610,44 @@ def test_supervisor_stop_takes_stubborn_groups_down(sv: Sv) -> None:
     assert not pid_alive(supervisor)
     assert not any(pid_alive(pid) for pid in (leader, grandchild, polite))
     assert tagged_pids(sv.tag) == []
+
+
+def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
+    """A supervisord file: output goes to AUTO files in childlogdir (stderr too when only
+    stdout_logfile is set), [supervisord] environment reaches the children, ignored keys are
+    warned once, an event listener is skipped with a warning."""
+    sv.ini.write_text(textwrap.dedent("""
+        [supervisord]
+        pidfile = %(here)s/sv.pid
+        logfile = sv.log
+        childlogdir = %(here)s/children
+        loglevel = debug
+        environment = SHARED="s",OVERRIDE="global"
+
+        [program:a]
+        command = sh -c 'echo "out $SHARED $OVERRIDE"; echo "err a" >&2; exec sleep 600'
+        environment = OVERRIDE="own"
+        startsecs = 0
+
+        [program:b]
+        command = sh -c 'echo "err b" >&2; exec sleep 600'
+        stdout_logfile = b.log
+        startsecs = 0
+
+        [eventlistener:memmon]
+        command = memmon
+        """))
+    sv.cli("start", check=True)
+    sv.wait_state("a", "RUNNING")
+    sv.wait_state("b", "RUNNING")
+    children = sv.dir / "children"
+    wait_for(lambda: (children / "a-stdout---supervisor.log").exists()
+             and (children / "b-stderr---supervisor.log").exists()
+             and (children / "a-stderr---supervisor.log").exists(), 5, message="AUTO logs")
+    wait_for(lambda: (children / "b-stderr---supervisor.log").read_text() == "err b\n", 5)
+    assert (children / "a-stdout---supervisor.log").read_text() == "out s own\n"
+    wait_for(lambda: (children / "a-stderr---supervisor.log").read_text() == "err a\n", 5)
+    log = sv.log()
+    assert log.count("[supervisord] loglevel: accepted and ignored") == 1
+    assert "[eventlistener:memmon] skipped: event listeners are not supported" in log
+

@@ -85,7 +85,12 @@ W = "[program:w]\ncommand = x\n"
     ("[program:w]\ncommand = x %(nope)s\n", "[program:w] command: bad %(...)s expansion"),
     (W + "environment = A=1,=2\n", "[program:w] environment:"),
     (W + "autorestart = sometimes\n", "[program:w] autorestart:"),
-    ("[eventlistener:x]\ncommand = x\n", "[eventlistener:x]: unknown section"),
+    ("[bogus:x]\ncommand = x\n", "[bogus:x]: unknown section"),
+    (W + "stdout_logfile = syslog\n", "[program:w] stdout_logfile: syslog is not supported"),
+    (W + "[group:g]\nprograms = w,nope\n", "[group:g] programs: no [program:nope] section"),
+    (W + "[group:g]\nprograms = w\n[group:h]\nprograms = w\n",
+     "[group:h] programs: w is already in [group:g]"),
+    ("[supervisord]\npidfile = %(nope)s/x\n", "[supervisord] pidfile: bad %(...)s expansion"),
     ("[supervisor]\nfoo = 1\n", "[supervisor] foo: unknown key"),
 ])
 def test_errors_name_file_section_key(tmp_path: Path, body: str, expected: str) -> None:
@@ -130,3 +135,72 @@ def test_quick_read_of_cli_matches_full_parse(tmp_path: Path) -> None:
     assert cli._settings(str(ini), strict=False) == full
     assert full["--stop-timeout"] == "47"
     assert cli._DEFAULT_PIDFILE == config.DEFAULT_PIDFILE
+
+
+def test_auto_logs_childlogdir_and_supervisor_environment(tmp_path: Path) -> None:
+    """supervisord's defaults: AUTO (also when the key is missing) is a file per instance and
+    stream in childlogdir, NONE is /dev/null; [supervisord] environment reaches every child,
+    the program's own environment wins."""
+    ini = write(tmp_path / "sv.ini", "[supervisord]\nlogfile = var/sv.log\n"
+                "environment = A=\"1\",B=\"2\"\nidentifier = main\n"
+                "[program:w]\ncommand = x\nnumprocs = 2\nenvironment = B=\"3\"\n"
+                "[program:only_out]\ncommand = x\nstdout_logfile = out.log\n"
+                "[program:quiet]\ncommand = x\nstdout_logfile = NONE\nstderr_logfile = none\n")
+    loaded = config.load(str(ini))
+    w1 = loaded.programs["w"].instance(1)
+    assert w1.stdout.path == f"{tmp_path}/var/w:1-stdout---main.log"
+    assert w1.stderr is not None and w1.stderr.path == f"{tmp_path}/var/w:1-stderr---main.log"
+    assert dict(w1.environment) == {"A": "1", "B": "3"}
+    only_out = loaded.programs["only_out"].instance(0)
+    assert only_out.stdout.path == f"{tmp_path}/out.log"
+    assert only_out.stderr is not None
+    assert only_out.stderr.path == f"{tmp_path}/var/only_out-stderr---main.log"
+    quiet = loaded.programs["quiet"].instance(0)
+    assert quiet.stdout.path is None and quiet.stderr is not None and quiet.stderr.path is None
+    with_dir = write(tmp_path / "b.ini", "[supervisor]\nchildlogdir = %(here)s/logs\n"
+                     "[program:p]\ncommand = x\n")
+    assert config.load(str(with_dir)).programs["p"].instance(0).stdout.path == (
+        f"{tmp_path}/logs/p-stdout---supervisor.log")
+    bare = write(tmp_path / "c.ini", "[program:p]\ncommand = x\n")
+    assert config.load(str(bare)).programs["p"].instance(0).stdout.path == (
+        "/tmp/p-stdout---supervisor.log")
+
+
+def test_supervisord_file_loads_with_warnings(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[supervisord]\nloglevel = debug\nnodaemon = true\n"
+                "[program:w]\ncommand = x\nstdout_events_enabled = true\n"
+                "[eventlistener:mem]\ncommand = memmon\nevents = TICK_60\n"
+                "[include]\nfiles = conf.d/*.conf\n")
+    loaded = config.load(str(ini))
+    assert list(loaded.programs) == ["w"]
+    text = "\n".join(loaded.warnings)
+    assert f"{ini}: [supervisord] loglevel, nodaemon: accepted and ignored" in text
+    assert "[program:w] stdout_events_enabled: accepted and ignored" in text
+    assert "[eventlistener:mem] skipped: event listeners are not supported" in text
+    assert "[include] files: conf.d/*.conf matches no file" in text
+
+
+def test_here_and_env_in_supervisor_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from daemonkit.supervisor import cli
+
+    monkeypatch.setenv("SV_TEST_LOGS", str(tmp_path / "logs"))
+    ini = write(tmp_path / "sv.ini", "[supervisord]\npidfile = %(here)s/sup.pid\n"
+                "logfile = %(ENV_SV_TEST_LOGS)s/sv.log\n[program:w]\ncommand = x\n")
+    loaded = config.load(str(ini))
+    assert loaded.pidfile == f"{tmp_path}/sup.pid"
+    assert loaded.logfile == f"{tmp_path}/logs/sv.log"
+    assert cli._settings(str(ini), strict=False) == cli._settings(str(ini), strict=True)
+
+
+def test_header_missing_bracket_names_its_line(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[program:a]\ncommand = x\n[program:b\ncommand = y\n")
+    with pytest.raises(ConfigError, match=rf"^{ini}: line 3: '\[program:b' is not a section "
+                       r"header \(missing '\]'\?\)$"):
+        config.load(str(ini))
+
+
+def test_groups(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[program:a]\ncommand = x\n[program:b]\ncommand = y\n"
+                "[group:g]\nprograms = a, b\npriority = 5\n")
+    assert config.load(str(ini)).groups == {"g": ("a", "b")}

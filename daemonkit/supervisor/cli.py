@@ -92,9 +92,9 @@ def _quick_settings(path: str) -> dict[str, str | None]:
         parser = main_file if name == path else _lenient_read(name)
         for section in parser.sections():
             if section in ("supervisor", "supervisord"):
-                values.update((key, parser.get(section, key)) for key in
-                              ("pidfile", "logfile", "user") if parser.has_option(section, key))
                 here = os.path.dirname(name)
+                values.update((key, _expand(parser.get(section, key), here)) for key in
+                              ("pidfile", "logfile", "user") if parser.has_option(section, key))
             elif section.startswith("program:"):
                 try:
                     stopwaits.append(float(parser.get(section, "stopwaitsecs", fallback="10")))
@@ -106,6 +106,17 @@ def _quick_settings(path: str) -> dict[str, str | None]:
 
     return _core_options(resolve(values.get("pidfile")) or _DEFAULT_PIDFILE,
                          resolve(values.get("logfile")), values.get("user") or None, stopwaits)
+
+
+def _expand(value: str, here: str) -> str:
+    """%(here)s and %(ENV_X)s as config.load expands them; a bad one is left as written
+    (the full parse at start reports it)."""
+    values = {"here": here, "host_node_name": os.uname().nodename,
+              **{f"ENV_{key}": val for key, val in os.environ.items()}}
+    try:
+        return value % values
+    except (KeyError, ValueError, TypeError):
+        return value
 
 
 def _lenient_read(path: str) -> configparser.RawConfigParser:

@@ -27,13 +27,15 @@ DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
 #: sections of supervisord files that configure its XML-RPC server and client: meaningless
 #: here (daemonkit has its own control socket), skipped so supervisord users can bring files
 _IGNORED_SECTIONS = ("unix_http_server", "inet_http_server", "supervisorctl")
-_IGNORED_PREFIXES = ("rpcinterface:", "group:")
+_IGNORED_PREFIXES = ("rpcinterface:",)
 
-_SUPERVISOR_KEYS = {"pidfile", "logfile", "control", "user", "umask", "identifier"}
-#: keys of supervisord's [supervisord] section that are accepted and have no effect here
+_SUPERVISOR_KEYS = {"pidfile", "logfile", "control", "user", "umask", "identifier",
+                    "childlogdir", "environment"}
+#: keys of supervisord's [supervisord] section that are accepted and have no effect here:
+#: a supervisord file loads, and the start logs one warning naming the ones it holds
 _SUPERVISORD_IGNORED_KEYS = {
     "logfile_maxbytes", "logfile_backups", "loglevel", "nodaemon", "minfds", "minprocs",
-    "directory", "childlogdir", "nocleanup", "strip_ansi", "silent", "environment",
+    "directory", "nocleanup", "strip_ansi", "silent",
 }
 
 _PROGRAM_DEFAULTS: dict[str, str] = {
@@ -51,8 +53,8 @@ _PROGRAM_DEFAULTS: dict[str, str] = {
     "startretries": "3",
     "stopsignal": "TERM",
     "stopwaitsecs": "10",
-    "stdout_logfile": "",
-    "stderr_logfile": "",
+    "stdout_logfile": "AUTO",  # supervisord's default: a file in childlogdir
+    "stderr_logfile": "AUTO",
     "redirect_stderr": "false",
     "stdout_logfile_maxbytes": "0",
     "stdout_logfile_backups": "10",
@@ -66,7 +68,13 @@ _PROGRAM_DEFAULTS: dict[str, str] = {
 }
 #: supervisord keys accepted for compatibility; daemonkit always signals the whole group
 _PROGRAM_COMPAT_KEYS = {"stopasgroup", "killasgroup"}
-_PROGRAM_KEYS = set(_PROGRAM_DEFAULTS) | {"command", "process_name"} | _PROGRAM_COMPAT_KEYS
+#: supervisord keys accepted so its files load, without effect here (warned at start)
+_PROGRAM_IGNORED_KEYS = {"stdout_events_enabled", "stderr_events_enabled",
+                         "stdout_capture_maxbytes", "stderr_capture_maxbytes",
+                         "stdout_syslog", "stderr_syslog", "serverurl"}
+_PROGRAM_KEYS = (set(_PROGRAM_DEFAULTS) | {"command", "process_name"} | _PROGRAM_COMPAT_KEYS
+                 | _PROGRAM_IGNORED_KEYS)
+_GROUP_KEYS = {"programs", "priority"}
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -133,6 +141,10 @@ class ProgramConfig:
     backoff_initial: float
     backoff_max: float
     here: str = field(compare=False)
+    #: from [supervisor]: where AUTO log files go, the name in them, every child's environment
+    childlogdir: str = "/tmp"
+    identifier: str = "supervisor"
+    base_environment: tuple[tuple[str, str], ...] = ()
 
     def same_except_numprocs(self, other: ProgramConfig) -> bool:
         if dataclasses.replace(self, numprocs=other.numprocs) != other:
@@ -186,20 +198,29 @@ class ProgramConfig:
         if not argv:
             raise _error(self.source, f"program:{self.name}", "command", "empty command")
         directory = expand("directory", self.directory) if self.directory else None
-        env = tuple((key, expand("environment", value)) for key, value in self.environment)
-        stdout = LogSpec(self._log_path(expand("stdout_logfile", self.stdout_logfile)),
+        merged = dict(self.base_environment)  # [supervisor] environment; the program's wins
+        merged.update((key, expand("environment", value)) for key, value in self.environment)
+        env = tuple(merged.items())
+        stdout = LogSpec(self._log_path(expand("stdout_logfile", self.stdout_logfile),
+                                        name, "stdout"),
                          self.stdout_logfile_maxbytes, self.stdout_logfile_backups)
         stderr: LogSpec | None = None
         if not self.redirect_stderr:
-            stderr = LogSpec(self._log_path(expand("stderr_logfile", self.stderr_logfile)),
+            stderr = LogSpec(self._log_path(expand("stderr_logfile", self.stderr_logfile),
+                                            name, "stderr"),
                              self.stderr_logfile_maxbytes, self.stderr_logfile_backups)
         return InstanceSpec(name, self.name, process_num, argv,
                             _resolve(self.here, directory) if directory else None,
                             env, stdout, stderr)
 
-    def _log_path(self, value: str) -> str | None:
-        if value.upper() in ("", "NONE", "AUTO"):
+    def _log_path(self, value: str, name: str, channel: str) -> str | None:
+        """supervisord's values: NONE (or OFF) discards, AUTO (the default) is a file per
+        instance and stream in childlogdir. The AUTO name is stable (supervisord adds a
+        random part): output survives a supervisor restart in the same file."""
+        if value.strip().upper() in ("NONE", "OFF"):
             return None
+        if value.strip().upper() in ("", "AUTO"):
+            return os.path.join(self.childlogdir, f"{name}-{channel}---{self.identifier}.log")
         return _resolve(self.here, value)
 
 
@@ -214,6 +235,11 @@ class SupervisorConfig:
     programs: dict[str, ProgramConfig]
     web: Any = None  # a daemonkit.web.config.WebConfig, or the raw dict without that module
     files: tuple[str, ...] = ()
+    #: supervisord settings accepted without effect, globs that matched nothing: logged once
+    warnings: tuple[str, ...] = ()
+    #: [group:NAME] programs = a,b: group name -> member programs
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    childlogdir: str = "/tmp"
 
     def instance_names(self) -> list[str]:
         """Names of all instances, in start order."""
@@ -240,6 +266,7 @@ def load(path: str) -> SupervisorConfig:
     main = _read(path)
     files = [path]
     sections: list[tuple[str, str, dict[str, str]]] = []  # (file, section, items)
+    warnings: list[str] = []
     sections.extend((path, name, dict(main.items(name))) for name in main.sections())
     if main.has_section("include"):
         items = dict(main.items("include"))
@@ -248,7 +275,10 @@ def load(path: str) -> SupervisorConfig:
             raise _error(path, "include", sorted(unknown)[0], "unknown key")
         for pattern in items.get("files", "").split():
             full = _resolve(os.path.dirname(path), pattern)
-            for included in sorted(glob.glob(full)):
+            matches = sorted(glob.glob(full))
+            if not matches:
+                warnings.append(f"{path}: [include] files: {pattern} matches no file")
+            for included in matches:
                 parser = _read(included)
                 files.append(included)
                 for name in parser.sections():
@@ -256,7 +286,7 @@ def load(path: str) -> SupervisorConfig:
                         raise _error(included, name, None,
                                      "[include] is only allowed in the main file")
                     sections.append((included, name, dict(parser.items(name))))
-    return _build(path, sections, tuple(files))
+    return _build(path, sections, tuple(files), warnings)
 
 
 def _read(path: str) -> configparser.RawConfigParser:
@@ -267,7 +297,9 @@ def _read(path: str) -> configparser.RawConfigParser:
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         with open(path, encoding="utf-8") as file:
-            parser.read_file(file, source=path)
+            text = file.read()
+        _check_headers(path, text)
+        parser.read_string(text, source=path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except configparser.Error as exc:
@@ -275,9 +307,36 @@ def _read(path: str) -> configparser.RawConfigParser:
     return parser
 
 
+def _check_headers(path: str, text: str) -> None:
+    """A header missing its ']' would otherwise read as a key of the previous section."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("[") and not _HEADER_RE.match(line):
+            raise ConfigError(f"{path}: line {number}: {line.strip()!r} is not a section "
+                              "header (missing ']'?)")
+
+
+_HEADER_RE = re.compile(r"^\[[^\]]+\]\s*([;#].*)?$")
+
+
+def _expand_supervisor(source: str, section: str, items: dict[str, str]) -> dict[str, str]:
+    """%(here)s and %(ENV_X)s, as supervisord expands them in its own section."""
+    values = {"here": os.path.dirname(source), "host_node_name": os.uname().nodename,
+              **{f"ENV_{key}": value for key, value in os.environ.items()}}
+    expanded = {}
+    for key, raw in items.items():
+        try:
+            expanded[key] = raw % values
+        except (KeyError, ValueError, TypeError) as exc:
+            raise _error(source, section, key,
+                         f"bad %(...)s expansion in {raw!r}: {exc}") from None
+    return expanded
+
+
 def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
-           files: tuple[str, ...]) -> SupervisorConfig:
+           files: tuple[str, ...], warnings: list[str]) -> SupervisorConfig:
     programs: dict[str, ProgramConfig] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    group_sources: dict[str, str] = {}
     supervisor: dict[str, str] = {}
     supervisor_source = path
     web: Any = None
@@ -294,13 +353,25 @@ def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
             for key in items:
                 if key not in allowed:
                     raise _error(source, name, key, "unknown key")
-            if supervisor:
+            if "\0supervisor" in seen:
                 raise _error(source, name, None, "only one [supervisor] section is allowed")
-            supervisor = {k: v for k, v in items.items() if k in _SUPERVISOR_KEYS}
+            seen["\0supervisor"] = source
+            ignored = sorted(set(items) & _SUPERVISORD_IGNORED_KEYS)
+            if ignored:
+                warnings.append(f"{source}: [{name}] {', '.join(ignored)}: accepted and "
+                                "ignored (no effect in daemonkit)")
+            supervisor = _expand_supervisor(
+                source, name, {k: v for k, v in items.items() if k in _SUPERVISOR_KEYS})
             supervisor_source = source
         elif name.startswith("program:"):
-            program = _program(source, name[len("program:"):], items)
+            program = _program(source, name[len("program:"):], items, warnings)
             programs[program.name] = program
+        elif name.startswith("group:"):
+            group = name[len("group:"):]
+            groups[group] = _group(source, name, items)
+            group_sources[group] = source
+        elif name.startswith("eventlistener:"):
+            warnings.append(f"{source}: [{name}] skipped: event listeners are not supported")
         elif name == "web":
             web = _web(source, items)
         else:
@@ -314,6 +385,31 @@ def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
         _check_user(supervisor_source, "supervisor", "user", user)
     umask = (_octal(supervisor_source, "supervisor", "umask", supervisor["umask"])
              if supervisor.get("umask") else None)
+    if supervisor.get("childlogdir"):
+        childlogdir = _resolve(here, supervisor["childlogdir"])
+    else:  # the brief's default: beside the supervisor's own log, else supervisord's /tmp
+        childlogdir = os.path.dirname(logfile) if logfile else "/tmp"
+    base_environment = _environment(supervisor_source, "supervisor", "environment",
+                                    supervisor.get("environment", ""))
+    identifier = supervisor.get("identifier") or "supervisor"
+    if not _NAME_RE.match(identifier):
+        raise _error(supervisor_source, "supervisor", "identifier",
+                     f"{identifier!r} has characters not allowed in a file name")
+    programs = {name: dataclasses.replace(program, childlogdir=childlogdir,
+                                          identifier=identifier,
+                                          base_environment=base_environment)
+                for name, program in programs.items()}
+    member_of: dict[str, str] = {}
+    for group, members in groups.items():
+        section = f"group:{group}"
+        for member in members:
+            if member not in programs:
+                raise _error(group_sources[group], section, "programs",
+                             f"no [program:{member}] section")
+            if member in member_of:
+                raise _error(group_sources[group], section, "programs",
+                             f"{member} is already in [group:{member_of[member]}]")
+            member_of[member] = group
     names: dict[str, str] = {}
     for program in programs.values():
         for num in program.process_nums():
@@ -322,7 +418,21 @@ def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
                 raise _error(program.source, f"program:{program.name}", "process_name",
                              f"instance name {spec.name!r} also used by {names[spec.name]}")
             names[spec.name] = program.name
-    return SupervisorConfig(path, pidfile, logfile, control, user, umask, programs, web, files)
+    return SupervisorConfig(path, pidfile, logfile, control, user, umask, programs, web, files,
+                            tuple(warnings), groups, childlogdir)
+
+
+def _group(source: str, section: str, items: dict[str, str]) -> tuple[str, ...]:
+    """``[group:NAME] programs = a,b``: NAME, ``NAME:*`` and ``NAME:a`` address them."""
+    if not _NAME_RE.match(section[len("group:"):]):
+        raise _error(source, section, None, "group name has invalid characters")
+    for key in items:
+        if key not in _GROUP_KEYS:
+            raise _error(source, section, key, "unknown key")
+    members = tuple(m.strip() for m in items.get("programs", "").split(",") if m.strip())
+    if not members:
+        raise _error(source, section, "programs", "missing (a group needs its programs)")
+    return members
 
 
 def _web(source: str, items: dict[str, str]) -> Any:
@@ -333,7 +443,8 @@ def _web(source: str, items: dict[str, str]) -> Any:
     return parse_web_section(items, source)
 
 
-def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
+def _program(source: str, name: str, raw: dict[str, str], warnings: list[str]
+             ) -> ProgramConfig:
     section = f"program:{name}"
     if not _NAME_RE.match(name):
         raise _error(source, section, None, f"program name {name!r} has invalid characters")
@@ -378,6 +489,14 @@ def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
 
     for key in _PROGRAM_COMPAT_KEYS & set(raw):
         boolean(key)
+    ignored = sorted(_PROGRAM_IGNORED_KEYS & set(raw))
+    if ignored:
+        warnings.append(f"{source}: [{section}] {', '.join(ignored)}: accepted and ignored "
+                        "(event listeners, syslog and capture mode are not supported)")
+    for key in ("stdout_logfile", "stderr_logfile"):
+        if items[key].strip().upper() == "SYSLOG":
+            raise _error(source, section, key, "syslog is not supported: use a file path, "
+                         "AUTO or NONE")
     numprocs = integer("numprocs", 1)
     process_name = items.get("process_name", "")
     if numprocs > 1 and process_name and "%(process_num)" not in process_name:
@@ -417,7 +536,7 @@ def _program(source: str, name: str, raw: dict[str, str]) -> ProgramConfig:
         numprocs=numprocs,
         numprocs_start=integer("numprocs_start"),
         directory=items["directory"],
-        environment=_environment(source, section, items["environment"]),
+        environment=_environment(source, section, "environment", items["environment"]),
         user=user,
         group=group,
         umask=_octal(source, section, "umask", items["umask"]) if items["umask"] else None,
@@ -477,7 +596,8 @@ def _signal(source: str, section: str, value: str) -> int:
     raise _error(source, section, "stopsignal", f"{value!r} is not a signal name")
 
 
-def _environment(source: str, section: str, value: str) -> tuple[tuple[str, str], ...]:
+def _environment(source: str, section: str, key_name: str, value: str
+                 ) -> tuple[tuple[str, str], ...]:
     """``KEY="a,b",K2=v``: supervisord's syntax (commas separate, quotes protect)."""
     if not value.strip():
         return ()
@@ -489,11 +609,10 @@ def _environment(source: str, section: str, value: str) -> tuple[tuple[str, str]
     try:
         tokens = list(lexer)
     except ValueError as exc:
-        raise _error(source, section, "environment", str(exc)) from None
+        raise _error(source, section, key_name, str(exc)) from None
     for token in tokens:
         key, sep, val = token.strip().partition("=")
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise _error(source, section, "environment",
-                         f"{token.strip()!r} is not KEY=value")
+            raise _error(source, section, key_name, f"{token.strip()!r} is not KEY=value")
         pairs.append((key, val))
     return tuple(pairs)

@@ -102,12 +102,17 @@ class Engine:
         """Apply ``new`` (already validated) as the difference from the running config."""
         notes = []
         if self.config is not None:
-            settings = ("pidfile", "logfile", "control", "user", "umask", "web")
+            settings = ("pidfile", "logfile", "control", "user", "umask")
             stale = [key for key in settings
                      if getattr(self.config, key) != getattr(new, key)]
             if stale:
                 notes.append(f"[supervisor] {', '.join(stale)} changed: restart the supervisor "
                              "to apply")
+            if self.config.web != new.web:
+                notes.append("[web] changed: restart the supervisor to apply")
+            for warning in new.warnings:
+                if warning not in self.config.warnings:
+                    self.log.warning("%s", warning)
         old = self.config.programs if self.config else {}
         added = [p for p in new.programs if p not in old]
         removed = [p for p in old if p not in new.programs]

@@ -106,6 +106,8 @@ class Supervisor(Daemon):
             self.log.warning("[supervisor] control = %s is not supported yet; the control "
                              "socket is %s", self.config.control,
                              control_path_for(supervisor_id))
+        for warning in self.config.warnings:  # once, at start; a reload logs new ones
+            self.log.warning("%s", warning)
         self.engine = Engine(self.log, supervisor_id)
         self.engine.load(self.config)
         self.engine.last_reload = {}
