@@ -19,6 +19,7 @@ threads, so ``start`` reports a busy port or an unreachable database; ``run()`` 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import queue
@@ -154,6 +155,11 @@ class Ingestd(Daemon):
             writer.start()
         for writer in self.writers:
             writer.first_attempt_done.wait(10.0)
+        # What exists now (modules, sockets, settings) lives as long as the daemon; frozen, a
+        # full collection no longer re-scans it with the GIL held (about 1.5 ms for the 17k
+        # objects after start-up, a stall every request in flight shares; a traced run at
+        # 16k requests/s did 0.4 full collections per second)
+        gc.freeze()
         self.log.info("listening on %s, storing into %s (%d writer%s)",
                       ", ".join(self.intake.bound), url.redacted(), len(self.writers),
                       "" if len(self.writers) == 1 else "s")
