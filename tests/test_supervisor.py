@@ -651,3 +651,32 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
     assert log.count("[supervisord] loglevel: accepted and ignored") == 1
     assert "[eventlistener:memmon] skipped: event listeners are not supported" in log
 
+def test_start_after_reload_waits_for_the_old_process(sv: Sv) -> None:
+    """The old config's process, still inside stopwaitsecs, shows as STOPPING with its pid,
+    and `start NAME` spawns the new one only once the old one is gone."""
+    sv.write("""
+        [program:w]
+        command = sh -c "trap '' TERM; exec sleep 600"
+        startsecs = 0
+        stopwaitsecs = 1.5
+        """)
+    sv.cli("start", check=True)
+    old = sv.wait_state("w", "RUNNING")["pid"]
+    # the new command records whether the old process was still alive when it started
+    sv.write(f"""
+        [program:w]
+        command = sh -c "kill -0 {old} 2>/dev/null && touch {sv.dir}/overlap; exec sleep 601"
+        startsecs = 0
+        stopwaitsecs = 1.5
+        """)
+    assert sv.cli("reload", check=True).stdout.splitlines()[1] == "changed: w"
+    shown = sv.status()["w"]
+    assert (shown["state"], shown["pid"]) == ("STOPPING", old)
+    table = sv.cli("status", "w").stdout.splitlines()
+    assert table[1].split()[:3] == ["w", "STOPPING", str(old)]
+    started = sv.cli("start", "w", check=True)
+    assert started.stdout.startswith("w: RUNNING (pid ")
+    assert not pid_alive(old)
+    assert not (sv.dir / "overlap").exists()
+    assert sv.status()["w"]["pid"] != old
+

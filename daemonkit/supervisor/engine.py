@@ -214,13 +214,33 @@ class Engine:
             key=lambda item: (order.get(item[1].program.name, 0), item[1].spec.process_num)))
 
     def _start_held(self) -> None:
-        """Start instances wanted up whose namesake (old config) has finished stopping."""
+        """Start instances wanted up whose namesake (old config) has finished stopping.
+
+        STOPPED while wanted UP happens only here: everywhere else a wanted instance is
+        spawned in the same step that stopped it."""
         self.retiring = [i for i in self.retiring if not i.stopped()]
         busy = {i.name for i in self.retiring}
         for instance in self.instances.values():
             if (instance.want == Want.UP and instance.state == State.STOPPED
-                    and instance.spawns == 0 and instance.name not in busy):
+                    and instance.name not in busy):
                 instance.start()
+
+    def _retiring_namesake(self, instance: Instance) -> Instance | None:
+        for old in self.retiring:
+            if old.name == instance.name and not old.stopped():
+                return old
+        return None
+
+    def _start(self, instance: Instance) -> None:
+        """Start now, or once the old config's process of the same name is gone: two
+        copies of one program must never run side by side."""
+        if instance.state == State.STOPPED and self._retiring_namesake(instance):
+            instance.want = Want.UP  # _start_held spawns it
+        else:
+            instance.start()
+
+    def _held(self, instance: Instance) -> bool:
+        return instance.want == Want.UP and instance.state == State.STOPPED
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -370,10 +390,13 @@ class Engine:
         instances = self.targets(name)
         if instances is None:
             return {"ok": False, "error": f"no such program or instance: {name}"}
+        held_s = max((old.program.stopwaitsecs + 3.0 for old in self.retiring
+                       if old.name in {i.name for i in instances}), default=0.0)
         if verb == "start":
             for instance in instances:
-                instance.start()
-            return self._wait(instances, _settled_up, _extra_start_s(instances), "start")
+                self._start(instance)
+            return self._wait(instances, lambda i: _settled_up(i) and not self._held(i),
+                              _extra_start_s(instances) + held_s, "start")
         if verb == "stop":
             for instance in instances:
                 instance.stop()
@@ -383,9 +406,10 @@ class Engine:
                 instance.stop()
                 instance.want = Want.UP
                 if instance.stopped():
-                    instance.start()
-            wait_s = _extra_stop_s(instances) + _extra_start_s(instances)
-            return self._wait(instances, _settled_up, wait_s, "restart")
+                    self._start(instance)
+            wait_s = _extra_stop_s(instances) + _extra_start_s(instances) + held_s
+            return self._wait(instances, lambda i: _settled_up(i) and not self._held(i),
+                              wait_s, "restart")
         return {"ok": False, "error": f"unknown verb {verb!r} (start, stop or restart)"}
 
     def _wait(self, instances: list[Instance], done: Callable[[Instance], bool],
@@ -424,10 +448,18 @@ class Engine:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "config": self.config.path if self.config else None,
-            "programs": [i.describe() for i in self.instances.values()],
+            "programs": [self._describe(i) for i in self.instances.values()],
             "retiring": [i.describe() for i in self.retiring],
             "last_reload": self.last_reload,
         }
+
+    def _describe(self, instance: Instance) -> dict[str, object]:
+        """While the old config's process of this name is still stopping, that process is
+        what runs under the name: show it (STOPPING, its pid), not the idle successor."""
+        old = self._retiring_namesake(instance) if instance.state == State.STOPPED else None
+        if old is None:
+            return instance.describe()
+        return {**old.describe(), "want": instance.want.value, "retiring": True}
 
     def reopen_logs(self) -> None:
         everyone = [*self.instances.values(), *self.retiring]
