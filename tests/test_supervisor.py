@@ -651,6 +651,38 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
     assert log.count("[supervisord] loglevel: accepted and ignored") == 1
     assert "[eventlistener:memmon] skipped: event listeners are not supported" in log
 
+
+def test_groups_take_supervisorctl_names(sv: Sv) -> None:
+    sv.write("""
+        [program:a]
+        command = sleep 600
+        startsecs = 0
+
+        [program:b]
+        command = sleep 601
+        startsecs = 0
+
+        [program:other]
+        command = sleep 602
+        startsecs = 0
+
+        [group:g]
+        programs = a,b
+        """)
+    sv.cli("start", check=True)
+    sv.wait_state("b", "RUNNING")
+    assert sv.cli("stop", "g:a", check=True).stdout.split()[:2] == ["a:", "STOPPED"]
+    assert sv.status()["b"]["state"] == "RUNNING"
+    assert sv.cli("status", "g").returncode == 3  # a is stopped
+    assert sv.cli("start", "g:*", check=True).returncode == 0
+    grouped = sv.cli("status", "--json", "g", check=True)
+    assert {p["state"] for p in json.loads(grouped.stdout)["programs"]} == {"RUNNING"}
+    assert sv.cli("stop", "g", check=True).returncode == 0
+    states = {name: p["state"] for name, p in sv.status().items()}
+    assert states == {"a": "STOPPED", "b": "STOPPED", "other": "RUNNING"}
+    assert sv.cli("start", "g:nope").returncode == 1
+
+
 def test_start_after_reload_waits_for_the_old_process(sv: Sv) -> None:
     """The old config's process, still inside stopwaitsecs, shows as STOPPING with its pid,
     and `start NAME` spawns the new one only once the old one is gone."""
@@ -679,4 +711,33 @@ def test_start_after_reload_waits_for_the_old_process(sv: Sv) -> None:
     assert not pid_alive(old)
     assert not (sv.dir / "overlap").exists()
     assert sv.status()["w"]["pid"] != old
+
+
+def scale(sv: Sv, program: str, delta: int) -> dict[str, Any]:
+    from daemonkit.control import control_path_for, request
+
+    answer: dict[str, Any] = request(
+        control_path_for(str(sv.dir / "sv.pid")),
+        {"cmd": "supervisor-scale", "program": program, "delta": delta}, 30.0)
+    return answer
+
+
+def test_reload_restores_numprocs_after_runtime_scale(sv: Sv) -> None:
+    sv.write("[program:w]\ncommand = sleep 600\nstartsecs = 0\n")
+    sv.cli("start", check=True)
+    first = sv.wait_state("w", "RUNNING")["pid"]
+    assert scale(sv, "w", 2)["error"] == "delta must be 1 or -1, got 2"
+    assert scale(sv, "w", 1)["ok"]
+    sv.wait_state("w:1", "RUNNING")
+    reloaded = sv.cli("reload", check=True).stdout.splitlines()
+    assert "scaled: w 2->1" in reloaded
+    assert set(sv.status()) == {"w"}
+    assert sv.status()["w"]["pid"] == first
+    # scaled to zero, the program stays known: no instances, status NAME exits 3
+    assert scale(sv, "w", -1)["ok"]
+    empty = sv.cli("status", "w")
+    assert empty.returncode == 3, empty.stderr
+    assert "w: no instances (scaled to 0)" in empty.stdout
+    assert json.loads(sv.cli("status", "--json", "w").stdout)["programs"] == []
+    assert not pid_alive(first)
 

@@ -190,13 +190,29 @@ def _client_action(daemon: Supervisor, action: str, names: list[str], path: str)
     return None
 
 
-def _selected(programs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]] | str:
+def _selected(reply: dict[str, Any], names: list[str]) -> list[dict[str, Any]] | str:
+    """Rows for NAMEs: instance, program (maybe scaled to none), group, group:*,
+    group:program, group:instance; a str is the first unknown name."""
+    programs: list[dict[str, Any]] = reply.get("programs", [])
     if not names:
         return programs
+    configured = set(reply.get("program_names", []))
+    groups: dict[str, list[str]] = reply.get("groups", {})
     chosen: list[dict[str, Any]] = []
     for name in names:
         match = [p for p in programs if name in ("*", "all", p["name"], p["program"])]
-        if not match:
+        group, sep, member = name.partition(":")
+        if not match and name not in configured and group in groups:
+            members = groups[group]
+            if not sep or member == "*":
+                match = [p for p in programs if p["program"] in members]
+            elif member in members:
+                match = [p for p in programs if p["program"] == member]
+            else:
+                match = [p for p in programs if p["program"] in members and p["name"] == member]
+            if not match and (not sep or member == "*" or member in members):
+                continue  # a group whose programs are scaled to none
+        if not match and name not in configured:
             return name
         chosen += [p for p in match if p not in chosen]
     return chosen
@@ -208,7 +224,7 @@ def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int
     if not reply.get("ok"):
         print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
         return int(Exit.FAILURE)
-    selected = _selected(reply.get("programs", []), names)
+    selected = _selected(reply, names)
     if isinstance(selected, str):
         print(f"{PROG}: no such program or instance: {selected}", file=sys.stderr)
         return int(Exit.NOT_RUNNING_STATUS)
@@ -230,7 +246,11 @@ def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                   .rstrip())
-    if names and any(p["state"] != "RUNNING" for p in selected):
+        for name in names:
+            if not any(name in (p["name"], p["program"]) for p in selected) and (
+                    name in reply.get("program_names", [])):
+                print(f"{name}: no instances (scaled to 0)")
+    if names and (not selected or any(p["state"] != "RUNNING" for p in selected)):
         return int(Exit.NOT_RUNNING_STATUS)
     return int(Exit.OK)
 

@@ -122,10 +122,11 @@ class Engine:
             if name not in old:
                 continue
             before, after = old[name], new.programs[name]
+            current = self.numprocs.get(name, before.numprocs)
             if not before.same_except_numprocs(after):
                 changed.append(name)
-            elif before.numprocs != after.numprocs:
-                scaled[name] = [self.numprocs.get(name, before.numprocs), after.numprocs]
+            elif current != after.numprocs:  # also undoes a runtime scale: the file rules
+                scaled[name] = [current, after.numprocs]
         self.config = new
         for name in removed:
             self._retire(self._of_program(name))
@@ -382,7 +383,17 @@ class Engine:
             return found
         if self.config and name in self.config.programs:
             return []  # a program scaled to zero instances
-        return None
+        group, sep, member = name.partition(":")
+        members = self.config.groups.get(group) if self.config else None
+        if members is None:
+            return None
+        in_group = [i for i in self.instances.values() if i.program.name in members]
+        if not sep or member == "*":  # supervisord's "group" and "group:*"
+            return in_group
+        if member in members:  # "group:program"
+            return self._of_program(member)
+        named = [i for i in in_group if i.name == member]  # "group:prog:2"
+        return named or None
 
     def action(self, name: str, verb: str) -> dict[str, Any] | Pending:
         if self.stopping:
@@ -433,6 +444,8 @@ class Engine:
     def scale(self, program: str, delta: int) -> dict[str, Any]:
         if self.config is None or program not in self.config.programs:
             return {"ok": False, "error": f"no such program: {program}"}
+        if delta not in (1, -1):  # one instance per request, as the web page offers
+            return {"ok": False, "error": f"delta must be 1 or -1, got {delta}"}
         current = self.numprocs.get(program, self.config.programs[program].numprocs)
         target = current + delta
         if target < 0:
@@ -450,6 +463,9 @@ class Engine:
             "config": self.config.path if self.config else None,
             "programs": [self._describe(i) for i in self.instances.values()],
             "retiring": [i.describe() for i in self.retiring],
+            "program_names": self.config.program_order() if self.config else [],
+            "groups": {g: list(m) for g, m in self.config.groups.items()} if self.config
+            else {},
             "last_reload": self.last_reload,
         }
 
