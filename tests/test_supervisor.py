@@ -741,3 +741,32 @@ def test_reload_restores_numprocs_after_runtime_scale(sv: Sv) -> None:
     assert json.loads(sv.cli("status", "--json", "w").stdout)["programs"] == []
     assert not pid_alive(first)
 
+
+def test_status_exit_codes_spawn_error_line_and_stopped_json(sv: Sv) -> None:
+    sv.write("""
+        [program:up]
+        command = sleep 600
+        startsecs = 0
+
+        [program:idle]
+        command = sleep 600
+        autostart = false
+
+        [program:nodir]
+        command = sleep 600
+        directory = /nonexistent-dir
+        startretries = 0
+        """)
+    stopped = sv.cli("status", "--json")
+    assert stopped.returncode == 3
+    shape = json.loads(stopped.stdout)
+    assert (shape["pid"], shape["programs"], shape["running"]) == (None, [], False)
+    sv.cli("start", check=True)
+    sv.wait_state("nodir", "FATAL")
+    running = json.loads(sv.cli("status", "--json", check=True).stdout)
+    assert set(shape) >= set(running)  # the same keys, stopped or running
+    assert sv.cli("status", "up").returncode == 0
+    assert sv.cli("status", "idle").returncode == 3
+    assert sv.cli("status", "up", "idle").returncode == 3
+    text = sv.cli("status").stdout
+    assert re.search(r"^nodir: spawn error: .*nonexistent-dir", text, re.MULTILINE), text

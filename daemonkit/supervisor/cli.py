@@ -162,6 +162,8 @@ def _client_action(daemon: Supervisor, action: str, names: list[str], path: str)
             if names:
                 print(f"{PROG}: is not running", file=sys.stderr)
                 return int(Exit.NOT_RUNNING_STATUS)
+            if daemon.options.json:
+                return _print_stopped_json(daemon)
             return None  # the core explains (not running, stale pidfile, ...)
         return _print_status(reply, names, daemon.options.json)
     if action == "reload" and not names:
@@ -188,6 +190,27 @@ def _client_action(daemon: Supervisor, action: str, names: list[str], path: str)
             return int(Exit.FAILURE)
         return int(Exit.OK)
     return None
+
+
+def _print_stopped_json(daemon: Supervisor) -> int:
+    """``status --json`` of a stopped supervisor: the running shape (pid null, no
+    programs) plus the core's keys, so scripts read one shape either way."""
+    import contextlib
+    import io
+
+    from ..commands import status as core_status
+
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = core_status(daemon)
+    try:
+        report = json.loads(captured.getvalue())
+    except ValueError:
+        report = {}
+    print(json.dumps({"pid": None, "uptime_s": None, "config": daemon.options.config,
+                      "programs": [], **{k: v for k, v in report.items()
+                                         if k not in ("pid", "uptime_s")}}))
+    return code
 
 
 def _selected(reply: dict[str, Any], names: list[str]) -> list[dict[str, Any]] | str:
@@ -246,6 +269,9 @@ def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                   .rstrip())
+        for p in selected:  # below the table: its columns stay what scripts expect
+            if p.get("error"):
+                print(f"{p['name']}: {p['error']}")
         for name in names:
             if not any(name in (p["name"], p["program"]) for p in selected) and (
                     name in reply.get("program_names", [])):
