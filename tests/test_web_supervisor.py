@@ -37,6 +37,7 @@ stopwaitsecs = 3
 
 [program:cron]
 command = sleep 1000
+stdout_logfile = NONE
 numprocs = 2
 process_name = %(program_name)s:%(process_num)d
 startsecs = 0.3
