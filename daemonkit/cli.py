@@ -110,6 +110,7 @@ def run_cli(daemon_class: type[Daemon], argv: list[str]) -> int:
         print(f"{options.name}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
+        print(f"{options.name}: interrupted", file=sys.stderr)
         return int(Exit.FAILURE)
     except BrokenPipeError:
         # `status | head -1`: the reader left; say nothing more (and nothing at exit either)

@@ -172,7 +172,9 @@ def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | No
         try:
             reply = request(control_path, {"cmd": "wait-ready", "timeout": remaining},
                             timeout_s=remaining + 5.0)
-        except ControlError:
+        except ControlError as exc:
+            if "permission denied" in str(exc):
+                return pid  # not ours to ask (another user's daemon): it holds the lock
             time.sleep(0.01)  # a stale socket not yet replaced, or one just closed
             continue
         if reply.get("state") == "running":
@@ -311,9 +313,10 @@ def status(daemon: Daemon) -> int:
     try:
         locked = pidfile.holder_locked()
     except PidfileError as exc:
-        report.update(running=None, error=str(exc))
+        report.update(running=None, state=None, error=str(exc))
         return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
     if not locked:
+        report["state"] = "stopped"
         if pidfile.exists():
             return _print_status(daemon, report, Exit.FAILURE,
                                  f"is not running, but pidfile {pidfile.path} exists")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -121,6 +122,8 @@ class ControlServer:
     def bind(self) -> None:
         """Create the socket (mode 0600). We hold the pidfile lock, so a stale file is ours."""
         try:
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket (refused)")
             os.unlink(self.path)
         except FileNotFoundError:
             pass
@@ -135,8 +138,14 @@ class ControlServer:
         self._sock = sock
 
     def hand_over(self, uid: int, gid: int) -> None:
-        """Give the socket file to the service user before dropping privileges to it."""
-        os.chown(self.path, uid, gid)
+        """Give the socket file to the service user before dropping privileges to it.
+
+        Never follows a symlink: the service user may own the directory and could have
+        replaced the socket with a link to a root-owned file meanwhile.
+        """
+        if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+            raise ControlError(f"{self.path} was replaced by something that is not our socket")
+        os.chown(self.path, uid, gid, follow_symlinks=False)
         self.allowed_uids.add(uid)
 
     def fileno(self) -> int:

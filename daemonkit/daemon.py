@@ -185,6 +185,7 @@ class Daemon:
             control.close()
             _report(ready, message, 1)
             return 1
+        gate.hold()  # a stop from here until run() starts waits for gate.open()
         self._states.enter(State.RUNNING)
         if ready is not None:
             ready.send(ready=True)

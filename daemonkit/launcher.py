@@ -16,10 +16,12 @@ must live on to report. We always detach (``detach_process=True``): python-daemo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import process
@@ -42,15 +44,39 @@ def launch_detached(daemon: Daemon, pidfile: PidFile, launch: Launch) -> Outcome
         _become_daemon(daemon, pidfile, launch, ReadinessWriter(write_end))
     os.close(write_end)
     pidfile.forget()  # the lock lives on in the child's copy of the descriptor
-    outcome = wait_for_readiness(read_end, daemon.options.start_timeout)
+    outcome = Outcome()
+    try:
+        with _interruptible():
+            wait_for_readiness(read_end, daemon.options.start_timeout, outcome)
+    except BaseException:
+        # `start` itself was interrupted (Ctrl-C, an init script's timeout): a daemon nobody
+        # will hear about must not keep running
+        _make_sure_gone(outcome.pid, daemon.options.stop_timeout, grace_s=0.0)
+        raise
     os.close(read_end)
     os.waitpid(child, 0)  # C exits right after its fork (or after reporting a failure)
     if outcome.ready:
         return outcome
     _explain_failure(daemon, outcome, launch, log_offset)
-    _make_sure_gone(outcome.pid, daemon.options.stop_timeout)
+    _make_sure_gone(outcome.pid, daemon.options.stop_timeout,
+                    grace_s=0.0 if outcome.timed_out else 2.0)
     pidfile.remove_if_unlocked()
     return outcome
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """While waiting for readiness, SIGTERM and SIGHUP interrupt like Ctrl-C does."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {signum: signal.signal(signum, interrupt)
+                for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
@@ -124,7 +150,7 @@ def _log_tail(launch: Launch, offset: int) -> str | None:
     return lines[-1] if lines else None
 
 
-def _make_sure_gone(pid: int | None, timeout_s: float) -> None:
+def _make_sure_gone(pid: int | None, timeout_s: float, grace_s: float) -> None:
     """A daemon that failed must not linger, whatever state it is in.
 
     One that reported an error is exiting by itself: give it a moment to finish its cleanup
@@ -138,7 +164,7 @@ def _make_sure_gone(pid: int | None, timeout_s: float) -> None:
     if pidfd is None:
         return
     try:
-        if process.wait_pidfd(pidfd, 2.0):
+        if process.wait_pidfd(pidfd, grace_s):
             return
     finally:
         os.close(pidfd)

@@ -53,6 +53,7 @@ class SignalGate:
         self._acting = False
         self._raise_on_stop = True  # False once shutdown has begun: nothing left to unwind
         self._open = False  # hooks are served only between the end of setup and shutdown
+        self._held = False  # hold() is in force
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._main = threading.main_thread()
 
@@ -73,6 +74,7 @@ class SignalGate:
             self.stop_signal = signum
         self._poke(signum)
         if self._critical_depth == 0 and self._raise_on_stop:
+            self._raise_on_stop = False  # once: a second TERM must not cut the unwinding
             raise StopDaemon(signum)
 
     def _on_action(self, signum: int, frame: FrameType | None) -> None:
@@ -108,8 +110,17 @@ class SignalGate:
         """A block that a stop request does not interrupt (main thread only)."""
         return Critical(self)
 
+    def hold(self) -> None:
+        """setup() has finished; until open() a stop is only recorded (the few steps that
+        announce readiness must not be cut: shutdown() would be skipped)."""
+        self._critical_depth += 1
+        self._held = True
+
     def open(self) -> None:
-        """setup() has finished: serve what arrived meanwhile, and from now on at once."""
+        """The service runs: serve what arrived meanwhile, and from now on at once."""
+        if self._held:
+            self._held = False
+            self._critical_depth -= 1
         self._open = True
         self.serve_pending()
 
@@ -133,6 +144,7 @@ class SignalGate:
 
     def _raise_if_stopping(self) -> None:
         if self.stop_signal is not None and self._raise_on_stop:
+            self._raise_on_stop = False
             raise StopDaemon(self.stop_signal)
 
     def begin_shutdown(self) -> None:
@@ -165,5 +177,8 @@ class Critical:
         tb: TracebackType | None,
     ) -> None:
         self.gate._critical_depth -= 1
-        if self.gate._critical_depth == 0 and exc is None:
-            self.gate.serve_pending()  # runs deferred hooks, raises a deferred stop
+        if self.gate._critical_depth == 0:
+            # runs deferred hooks and raises a deferred stop, also when the block failed: a
+            # loop that catches the block's exception and goes on must still be stopped (the
+            # block's exception is kept as the StopDaemon's __context__)
+            self.gate.serve_pending()

@@ -249,7 +249,11 @@ class PidFile:
                     raise lockfile.LockTimeout(f"{self.path} is locked by another process")
                 raise lockfile.AlreadyLocked(f"{self.path} is locked by another process")
             if _same_inode(fd, self.path):
-                _check_is_pidfile(fd, self.path)
+                try:
+                    _check_is_pidfile(fd, self.path)
+                except BaseException:
+                    os.close(fd)  # never keep a lock on a file we refused
+                    raise
                 _make_readable(fd)
                 return fd
             os.close(fd)  # unlinked or replaced between open and flock: lock the new one

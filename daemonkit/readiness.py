@@ -55,9 +55,13 @@ class Outcome:
     timed_out: bool = False
 
 
-def wait_for_readiness(fd: int, timeout_s: float) -> Outcome:
-    """Read events from the pipe until ready, error, EOF or the deadline."""
-    outcome = Outcome()
+def wait_for_readiness(fd: int, timeout_s: float, outcome: Outcome | None = None) -> Outcome:
+    """Read events from the pipe until ready, error, EOF or the deadline.
+
+    ``outcome`` is filled in as events arrive, so a caller interrupted meanwhile still knows
+    the daemon's pid.
+    """
+    outcome = outcome if outcome is not None else Outcome()
     buffer = b""
     deadline = time.monotonic() + timeout_s
     while True:

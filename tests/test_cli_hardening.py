@@ -261,3 +261,62 @@ def test_lock_probe_does_not_disturb_a_held_lock(tmp_path: Path) -> None:
     assert time.monotonic() - began < 1
     assert PidFile(path).holder_pid() == os.getpid()
     os.close(fd)
+
+
+def test_stop_deferred_by_a_failing_critical_block_is_not_lost(probe: Service) -> None:
+    """A job loop that catches the job's exception and goes on must still stop."""
+    assert probe.cli("start", "--critical-seconds", "0.5", "--critical-raises").returncode == 0
+    probe.wait_event("begin 0")
+    stopped = probe.cli("stop", "--stop-timeout", "5")
+    assert "stopped" in stopped.stdout, stopped.stdout  # not "killed after 5s timeout"
+    assert probe.events_seen()[-1] == "shutdown"
+
+
+def test_interrupted_start_leaves_no_daemon(probe: Service) -> None:
+    starting = subprocess.Popen(probe.argv("start", "--setup-sleep", "5"),
+                                stderr=subprocess.PIPE, text=True)
+    events = wait_for(lambda: [e for e in probe.events_seen() if e.startswith("setup uid")])
+    daemon_pid = int(events[0].split("pid=")[1])
+    starting.send_signal(signal.SIGTERM)  # an init script giving up on `start`
+    _, err = starting.communicate(timeout=30)
+    assert starting.returncode == 1
+    assert "interrupted" in err
+    wait_for(lambda: not pid_alive(daemon_pid), message="the orphaned daemon stopped")
+    assert probe.cli("status").returncode in (1, 3)
+
+
+def test_control_socket_hand_over_never_follows_a_symlink(tmp_path: Path) -> None:
+    from daemonkit.control import ControlError, ControlServer
+
+    victim = tmp_path / "root-only"
+    victim.write_text("secret\n")
+    server = ControlServer(str(tmp_path / "svc.ctl"), lambda request: {"ok": True})
+    server.bind()
+    try:
+        os.unlink(tmp_path / "svc.ctl")
+        (tmp_path / "svc.ctl").symlink_to(victim)  # what a hostile service user could do
+        try:
+            server.hand_over(65534, 65534)
+            raise AssertionError("hand_over followed a symlink")
+        except ControlError:
+            pass
+        assert victim.stat().st_uid == 0
+    finally:
+        server.close(unlink=False)
+
+
+def test_refused_file_does_not_stay_locked(tmp_path: Path) -> None:
+    from daemonkit import PidFile, PidfileError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not a pid\n")
+    pidfile = PidFile(path)
+    for _ in range(2):
+        try:
+            pidfile.acquire()
+            raise AssertionError("acquired a non-pidfile")
+        except PidfileError:
+            pass
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would fail if a refused lock leaked
+    os.close(fd)

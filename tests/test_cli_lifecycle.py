@@ -226,7 +226,7 @@ def test_restart_gives_a_new_process(probe: Service) -> None:
 def test_status_json(probe: Service) -> None:
     stopped = json.loads(probe.cli("status", "--json").stdout)
     assert stopped == {"name": "probe", "running": False, "pid": None, "uptime_s": None,
-                       "pidfile": str(probe.pidfile)}
+                       "pidfile": str(probe.pidfile), "state": "stopped"}
     assert probe.cli("start").returncode == 0
     running = json.loads(probe.cli("status", "--json").stdout)
     assert running["running"] is True

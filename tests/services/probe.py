@@ -30,6 +30,8 @@ class Probe(Daemon):
         parser.add_argument("--critical-seconds", type=float, default=0.0,
                             help="run() loops over critical blocks of this length")
         parser.add_argument("--run-raises", action="store_true")
+        parser.add_argument("--critical-raises", action="store_true",
+                            help="with --critical-seconds: each block raises, run() goes on")
         parser.add_argument("--run-returns", action="store_true")
         parser.add_argument("--reload-fail-file",
                             help="reload() raises if this file exists")
@@ -101,15 +103,23 @@ class Probe(Daemon):
         if self.options.critical_seconds:
             number = 0
             while True:
-                with self.critical():
-                    self.event(f"begin {number}")
-                    deadline = time.monotonic() + self.options.critical_seconds
-                    while time.monotonic() < deadline:  # busy on purpose: sleep would also do
-                        time.sleep(0.01)
-                    self.event(f"end {number}")
+                try:
+                    self.one_critical_job(number)
+                except ValueError:
+                    self.event(f"job {number} failed, going on")
                 number += 1
         self.stopping.wait()
         self.event("stopping seen")
+
+    def one_critical_job(self, number: int) -> None:
+        with self.critical():
+            self.event(f"begin {number}")
+            deadline = time.monotonic() + self.options.critical_seconds
+            while time.monotonic() < deadline:  # busy on purpose: sleep would also do
+                time.sleep(0.01)
+            self.event(f"end {number}")
+            if self.options.critical_raises:
+                raise ValueError("job failed")
 
     def reload(self) -> None:
         self.event("reload begin")
