@@ -191,9 +191,10 @@ def test_backoff_then_fatal_then_start_again(sv: Sv) -> None:
     assert len(attempts.read_text().split()) == 8
 
 
-def test_stop_kills_group_that_ignores_sigterm(sv: Sv) -> None:
-    pids = sv.dir / "pids"
-    script = sv.dir / "stubborn.py"
+def write_stubborn_program(directory: Path) -> tuple[Path, Path]:
+    """A program that ignores SIGTERM and has a child that does too; it writes both pids."""
+    pids = directory / "pids"
+    script = directory / "stubborn.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -203,6 +204,11 @@ def test_stop_kills_group_that_ignores_sigterm(sv: Sv) -> None:
             f.write(f"{{os.getpid()}} {{child.pid}}")
         time.sleep(600)
         """))
+    return script, pids
+
+
+def test_stop_kills_group_that_ignores_sigterm(sv: Sv) -> None:
+    script, pids = write_stubborn_program(sv.dir)
     sv.write(f"""
         [program:stubborn]
         command = {sys.executable} {script}
@@ -580,17 +586,7 @@ def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
 
 
 def test_supervisor_stop_takes_stubborn_groups_down(sv: Sv) -> None:
-    pids = sv.dir / "pids"
-    script = sv.dir / "stubborn.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, signal, subprocess, sys, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen([sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
-        with open({str(pids)!r}, "w") as f:
-            f.write(f"{{os.getpid()}} {{child.pid}}")
-        time.sleep(600)
-        """))
+    script, pids = write_stubborn_program(sv.dir)
     sv.write(f"""
         [program:stubborn]
         command = {sys.executable} {script}
