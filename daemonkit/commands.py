@@ -60,7 +60,7 @@ def _wait_for_pid(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> int | N
         time.sleep(0.005)
 
 
-def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
+def prepare_launch(daemon: Daemon) -> Launch:
     """Everything that can fail for a reason the user must see, checked before any fork."""
     from .daemon import Launch
 
@@ -86,7 +86,6 @@ def prepare_launch(daemon: Daemon, detached: bool) -> Launch:
         control_path=control_path_for(options.pidfile),
         log=log,
         identity=identity,
-        detached=detached,
     )
 
 
@@ -123,7 +122,7 @@ def start(daemon: Daemon) -> int:
     deadline = time.monotonic() + daemon.options.start_timeout
     running = _ready_holder(daemon, pidfile, deadline)
     if running is None:
-        launch = prepare_launch(daemon, detached=True)
+        launch = prepare_launch(daemon)
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
@@ -401,7 +400,7 @@ def run_foreground(daemon: Daemon) -> int:
     from .launcher import serve_foreground
 
     pidfile = _pidfile(daemon)
-    launch = prepare_launch(daemon, detached=False)
+    launch = prepare_launch(daemon)
     try:
         # a short wait rides over a concurrent `status` probing the lock for a microsecond
         pidfile.acquire(timeout=0.2)

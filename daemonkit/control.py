@@ -105,11 +105,7 @@ def _read_line(sock: socket.socket, limit: int) -> bytes:
 
 
 class ControlServer:
-    """Listens on the control socket; ``serve_forever`` runs in its own thread by default.
-
-    A service with a selector loop of its own can instead register :meth:`fileno` and call
-    :meth:`handle_one` when it is readable.
-    """
+    """Listens on the control socket; ``serve_forever`` runs in its own thread."""
 
     def __init__(self, path: str, handler: Handler) -> None:
         self.path = path
@@ -147,10 +143,6 @@ class ControlServer:
             raise ControlError(f"{self.path} was replaced by something that is not our socket")
         os.chown(self.path, uid, gid, follow_symlinks=False)
         self.allowed_uids.add(uid)
-
-    def fileno(self) -> int:
-        assert self._sock is not None
-        return self._sock.fileno()
 
     def start_thread(self) -> None:
         self._thread = threading.Thread(

@@ -45,7 +45,6 @@ class Launch:
     control_path: str
     log: LogTarget
     identity: Identity | None
-    detached: bool
 
 
 class Daemon:

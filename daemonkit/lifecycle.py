@@ -64,9 +64,6 @@ class SignalGate:
             signal.signal(signum, self._on_action)
         threading.Thread(target=self._watch, name="daemonkit-signals", daemon=True).start()
 
-    def preserved_fds(self) -> list[int]:
-        return [self._wake_r, self._wake_w]
-
     # -- handlers: record, then (for stop) unwind -----------------------------------------
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
