@@ -13,7 +13,9 @@ from conftest import Service, wait_for
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_pid1_reaps_orphans_and_forwards_sigterm(probe: Service) -> None:
-    command = ["unshare", "--pid", "--fork", "--mount-proc", *probe.argv("run", "--make-orphan")]
+    # --kill-child: if the test kills unshare, the namespace (its init and service) goes too
+    command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+               *probe.argv("run", "--make-orphan")]
     outer = subprocess.Popen(command, cwd=probe.workdir)
     try:
         probe.wait_event("run")
