@@ -22,30 +22,22 @@ import argparse
 import gc
 import logging
 import os
+import queue
 import sys
 import time
-from typing import Any, Literal
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import zmq
 from ingest import dburl, settings
-from ingest.server import (
-    CurveServer,
-    Frontend,
-    ProxyControl,
-    ProxyCounters,
-    SettingsRef,
-    StopSignal,
-    Writer,
-)
+from ingest.server import STOP, CurveServer, Intake, SettingsRef, Writer
 from ingest.stores import TransientError, open_store
 
 from daemonkit import ConfigError, Daemon
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_MAX_MESSAGE = 1024 * 1024
-DEFAULT_QUEUE_LIMIT = 1000
 #: time kept back from --stop-timeout for closing sockets and exiting after the drain
 SHUTDOWN_MARGIN_S = 1.5
 
@@ -73,10 +65,6 @@ class Ingestd(Daemon):
                                                   "(default %(default)s)")
         parser.add_argument("--writers", type=int, metavar="N",
                             help="writer threads (default: 1 for SQLite, 4 otherwise)")
-        parser.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT,
-                            metavar="N", help="requests waiting for each writer; past it "
-                                              "the socket is not read and clients wait "
-                                              "(default %(default)s)")
 
     # -- command process ----------------------------------------------------------------------
 
@@ -102,8 +90,6 @@ class Ingestd(Daemon):
             raise ConfigError("SQLite allows one writer at a time: use --writers 1")
         elif not 1 <= options.writers <= 64:
             raise ConfigError("--writers must be between 1 and 64")
-        if not 1 <= options.queue_limit <= 1_000_000:
-            raise ConfigError("--queue-limit must be between 1 and 1000000")
         if options.config:
             options.config = os.path.abspath(options.config)
         if options.curve_keys:
@@ -151,17 +137,18 @@ class Ingestd(Daemon):
             self.auth.start()
             self.auth.configure_curve(domain="*", location=self._authorized_dir(
                 self.initial_settings))
-        self.frontend = Frontend(self.context, options.bind, queue_limit=options.queue_limit,
-                                 max_message_size=options.max_message_size, curve=curve,
-                                 log=self.log)
-        self.frontend.start()
-        self.frontend.ready.wait()
-        if self.frontend.setup_error is not None:
+        self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.intake = Intake(self.context, options.bind, self.requests,
+                             writer_count=options.writers, settings=self.settings,
+                             max_message_size=options.max_message_size, curve=curve,
+                             log=self.log)
+        self.intake.start()
+        self.intake.ready.wait()
+        if self.intake.setup_error is not None:
             self._close_context()
-            error = self.frontend.setup_error
+            error = self.intake.setup_error
             raise RuntimeError(f"cannot bind {', '.join(options.bind)}: {error}") from None
-        self.stop_signal = StopSignal()
-        self.writers = [Writer(i, self.context, self.stop_signal,
+        self.writers = [Writer(i, self.context, self.requests,
                                make_store=lambda: open_store(url), settings=self.settings,
                                log=self.log) for i in range(options.writers)]
         for writer in self.writers:
@@ -174,60 +161,35 @@ class Ingestd(Daemon):
         # 16k requests/s did 0.4 full collections per second)
         gc.freeze()
         self.log.info("listening on %s, storing into %s (%d writer%s)",
-                      ", ".join(self.frontend.bound), url.redacted(), len(self.writers),
+                      ", ".join(self.intake.bound), url.redacted(), len(self.writers),
                       "" if len(self.writers) == 1 else "s")
 
     def run(self) -> None:
         while not self.stopping.wait(1.0):
-            if not self.frontend.is_alive() or not all(w.is_alive() for w in self.writers):
+            if not self.intake.is_alive() or not all(w.is_alive() for w in self.writers):
                 raise RuntimeError("a worker thread died; see the log")
 
     def shutdown(self) -> None:
         started = time.monotonic()
         deadline = started + max(1.0, self.options.stop_timeout - SHUTDOWN_MARGIN_S)
-        self.stop_signal.set()
+        self.intake.stop_intake(deadline)
+        self.intake.finished.wait(max(0.0, deadline - time.monotonic()) + 1.0)
+        if not self.intake.drained_cleanly:
+            # normally the I/O thread queued these behind the work; if it died, nobody did
+            # (one more STOP for a writer that already stopped is never read: harmless)
+            for _ in self.writers:
+                self.requests.put(STOP)
         for writer in self.writers:
-            writer.acks_sent.wait(max(0.0, deadline - time.monotonic()))
-        stuck = [w.name for w in self.writers if not w.acks_sent.is_set()]
-        unanswered = sum(w.stats.in_commit for w in self.writers)
-        try:
-            forwarded = self.frontend.is_alive() and self._stop_proxy(deadline)
-        finally:
-            self.stop_signal.proxy_stopped.set()
-        for writer in self.writers:
-            writer.join(max(0.5, deadline - time.monotonic()))
+            writer.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in (self.intake, *self.writers) if t.is_alive()]
+        stats = self._totals()
         self.log.info("drained in %.3fs: %d records stored, %d requests still unanswered",
-                      time.monotonic() - started, self._totals()["records_stored"],
-                      unanswered)
-        if stuck or not forwarded or any(w.is_alive() for w in self.writers):
+                      time.monotonic() - started, stats["records_stored"],
+                      stats["inflight_requests"])
+        if stuck or not self.intake.drained_cleanly:
             # threads still hold sockets: terminating the context would hang or crash
-            raise RuntimeError(f"drain incomplete (stuck: {', '.join(stuck) or 'none'}, "
-                               f"acks {'forwarded' if forwarded else 'not all forwarded'})")
-        self.stop_signal.close()
+            raise RuntimeError(f"drain incomplete (stuck: {', '.join(stuck) or 'none'})")
         self._close_context()
-
-    def _stop_proxy(self, deadline: float) -> bool:
-        """Terminate the proxy once it has passed every frame the writers sent to the ROUTER.
-
-        Returns whether it had, i.e. whether every ack is on its way to its client.
-        """
-        sent = sum(w.stats.frames_sent for w in self.writers)
-        forwarded = False
-        with ProxyControl(self.context) as control:
-            for _ in range(10_000):  # bounded: ~1 ms per round, and the deadline
-                try:
-                    forwarded = control.counters().backend_received >= sent
-                except zmq.Again:
-                    pass  # momentarily blocked on a full queue; the writers are emptying it
-                if forwarded or time.monotonic() > deadline:
-                    break
-                time.sleep(0.001)
-            # time left for the ROUTER to flush the last acks into the sockets
-            remaining = max(0.2, min(2.0, deadline + SHUTDOWN_MARGIN_S / 2 - time.monotonic()))
-            self.frontend.close_linger_ms = int(remaining * 1000)
-            control.terminate()
-        self.frontend.finished.wait(remaining + 1.0)
-        return forwarded and self.frontend.finished.is_set()
 
     def _close_context(self) -> None:
         if self.auth is not None:
@@ -252,28 +214,16 @@ class Ingestd(Daemon):
         writer_stats = [w.stats for w in self.writers]
         last_ok = max(s.last_ok_at for s in writer_stats)
         latest = max(writer_stats, key=lambda s: s.last_error_at)
-        counters = self._proxy_counters()
-        queue_limit = self.options.queue_limit * len(self.writers)
-        # a request from a REQ client is three frames (identity, delimiter, body)
-        received = queued = None
-        if counters == "blocked":
-            queued = queue_limit  # the proxy waits for room in the full queue
-        elif counters is not None:
-            received = counters.frontend_received // 3
-            # put into the writers' queues, not read by a writer yet
-            queued = max(0, counters.backend_sent - totals["frames_received"]) // 3
         return {
             "records_stored": totals["records_stored"],
             "duplicates": totals["duplicates"],
-            "requests_per_s_1m": round(sum(s.meter.per_second() for s in writer_stats), 1),
-            "requests_total": sum(s.meter.total for s in writer_stats),
-            # read from the socket since start (null while stopping or the queue is full)
-            "requests_received": received,
-            # waiting for a writer; near queue_limit, the socket is no longer read and
-            # clients wait in their own buffers (backpressure)
-            "queue_depth": queued,
-            "queue_limit": queue_limit,
-            "in_commit": sum(s.in_commit for s in writer_stats),
+            "requests_per_s_1m": round(self.intake.stats.meter.per_second(), 1),
+            "requests_total": self.intake.stats.meter.total,
+            # taken by the I/O thread, not yet in a writer's transaction
+            "queue_depth": max(0, totals["inflight_requests"]
+                               - sum(s.in_commit for s in writer_stats)),
+            "inflight_requests": totals["inflight_requests"],
+            "intake_paused": self.intake.stats.paused,
             # the latest observation of any writer (a store, a connect or an idle ping)
             "db_reachable": last_ok > latest.last_error_at,
             "db": self.options.db_url.redacted(),
@@ -283,31 +233,22 @@ class Ingestd(Daemon):
             if totals["batches"] else 0.0,
             "mean_commit_ms": round(1000 * sum(s.commit_seconds for s in writer_stats)
                                     / totals["batches"], 3) if totals["batches"] else 0.0,
-            "bad_requests": totals["bad_requests"],
+            "bad_requests": self.intake.stats.bad_requests,
             "retryable_failures": totals["transient_failures"],
-            "endpoints": ", ".join(self.frontend.bound),
+            "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),
             "log_level": logging.getLevelName(self.log.getEffectiveLevel()),
             "max_batch_records": self.settings.current.max_batch_records,
+            "max_inflight_requests": self.settings.current.max_inflight_requests,
         }
-
-    def _proxy_counters(self) -> ProxyCounters | Literal["blocked"] | None:
-        if self.stopping.is_set() or not self.frontend.is_alive():
-            return None
-        try:
-            with ProxyControl(self.context) as control:
-                return control.counters()
-        except zmq.Again:
-            return "blocked"
-        except zmq.ZMQError:  # the context is closing
-            return None
 
     def _totals(self) -> dict[str, int]:
         totals = {"records_stored": 0, "duplicates": 0, "batches": 0, "requests": 0,
-                  "transient_failures": 0, "bad_requests": 0, "frames_received": 0}
+                  "transient_failures": 0}
         for writer in self.writers:
             for key in totals:
                 totals[key] += getattr(writer.stats, key)
+        totals["inflight_requests"] = self.intake.stats.inflight_requests
         return totals
 
 

@@ -7,7 +7,8 @@ edit followed by ``reload`` leaves the service as it was and says why.
 
 Example::
 
-    {"log_level": "INFO", "max_batch_records": 5000, "authorized_keys_dir": "/etc/ingestd/clients"}
+    {"log_level": "INFO", "max_batch_records": 5000, "max_inflight_requests": 2048,
+     "max_inflight_bytes": 67108864, "authorized_keys_dir": "/etc/ingestd/clients"}
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ class Settings:
     log_level: str | None = None
     #: most records one group commit carries (records of one request are never split)
     max_batch_records: int = 5000
+    #: requests taken but not yet acknowledged; past this, intake stops reading (backpressure)
+    max_inflight_requests: int = 2048
+    max_inflight_bytes: int = 64 * 1024 * 1024
     #: public keys of the clients allowed in when CURVE is on (default: KEYS/authorized)
     authorized_keys_dir: str | None = None
 
 
 _LIMITS = {
     "max_batch_records": (1, 1_000_000),
+    "max_inflight_requests": (1, 1_000_000),
+    "max_inflight_bytes": (1024, 1 << 40),
 }
 
 
