@@ -20,6 +20,7 @@ nothing, and its figures depend on the machine (record them with the command lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -182,9 +184,21 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
 
 # -- orchestration ---------------------------------------------------------------------------
 
+def as_daemon(target: Any, *args: Any) -> None:
+    """Run a baseline server in a session of its own, as ingestd (a daemon) runs in its own.
+
+    With the kernel's autogroup scheduling (sched_autogroup_enabled, on by default in
+    Debian's kernel), the CPU is shared fairly between sessions before threads: a server in
+    the clients' session competes with them thread by thread, a server in its own session
+    gets a share as a whole. All three servers must be scheduled the same way.
+    """
+    os.setsid()
+    target(*args)
+
+
 def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[str, float]:
     ready = mp.Event()
-    server = mp.Process(target=target, args=(*args, ready), daemon=True)
+    server = mp.Process(target=as_daemon, args=(target, *args, ready), daemon=True)
     server.start()
     try:
         if not ready.wait(10):
@@ -213,6 +227,49 @@ def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None
         subprocess.run([*base, "stop"], check=True, cwd=workdir, stdout=subprocess.DEVNULL)
 
 
+AUTOGROUP = "/proc/sys/kernel/sched_autogroup_enabled"
+
+
+def autogroup() -> str:
+    try:
+        with open(AUTOGROUP, encoding="ascii") as setting:
+            return "on" if setting.read().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
+
+
+def set_autogroup(enabled: bool) -> None:
+    with open(AUTOGROUP, "w", encoding="ascii") as setting:
+        setting.write("1" if enabled else "0")
+
+
+@contextlib.contextmanager
+def scheduling(mode: str) -> Iterator[str]:
+    """Per-thread CPU sharing for the run (``off``), unless told to leave the kernel as is.
+
+    With autogroup on, the kernel first shares the CPU between sessions: the clients' session
+    and the server's session get a half each when both want more, and the figures then tell
+    how the kernel splits two cores between two groups of threads more than how fast each
+    server's code is. Off, every thread competes with every other, as in one session. The
+    setting is restored afterwards; bench/ingest.md records figures both ways.
+    """
+    before = autogroup()
+    wanted = {"off": "off", "on": "on"}.get(mode, before)
+    if before in (wanted, "unknown"):
+        yield before
+        return
+    try:
+        set_autogroup(wanted == "on")
+    except OSError as exc:
+        print(f"cannot switch autogroup {wanted} ({exc.strerror}): measuring as it is")
+        yield before
+        return
+    try:
+        yield wanted
+    finally:
+        set_autogroup(before == "on")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -220,14 +277,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--only", choices=("single", "batch"))
+    parser.add_argument("--autogroup", choices=("off", "on", "as-is"), default="off",
+                        help="kernel autogroup scheduling during the run (default off, "
+                             "restored afterwards; needs root)")
     parser.add_argument("--db", metavar="URL",
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
     args = parser.parse_args()
+    with scheduling(args.autogroup) as mode:
+        measure(args, mode)
+
+
+def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
           f"SQLite {sqlite3.sqlite_version}")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(f"autogroup scheduling: {autogroup_mode} (every server runs in a session of its own)")
     loads = [("single", 1), ("batch", args.batch)]
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
