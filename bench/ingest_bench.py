@@ -12,6 +12,10 @@ socket, ``--clients`` sockets spread over ``--procs`` processes):
            message (SQLite WAL, synchronous=FULL, the same durability as (c));
 (c) ingestd with SQLite (WAL, synchronous=FULL), started and stopped through its CLI.
 
+Every server runs in a session of its own, as a daemon does, and the kernel's autogroup
+scheduling is switched off for the run (restored afterwards; ``--autogroup as-is`` keeps it):
+see ``scheduling()``.
+
 Two loads: single-record requests, then 100-record batches. Prints requests/s, records/s,
 p50/p99 latency and the ratios c/a and c/b. This is a benchmark, not a test: it asserts
 nothing, and its figures depend on the machine (record them with the command line).
@@ -254,7 +258,7 @@ def scheduling(mode: str) -> Iterator[str]:
     setting is restored afterwards; bench/ingest.md records figures both ways.
     """
     before = autogroup()
-    wanted = {"off": "off", "on": "on"}.get(mode, before)
+    wanted = before if mode == "as-is" else mode
     if before in (wanted, "unknown"):
         yield before
         return
