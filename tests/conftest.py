@@ -47,6 +47,30 @@ def read_events(path: Path) -> list[str]:
         return []
 
 
+def read_pidfile(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, PermissionError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def text_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL every pid still alive (by pid, never by name) and wait until each is gone."""
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"pid {pid} gone")
+
+
 class Service:
     """One service script driven through its CLI, with every daemon it started remembered."""
 
@@ -93,11 +117,7 @@ class Service:
             self.started_pids.add(pid)
 
     def pid(self) -> int | None:
-        try:
-            text = self.pidfile.read_text().strip()
-        except (FileNotFoundError, PermissionError):
-            return None
-        return int(text) if text.isdigit() else None
+        return read_pidfile(self.pidfile)
 
     def events_seen(self) -> list[str]:
         return read_events(self.events)
@@ -107,18 +127,11 @@ class Service:
                         timeout, message=f"event {text!r} in {self.events}")
 
     def log_text(self) -> str:
-        try:
-            return self.log_file.read_text()
-        except FileNotFoundError:
-            return ""
+        return text_or_empty(self.log_file)
 
     def cleanup(self) -> None:
         self.remember_pid()
-        for pid in self.started_pids:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        for pid in self.started_pids:
-            wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"pid {pid} gone")
+        kill_all(self.started_pids)
 
 
 @pytest.fixture

@@ -13,14 +13,22 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WorldRuntime, pid_alive, proc_status, wait_for
+from conftest import (
+    ROOT,
+    WorldRuntime,
+    kill_all,
+    pid_alive,
+    proc_status,
+    read_pidfile,
+    text_or_empty,
+    wait_for,
+)
 
 SERVICE_USER = "dkinit-test"
 NAME = "dkinit-hello"  # so the script's /etc/default/NAME is one nobody has
@@ -65,24 +73,13 @@ class InitScript:
         return result
 
     def pid(self) -> int | None:
-        try:
-            text = self.pidfile.read_text().strip()
-        except (FileNotFoundError, PermissionError):
-            return None
-        return int(text) if text.isdigit() else None
+        return read_pidfile(self.pidfile)
 
     def log_text(self) -> str:
-        try:
-            return self.log_file.read_text()
-        except FileNotFoundError:
-            return ""
+        return text_or_empty(self.log_file)
 
     def cleanup(self) -> None:
-        for pid in self.seen_pids:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        for pid in self.seen_pids:
-            wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"pid {pid} gone")
+        kill_all(self.seen_pids)
 
 
 def generate(world: WorldRuntime, base: Path, *options: str,
