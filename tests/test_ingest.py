@@ -194,6 +194,50 @@ def test_parser_raises_only_bad_request_on_random_input() -> None:
 
 # -- SQLite ----------------------------------------------------------------------------------
 
+def test_sqlite_store_counts_duplicates_per_request(tmp_path: Path) -> None:
+    """The group commit tells each request how many of its rows were new, in batch order.
+
+    Covers both shapes of the SQLite write: one autocommit statement (up to 5000 rows) and an
+    explicit transaction over several statements (more), each with ids already stored, ids
+    repeated within the group and new ids.
+    """
+    from ingest.dburl import parse
+    from ingest.stores import SqliteStore
+
+    store = SqliteStore(parse(f"sqlite:///{tmp_path / 'ingest.db'}"))
+    store.connect()
+    store.ensure_schema()
+
+    def rows(*ids: str) -> list[tuple[str, str]]:
+        return [(i, json.dumps({"id": i})) for i in ids]
+
+    assert store.store([rows("a", "b")]) == [2]
+    assert store.store([rows("a", "c"), rows("c", "d"), rows("b"), rows("e", "e")]) == [
+        1, 1, 0, 1]
+    big = [rows(*(f"big-{n}-{k}" for k in range(1000))) for n in range(6)]
+    big[2] = rows(*(f"big-1-{k}" for k in range(500)), *(f"big-2-{k}" for k in range(500)))
+    big.append(rows("a", "f"))
+    assert store.store(big) == [1000, 1000, 500, 1000, 1000, 1000, 1]
+    assert store.count() == 5 + 5500 + 1
+    store.close()
+    with sqlite3.connect(tmp_path / "ingest.db") as db:
+        assert db.execute("SELECT count(*), count(DISTINCT id) FROM records").fetchone() == (
+            5506, 5506)
+
+
+def test_sqlite_store_refuses_a_table_without_rowid(tmp_path: Path) -> None:
+    from ingest.dburl import parse
+    from ingest.stores import PermanentError, SqliteStore
+
+    with sqlite3.connect(tmp_path / "ingest.db") as db:
+        db.execute("CREATE TABLE records (id TEXT PRIMARY KEY, body TEXT, received_at TEXT)"
+                   " WITHOUT ROWID")
+    store = SqliteStore(parse(f"sqlite:///{tmp_path / 'ingest.db'}"))
+    with pytest.raises(PermanentError, match="WITHOUT ROWID"):
+        store.ensure_schema()
+    store.close()
+
+
 def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd],
                                                  context: zmq.Context[Any],
                                                  tmp_path: Path) -> None:

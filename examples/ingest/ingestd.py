@@ -31,8 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import zmq
 from ingest import dburl, settings
-from ingest.server import STOP, CurveServer, Intake, SettingsRef, Writer
-from ingest.stores import TransientError, open_store
+from ingest.acks import AckChannel
+from ingest.server import STOP, Acks, CurveServer, Intake, SettingsRef, Writer
+from ingest.stores import PermanentError, TransientError, open_store
 
 from daemonkit import ConfigError, Daemon
 
@@ -123,6 +124,8 @@ class Ingestd(Daemon):
             store.ensure_schema()
         except TransientError as exc:
             raise RuntimeError(f"database {url.redacted()} unreachable: {exc}") from None
+        except PermanentError as exc:
+            raise RuntimeError(f"database {url.redacted()}: {exc}") from None
         finally:
             store.close()
         self.context: zmq.Context[Any] = zmq.Context()
@@ -138,7 +141,8 @@ class Ingestd(Daemon):
             self.auth.configure_curve(domain="*", location=self._authorized_dir(
                 self.initial_settings))
         self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.intake = Intake(self.context, options.bind, self.requests,
+        self.acks: Acks = AckChannel()
+        self.intake = Intake(self.context, options.bind, self.requests, self.acks,
                              writer_count=options.writers, settings=self.settings,
                              max_message_size=options.max_message_size, curve=curve,
                              log=self.log)
@@ -148,7 +152,7 @@ class Ingestd(Daemon):
             self._close_context()
             error = self.intake.setup_error
             raise RuntimeError(f"cannot bind {', '.join(options.bind)}: {error}") from None
-        self.writers = [Writer(i, self.context, self.requests,
+        self.writers = [Writer(i, self.requests, self.acks,
                                make_store=lambda: open_store(url), settings=self.settings,
                                log=self.log) for i in range(options.writers)]
         for writer in self.writers:
@@ -192,9 +196,11 @@ class Ingestd(Daemon):
         self._close_context()
 
     def _close_context(self) -> None:
+        """Only once the I/O and writer threads are gone: they use all of these."""
         if self.auth is not None:
             self.auth.stop()
         self.context.term()
+        self.acks.close()
 
     def reload(self) -> None:
         new = settings.load(self.options.config)  # raises: the old settings stay

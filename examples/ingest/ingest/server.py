@@ -5,7 +5,7 @@ Flow of one request::
 
     ROUTER (I/O thread) --validate--> bad: error reply at once
                         --good-->  requests queue --> writer: take all queued, one COMMIT
-    ROUTER <-- acks, one inproc message per batch <-- PUSH (writer)
+    ROUTER <-- acks, one AckChannel item per batch <-- writer
 
 Each ZeroMQ socket is created, used and closed in one thread. The I/O thread counts requests
 in flight (taken, not yet answered); past the limits in :class:`Settings` it stops reading
@@ -20,7 +20,6 @@ every writer has said it is done. Nothing taken is dropped on the floor.
 from __future__ import annotations
 
 import logging
-import pickle
 import queue
 import threading
 import time
@@ -32,17 +31,13 @@ import zmq
 from zmq.backend import Socket as _BackendSocket
 
 from . import protocol
+from .acks import AckChannel
 from .meter import RateMeter
 from .settings import Settings
 from .stores import PermanentError, Store, TransientError
 
-REPLY_ENDPOINT = "inproc://ingestd-acks"
 STOP = None  # queue marker: the writer that takes it finishes
-WRITER_DONE = b""  # an empty message on the ack socket: a writer has finished
-# any other message on the ack socket is one pickle (trusted: same process) of
-# (bytes of the batch's payloads, [identity, reply, identity, reply, ...]): one frame per
-# batch, because every frame costs a few microseconds of Python on both sides
-_PICKLE = pickle.HIGHEST_PROTOCOL
+WRITER_DONE = None  # ack channel marker: a writer has finished
 # plain ints: combining zmq's enum flags costs more than the send itself
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -57,6 +52,9 @@ RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 #: one request on its way to a writer: (ROUTER identity, rows, payload size); the queue
 #: carries lists of them (bursts)
 Request = tuple[bytes, list[protocol.Row], int]
+#: one committed batch on its way back: (bytes of its payloads, [identity, reply, ...])
+AckBatch = tuple[int, list[bytes]]
+Acks = AckChannel[AckBatch | None]
 
 
 class SettingsRef:
@@ -99,14 +97,14 @@ class CurveServer:
 
 
 class Writer(threading.Thread):
-    """Owns one database connection and one PUSH socket; commits batches of requests."""
+    """Owns one database connection; commits batches of requests, hands back their acks."""
 
-    def __init__(self, index: int, context: zmq.Context[Any], requests: queue.SimpleQueue[Any],
+    def __init__(self, index: int, requests: queue.SimpleQueue[Any], acks: Acks,
                  *, make_store: Callable[[], Store], settings: SettingsRef,
                  log: logging.Logger) -> None:
         super().__init__(name=f"ingestd-writer-{index}", daemon=True)
-        self.context = context
         self.requests = requests
+        self.acks = acks
         self.make_store = make_store
         self.settings = settings
         self.log = log
@@ -118,21 +116,18 @@ class Writer(threading.Thread):
         self._failures_in_a_row = 0
 
     def run(self) -> None:
-        push = self.context.socket(zmq.PUSH)
-        push.linger = 5000
-        push.connect(REPLY_ENDPOINT)
         try:
-            self._serve(push)
+            self._serve()
         except BaseException:
             self.log.exception("%s died", self.name)
             raise
         finally:
             if self._store is not None:
                 self._store.close()
-            push.send(WRITER_DONE)
-            push.close()
+            self.acks.put(WRITER_DONE)
 
-    def _serve(self, push: zmq.Socket[Any]) -> None:
+    def _serve(self) -> None:
+        put_acks = self.acks.put
         get = self.requests.get
         get_nowait = self.requests.get_nowait
         self._connect()
@@ -164,7 +159,7 @@ class Writer(threading.Thread):
             self.stats.in_commit = len(batch)
             acks = self._commit(batch)
             self.stats.in_commit = 0
-            push.send(pickle.dumps((size, acks), _PICKLE), copy=True)
+            put_acks((size, acks))
             if stop_seen:
                 return
 
@@ -261,16 +256,17 @@ def _frames(batch: list[Request], replies: list[bytes]) -> list[bytes]:
 
 
 class Intake(threading.Thread):
-    """Owns the ROUTER and the ack PULL socket; validates requests and routes replies."""
+    """Owns the ROUTER socket; validates requests and routes the writers' acks."""
 
     def __init__(self, context: zmq.Context[Any], endpoints: list[str],
-                 requests: queue.SimpleQueue[Any], *, writer_count: int, settings: SettingsRef,
-                 max_message_size: int, curve: CurveServer | None,
+                 requests: queue.SimpleQueue[Any], acks: Acks, *, writer_count: int,
+                 settings: SettingsRef, max_message_size: int, curve: CurveServer | None,
                  log: logging.Logger) -> None:
         super().__init__(name="ingestd-io", daemon=True)
         self.context = context
         self.endpoints = endpoints
         self.requests = requests
+        self.acks = acks
         self.writer_count = writer_count
         self.settings = settings
         self.max_message_size = max_message_size
@@ -295,7 +291,7 @@ class Intake(threading.Thread):
 
     def run(self) -> None:
         try:
-            router, pull = self._open_sockets()
+            router = self._open_router()
         except BaseException as exc:  # noqa: BLE001 - handed to setup(), which reports it
             self.setup_error = exc
             self.ready.set()
@@ -303,20 +299,17 @@ class Intake(threading.Thread):
             return
         self.ready.set()
         try:
-            self._loop(router, pull)
+            self._loop(router)
         except BaseException:
             self.log.exception("I/O thread died")
             raise
         finally:
             remaining_ms = int(max(0.2, min(2.0, self._drain_deadline - time.monotonic())) * 1000)
             router.close(linger=remaining_ms)
-            pull.close(linger=0)
             self.finished.set()
 
-    def _open_sockets(self) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
-        pull = self.context.socket(zmq.PULL)
-        pull.bind(REPLY_ENDPOINT)
-        router = self.context.socket(zmq.ROUTER)
+    def _open_router(self) -> zmq.Socket[Any]:
+        router: zmq.Socket[Any] = self.context.socket(zmq.ROUTER)
         try:
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             router.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
@@ -331,15 +324,15 @@ class Intake(threading.Thread):
                 self.bound.append(router.getsockopt_string(zmq.LAST_ENDPOINT))
         except BaseException:
             router.close(linger=0)
-            pull.close(linger=0)
             raise
-        return router, pull
+        return router
 
-    def _loop(self, router: zmq.Socket[Any], pull: zmq.Socket[Any]) -> None:
+    def _loop(self, router: zmq.Socket[Any]) -> None:
         stats = self.stats
+        acks_fd = self.acks.fd
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
-        poller.register(pull, zmq.POLLIN)
+        poller.register(acks_fd, zmq.POLLIN)
         reading = True
         draining = False
         writers_done = 0
@@ -375,9 +368,9 @@ class Intake(threading.Thread):
                     reading = True
                     stats.paused = False
             events = poll(IDLE_POLL_MS)
-            for sock, _event in events:
-                if sock is pull:
-                    writers_done += self._forward_acks(router, pull)
+            for ready, _event in events:
+                if ready is not router:  # the ack channel's fd
+                    writers_done += self._forward_acks(router)
                 elif reading:
                     self._take_requests(router)
 
@@ -448,21 +441,15 @@ class Intake(threading.Thread):
         else:
             self._send(router, frames[0], protocol.error("empty request", False))
 
-    def _forward_acks(self, router: zmq.Socket[Any], pull: zmq.Socket[Any]) -> int:
+    def _forward_acks(self, router: zmq.Socket[Any]) -> int:
         stats = self.stats
         send = _backend_send.__get__(router)
-        recv = pull.recv
-        loads = pickle.loads
         done = 0
-        for _ in range(256):
-            try:
-                message = recv(_NOBLOCK)
-            except zmq.Again:
-                break
-            if not message:
+        for batch in self.acks.take_all():
+            if batch is WRITER_DONE:
                 done += 1
                 continue
-            size, frames = loads(message)
+            size, frames = batch
             for i in range(0, len(frames), 2):
                 try:
                     send(frames[i], _SNDMORE_NOBLOCK)
