@@ -49,9 +49,11 @@ IDLE_POLL_MS = 50
 PING_INTERVAL_S = 5.0
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
-#: one request on its way to a writer: (ROUTER identity, rows, payload size); the queue
-#: carries lists of them (bursts)
+#: one request on its way to a writer: (ROUTER identity, rows, payload size)
 Request = tuple[bytes, list[protocol.Row], int]
+#: what the queue carries: the requests the I/O thread read in one go, with their total
+#: records and payload bytes, counted there once so that the writer need not loop again
+Burst = tuple[list[Request], int, int]
 #: one committed batch on its way back: (bytes of its payloads, [identity, reply, ...])
 AckBatch = tuple[int, list[bytes]]
 Acks = AckChannel[AckBatch | None]
@@ -140,9 +142,8 @@ class Writer(threading.Thread):
                 continue
             if first is STOP:
                 return
-            # items are bursts: lists of requests the I/O thread read in one go
-            batch: list[Request] = list(first)
-            records = sum(len(item[1]) for item in batch)
+            batch, records, size = first
+            batch = list(batch)
             limit = self.settings.current.max_batch_records
             stop_seen = False
             while records < limit:
@@ -153,18 +154,18 @@ class Writer(threading.Thread):
                 if burst is STOP:
                     stop_seen = True
                     break
-                batch += burst
-                records += sum(len(item[1]) for item in burst)
-            size = sum(item[2] for item in batch)
+                batch += burst[0]
+                records += burst[1]
+                size += burst[2]
             self.stats.in_commit = len(batch)
-            acks = self._commit(batch)
+            acks = self._commit(batch, records)
             self.stats.in_commit = 0
             put_acks((size, acks))
             if stop_seen:
                 return
 
-    def _commit(self, batch: list[Request]) -> list[bytes]:
-        """The ack frames for ``batch``: identity, reply, identity, reply, ..."""
+    def _commit(self, batch: list[Request], records: int) -> list[bytes]:
+        """The ack frames for ``batch`` (of ``records`` rows): identity, reply, identity, ..."""
         store = self._connect()
         if store is None:
             reply = protocol.error(f"database unavailable: {self.stats.last_error}", True)
@@ -187,7 +188,7 @@ class Writer(threading.Thread):
             # one poisoned request must not fail its neighbours: commit them one by one
             frames: list[bytes] = []
             for item in batch:
-                frames += self._commit([item])
+                frames += self._commit([item], len(item[1]))
             return frames
         self._failures_in_a_row = 0
         stats = self.stats
@@ -196,14 +197,17 @@ class Writer(threading.Thread):
         stats.commit_seconds += time.perf_counter() - started
         stats.batches += 1
         stats.requests += len(batch)
-        replies = []
+        frames = []
+        append = frames.append
         ack = protocol.ack
-        for item, stored in zip(batch, counts, strict=True):
-            duplicates = len(item[1]) - stored
-            stats.records_stored += stored
-            stats.duplicates += duplicates
-            replies.append(ack(stored, duplicates))
-        return _frames(batch, replies)
+        stored_total = 0
+        for (identity, rows, _size), stored in zip(batch, counts, strict=True):
+            append(identity)
+            append(ack(stored, len(rows) - stored))
+            stored_total += stored
+        stats.records_stored += stored_total
+        stats.duplicates += records - stored_total
+        return frames
 
     def _connect(self) -> Store | None:
         if self._store is not None and getattr(self._store, "conn", True) is not None:
@@ -383,10 +387,15 @@ class Intake(threading.Thread):
         """
         stats = self.stats
         settings = self.settings.current
+        max_records = settings.max_batch_records
+        # room under the in-flight limits, counted down here and settled once per burst
+        room_requests = settings.max_inflight_requests - stats.inflight_requests
+        room_bytes = settings.max_inflight_bytes - stats.inflight_bytes
         recv = _backend_recv.__get__(router)
         parse = protocol.parse_request
         burst: list[Request] = []
         records = 0
+        burst_bytes = 0
         # a budget, so that acks are forwarded between bursts even under a flood
         for _ in range(256):
             try:
@@ -413,18 +422,23 @@ class Intake(threading.Thread):
             size = len(payload)
             burst.append((identity, rows, size))
             records += len(rows)
-            stats.inflight_requests += 1
-            stats.inflight_bytes += size
-            if records >= settings.max_batch_records:
-                self.requests.put(burst)
-                stats.meter.add(len(burst))
-                burst, records = [], 0
-            if (stats.inflight_requests >= settings.max_inflight_requests
-                    or stats.inflight_bytes >= settings.max_inflight_bytes):
+            burst_bytes += size
+            if records >= max_records:
+                self._queue(burst, records, burst_bytes)
+                burst, records, burst_bytes = [], 0, 0
+            room_requests -= 1
+            room_bytes -= size
+            if room_requests <= 0 or room_bytes <= 0:
                 break
         if burst:
-            self.requests.put(burst)
-            stats.meter.add(len(burst))
+            self._queue(burst, records, burst_bytes)
+
+    def _queue(self, burst: list[Request], records: int, burst_bytes: int) -> None:
+        stats = self.stats
+        stats.inflight_requests += len(burst)
+        stats.inflight_bytes += burst_bytes
+        stats.meter.add(len(burst))
+        self.requests.put((burst, records, burst_bytes))
 
     def _odd_envelope(self, router: zmq.Socket[Any], frames: list[bytes]) -> None:
         """A REQ peer's message is [identity, b"", body]; anything else is bad input."""
