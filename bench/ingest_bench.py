@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput and latency of ingestd against two baselines measured in the same run.
 
-    python bench/ingest_bench.py [--clients 64] [--procs 4] [--seconds 5]
+    python bench/ingest_bench.py [--clients 64] [--procs 4] [--seconds 5] [--rounds 3]
 
 Servers, each driven by the same client processes (REQ sockets, one request in flight per
 socket, ``--clients`` sockets spread over ``--procs`` processes):
@@ -16,8 +16,11 @@ Every server runs in a session of its own, as a daemon does, and the kernel's au
 scheduling is switched off for the run (restored afterwards; ``--autogroup as-is`` keeps it):
 see ``scheduling()``.
 
-Two loads: single-record requests, then 100-record batches. Prints requests/s, records/s,
-p50/p99 latency and the ratios c/a and c/b. This is a benchmark, not a test: it asserts
+Two loads: single-record requests, then 100-record batches, each in ``--rounds`` rounds of
+(a), (b), (c) back to back. Prints requests/s, records/s, p50/p99 latency and the ratios c/a
+and c/b of every round, then the median ratio: the machine's speed drifts by 10% from one
+minute to the next, so a ratio is taken within a round and one disturbed round does not
+decide the figure. This is a benchmark, not a test: it asserts
 nothing, and its figures depend on the machine (record them with the command line).
 """
 
@@ -30,6 +33,7 @@ import multiprocessing as mp
 import os
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -279,6 +283,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of (a), (b), (c) per load; ratios are per round, then the "
+                             "median (default 3)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--only", choices=("single", "batch"))
     parser.add_argument("--autogroup", choices=("off", "on", "as-is"), default="off",
@@ -294,6 +301,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
+          f"{args.rounds} round{'s' if args.rounds > 1 else ''} of (a), (b), (c) per load, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
           f"SQLite {sqlite3.sqlite_version}")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -302,36 +310,55 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
     for label, batch in loads:
-        figures: dict[str, dict[str, float]] = {}
-        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
-            def load(endpoint: str, tag: str, batch: int = batch) -> Any:
-                return lambda: drive(endpoint, args.clients, args.procs, batch,
-                                     args.seconds, tag)
-
-            endpoint = f"tcp://127.0.0.1:{free_port()}"
-            figures["a echo"] = with_process_server(echo_server, (endpoint,),
-                                                    load(endpoint, "a"))
-            endpoint = f"tcp://127.0.0.1:{free_port()}"
-            figures["b naive"] = with_process_server(
-                naive_server, (endpoint, os.path.join(workdir, "naive.db")),
-                load(endpoint, "b"))
-            endpoint = f"tcp://127.0.0.1:{free_port()}"
-            tag = f"c{label[0]}{os.getpid()}"  # unique ids in a database that persists
-            figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db)
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
-        print(f"  {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-              f" {'failed':>6}")
-        for name, fig in figures.items():
-            print(f"  {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
-                  f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}")
-        a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
-        print(f"  ingestd group commits: {c['batch']:.1f} requests per COMMIT on average, "
-              f"{c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync)")
-        print(f"  c/a requests: {c['req_s'] / a['req_s']:.2f}x   "
-              f"c/b requests: {c['req_s'] / b['req_s']:.2f}x   "
-              f"c records/s per a req/s: {c['rec_s'] / a['req_s']:.2f}x")
+        print(f"  {'round':<5} {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
+              f" {'p99 ms':>8} {'failed':>6}")
+        rounds = []
+        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
+            for index in range(1, args.rounds + 1):
+                figures = one_round(args, workdir, label, batch, index)
+                rounds.append(figures)
+                for name, fig in figures.items():
+                    print(f"  {index:<5} {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
+                          f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}")
+                a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
+                print(f"  {index:<5} ingestd: {c['batch']:.1f} requests per COMMIT, "
+                      f"{c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync); "
+                      f"c/a {c['req_s'] / a['req_s']:.2f}x  c/b {c['req_s'] / b['req_s']:.2f}x"
+                      f"  c records/s per a req/s {c['rec_s'] / a['req_s']:.2f}x")
+        # each round's servers run back to back, so a ratio within a round compares them on
+        # the same machine state; the median over rounds discards the odd disturbed round
+        ratio_a = statistics.median(r["c ingestd"]["req_s"] / r["a echo"]["req_s"]
+                                    for r in rounds)
+        ratio_b = statistics.median(r["c ingestd"]["req_s"] / r["b naive"]["req_s"]
+                                    for r in rounds)
+        ratio_rec = statistics.median(r["c ingestd"]["rec_s"] / r["a echo"]["req_s"]
+                                      for r in rounds)
+        print(f"  median of {len(rounds)}: c/a requests {ratio_a:.2f}x   "
+              f"c/b requests {ratio_b:.2f}x   c records/s per a req/s {ratio_rec:.2f}x")
     # the figures mean little without it: on 2 shared cores every hop waits for a CPU
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
+              index: int) -> dict[str, dict[str, float]]:
+    """(a), (b) and (c) back to back with the same client processes' settings."""
+    def load(endpoint: str, tag: str) -> Any:
+        return lambda: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag)
+
+    figures: dict[str, dict[str, float]] = {}
+    workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
+    os.mkdir(workdir)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    figures["a echo"] = with_process_server(echo_server, (endpoint,), load(endpoint, "a"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    figures["b naive"] = with_process_server(
+        naive_server, (endpoint, os.path.join(workdir, "naive.db")),
+        load(endpoint, "b"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    tag = f"c{label[0]}{index}-{os.getpid()}"  # unique ids in a database that persists
+    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db)
+    return figures
 
 
 if __name__ == "__main__":
