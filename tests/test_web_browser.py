@@ -195,10 +195,14 @@ def save_screenshot(page: Any, supervisor: RunningSupervisor, tmp_path: Path) ->
     assert supervisor.post("/api/programs/cron%3A1/stop")[0] == 200
     wait_row(page, "cron:1", "STOPPED")
     wait_row(page, "cron:2", "RUNNING")
-    page.wait_for_function("document.querySelector('tr.instance[data-name=\"worker\"] "
+    # predicates are arrow functions, never bare expressions: Playwright evals a bare
+    # expression again on every poll, and the page's CSP (no 'unsafe-eval') blocks every eval
+    # but the first, DevTools-initiated one; a function is evaluated once and then called
+    page.wait_for_function("() => document.querySelector('tr.instance[data-name=\"worker\"] "
                            "td.restarts').textContent === '1'")
     row(page, "worker").locator('button[data-verb="log"]').click()
-    page.wait_for_function("document.getElementById('log-text').textContent.includes('tick')")
+    page.wait_for_function(
+        "() => document.getElementById('log-text').textContent.includes('tick')")
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
     target = os.environ.get("DAEMONKIT_SCREENSHOT_OUT")
