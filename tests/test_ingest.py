@@ -225,6 +225,26 @@ def test_sqlite_store_counts_duplicates_per_request(tmp_path: Path) -> None:
             5506, 5506)
 
 
+def test_sqlite_store_counts_duplicates_with_a_trigger_on_records(tmp_path: Path) -> None:
+    """Rows a user's audit trigger writes are not taken for rows of the group."""
+    from ingest.dburl import parse
+    from ingest.stores import SqliteStore
+
+    store = SqliteStore(parse(f"sqlite:///{tmp_path / 'ingest.db'}"))
+    store.connect()
+    store.ensure_schema()
+    with sqlite3.connect(tmp_path / "ingest.db") as db:
+        db.execute("CREATE TABLE audit (id TEXT)")
+        db.execute("CREATE TRIGGER audit_insert AFTER INSERT ON records"
+                   " BEGIN INSERT INTO audit VALUES (new.id); END")
+    row = [("a", '{"id":"a"}')]
+    assert store.store([row]) == [1]
+    assert store.store([row, [("c", '{"id":"c"}')]]) == [0, 1]
+    big = [[(f"big-{n}-{k}", "{}") for k in range(1000)] for n in range(6)]
+    assert store.store([row, *big]) == [0] + [1000] * 6
+    store.close()
+
+
 def test_sqlite_store_refuses_a_table_without_rowid(tmp_path: Path) -> None:
     from ingest.dburl import parse
     from ingest.stores import PermanentError, SqliteStore
