@@ -456,6 +456,41 @@ def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
     assert daemon.stop().returncode == 0
 
 
+def test_a_group_commit_never_carries_more_than_max_batch_records(
+        daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
+    """Requests pile up behind a locked database, then go in groups of at most the limit.
+
+    Each group's rows share one received_at (taken once per COMMIT), so the table shows the
+    groups. 100-record requests under a limit of 250: groups of two requests, never three.
+    """
+    config = tmp_path / "ingestd.json"
+    config.write_text(json.dumps({"max_batch_records": 250}))
+    daemon = daemons(extra=("--config", str(config)))
+    daemon.start()
+    db_path = tmp_path / "ingest.db"
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits in the busy handler; requests queue
+    clients = [LoadClient([daemon.endpoint], f"gr{i}", batch=100, timeout=30.0, total=200)
+               for i in range(16)]
+    try:
+        for client in clients:
+            client.start()
+        wait_for(lambda: daemon.status()["inflight_requests"] == 16, 10,
+                 message="every client's first request taken")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for client in clients:
+        client.join(30)
+    assert all(c.failure is None for c in clients)
+    with sqlite3.connect(db_path) as db:
+        groups = [n for (n,) in db.execute(
+            "SELECT count(*) FROM records GROUP BY received_at")]
+    assert sum(groups) == 16 * 200
+    assert max(groups) == 200, groups  # grouped, and never past the limit
+    assert daemon.stop().returncode == 0
+
+
 def test_start_reports_config_errors_busy_ports_and_dead_databases(
         daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
     bad_url = daemons(db="oracle://x/y")

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import zmq
 from ingest import dburl, settings
 from ingest.acks import AckChannel
-from ingest.server import STOP, Acks, CurveServer, Intake, SettingsRef, Writer
+from ingest.server import STOP, Acks, CurveServer, Intake, Requests, SettingsRef, Writer
 from ingest.stores import PermanentError, TransientError, open_store
 
 from daemonkit import ConfigError, Daemon
@@ -140,7 +140,7 @@ class Ingestd(Daemon):
             self.auth.start()
             self.auth.configure_curve(domain="*", location=self._authorized_dir(
                 self.initial_settings))
-        self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.requests: Requests = queue.SimpleQueue()
         self.acks: Acks = AckChannel()
         self.intake = Intake(self.context, options.bind, self.requests, self.acks,
                              writer_count=options.writers, settings=self.settings,

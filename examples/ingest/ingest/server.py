@@ -54,6 +54,8 @@ Request = tuple[bytes, list[protocol.Row], int]
 #: what the queue carries: the requests the I/O thread read in one go, with their total
 #: records and payload bytes, counted there once so that the writer need not loop again
 Burst = tuple[list[Request], int, int]
+#: I/O thread -> writers: bursts, then one STOP per writer
+Requests = queue.SimpleQueue[Burst | None]
 #: one committed batch on its way back: (bytes of its payloads, [identity, reply, ...])
 AckBatch = tuple[int, list[bytes]]
 Acks = AckChannel[AckBatch | None]
@@ -101,7 +103,7 @@ class CurveServer:
 class Writer(threading.Thread):
     """Owns one database connection; commits batches of requests, hands back their acks."""
 
-    def __init__(self, index: int, requests: queue.SimpleQueue[Any], acks: Acks,
+    def __init__(self, index: int, requests: Requests, acks: Acks,
                  *, make_store: Callable[[], Store], settings: SettingsRef,
                  log: logging.Logger) -> None:
         super().__init__(name=f"ingestd-writer-{index}", daemon=True)
@@ -134,16 +136,21 @@ class Writer(threading.Thread):
         get_nowait = self.requests.get_nowait
         self._connect()
         self.first_attempt_done.set()
+        # a burst taken that would have made the group too big: it starts the next group
+        held_back: Burst | None = None
+        first: Burst | None
         while True:
-            try:
-                first = get(timeout=PING_INTERVAL_S)
-            except queue.Empty:
-                self._ping()
-                continue
-            if first is STOP:
+            if held_back is not None:
+                first, held_back = held_back, None
+            else:
+                try:
+                    first = get(timeout=PING_INTERVAL_S)
+                except queue.Empty:
+                    self._ping()
+                    continue
+            if first is None:  # STOP
                 return
-            batch, records, size = first
-            batch = list(batch)
+            batch, records, size = first  # the I/O thread hands the list over: ours to extend
             limit = self.settings.current.max_batch_records
             stop_seen = False
             while records < limit:
@@ -151,8 +158,11 @@ class Writer(threading.Thread):
                     burst = get_nowait()
                 except queue.Empty:
                     break
-                if burst is STOP:
+                if burst is None:  # STOP
                     stop_seen = True
+                    break
+                if records + burst[1] > limit:
+                    held_back = burst
                     break
                 batch += burst[0]
                 records += burst[1]
@@ -263,7 +273,7 @@ class Intake(threading.Thread):
     """Owns the ROUTER socket; validates requests and routes the writers' acks."""
 
     def __init__(self, context: zmq.Context[Any], endpoints: list[str],
-                 requests: queue.SimpleQueue[Any], acks: Acks, *, writer_count: int,
+                 requests: Requests, acks: Acks, *, writer_count: int,
                  settings: SettingsRef, max_message_size: int, curve: CurveServer | None,
                  log: logging.Logger) -> None:
         super().__init__(name="ingestd-io", daemon=True)
@@ -420,12 +430,13 @@ class Intake(threading.Thread):
                 self._send(router, identity, protocol.error(str(exc), False))
                 continue
             size = len(payload)
+            if burst and records + len(rows) > max_records:
+                # a burst never holds more than a group may: the writer commits it whole
+                self._queue(burst, records, burst_bytes)
+                burst, records, burst_bytes = [], 0, 0
             burst.append((identity, rows, size))
             records += len(rows)
             burst_bytes += size
-            if records >= max_records:
-                self._queue(burst, records, burst_bytes)
-                burst, records, burst_bytes = [], 0, 0
             room_requests -= 1
             room_bytes -= size
             if room_requests <= 0 or room_bytes <= 0:
