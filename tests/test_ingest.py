@@ -258,6 +258,67 @@ def test_sqlite_store_refuses_a_table_without_rowid(tmp_path: Path) -> None:
     store.close()
 
 
+def test_writer_answers_retry_on_an_unclassified_error_and_carries_on(tmp_path: Path) -> None:
+    """A store error that is neither transient nor permanent (a driver surprise, a bug) must
+    not kill the writer and leave its group unanswered: every request is told to retry."""
+    import logging
+    import queue
+
+    from ingest.acks import AckChannel
+    from ingest.dburl import parse
+    from ingest.server import STOP, WRITER_DONE, SettingsRef, Writer
+    from ingest.settings import Settings
+    from ingest.stores import SqliteStore
+
+    class FailsOnce(SqliteStore):
+        failed = False
+
+        def store(self, requests: Any) -> list[int]:
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("surprise")
+            return super().store(requests)
+
+    def make_store() -> SqliteStore:
+        store = FailsOnce(parse(f"sqlite:///{tmp_path / 'ingest.db'}"))
+        store.connect()
+        store.ensure_schema()
+        return store
+
+    requests: Any = queue.SimpleQueue()
+    acks: Any = AckChannel()
+    writer = Writer(0, requests, acks, make_store=make_store,
+                    settings=SettingsRef(Settings()), log=logging.getLogger("test-writer"))
+    writer.start()
+    taken: list[Any] = []
+    try:
+        row = [("w-1", '{"id":"w-1"}')]
+        requests.put(([(b"client-a", row, 12), (b"client-b", row, 12)], 2, 24))
+        wait_for(lambda: taken.extend(acks.take_all()) or taken, 10, message="first acks")
+        first = taken.pop()
+        assert first[0] == 24 and first[1][0::2] == [b"client-a", b"client-b"]
+        assert all(json.loads(reply)["retryable"] is True for reply in first[1][1::2])
+        assert writer.is_alive()
+        # a client resends, as told: answered "retry" during the reconnect backoff, then stored
+        for _attempt in range(200):
+            requests.put(([(b"client-c", row, 12)], 1, 12))
+            wait_for(lambda: taken.extend(acks.take_all()) or taken, 10, message="an ack")
+            frames = taken.pop()[1]
+            assert frames[0] == b"client-c"
+            reply = json.loads(frames[1])
+            if reply["ok"]:
+                break
+            assert reply["retryable"] is True
+            time.sleep(0.01)  # the client's retry interval
+        assert reply == {"ok": True, "stored": 1, "duplicates": 0}
+    finally:
+        requests.put(STOP)
+        writer.join(10)
+        acks.close()
+    assert not writer.is_alive() and WRITER_DONE is None
+    assert writer.stats.transient_failures >= 2 and writer.stats.records_stored == 1
+
+
 def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd],
                                                  context: zmq.Context[Any],
                                                  tmp_path: Path) -> None:

@@ -168,7 +168,16 @@ class Writer(threading.Thread):
                 records += burst[1]
                 size += burst[2]
             self.stats.in_commit = len(batch)
-            acks = self._commit(batch, records)
+            try:
+                acks = self._commit(batch, records)
+            except Exception as exc:
+                # an error the store did not classify, or a bug: every taken request still
+                # gets its reply. Whether the group was committed is unknown, and a retry is
+                # answered "duplicate" either way, so the clients are told to retry and this
+                # writer carries on with a new connection
+                self.log.exception("%s: unexpected error in a group commit", self.name)
+                self._failed(f"unexpected {type(exc).__name__}: {exc}")
+                acks = self._retry_later(batch)
             self.stats.in_commit = 0
             put_acks((size, acks))
             if stop_seen:
@@ -178,17 +187,13 @@ class Writer(threading.Thread):
         """The ack frames for ``batch`` (of ``records`` rows): identity, reply, identity, ..."""
         store = self._connect()
         if store is None:
-            reply = protocol.error(f"database unavailable: {self.stats.last_error}", True)
-            self.stats.transient_failures += len(batch)
-            return _frames(batch, [reply] * len(batch))
+            return self._retry_later(batch)
         started = time.perf_counter()
         try:
             counts = store.store([item[1] for item in batch])
         except TransientError as exc:
             self._failed(str(exc))
-            self.stats.transient_failures += len(batch)
-            reply = protocol.error(f"database unavailable: {exc}", True)
-            return _frames(batch, [reply] * len(batch))
+            return self._retry_later(batch)
         except PermanentError as exc:
             if len(batch) == 1:
                 self.stats.rejected += 1
@@ -218,6 +223,12 @@ class Writer(threading.Thread):
         stats.records_stored += stored_total
         stats.duplicates += records - stored_total
         return frames
+
+    def _retry_later(self, batch: list[Request]) -> list[bytes]:
+        """Replies that tell every client of ``batch`` to resend (after :meth:`_failed`)."""
+        self.stats.transient_failures += len(batch)
+        reply = protocol.error(f"database unavailable: {self.stats.last_error}", True)
+        return _frames(batch, [reply] * len(batch))
 
     def _connect(self) -> Store | None:
         if self._store is not None and getattr(self._store, "conn", True) is not None:
