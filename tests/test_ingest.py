@@ -343,6 +343,7 @@ def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd]
     assert status["requests_per_s_1m"] > 0
     assert status["queue_depth"] == 0
     assert status["db_reachable"] is True
+    assert status["undeliverable_replies"] == 0
     text = daemon.cli("status")
     assert "records_stored: 5" in text.stdout and "db_reachable: True" in text.stdout
     pid = daemon.pid()

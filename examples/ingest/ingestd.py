@@ -184,7 +184,8 @@ class Ingestd(Daemon):
             for _ in self.writers:
                 self.requests.put(STOP)
         for writer in self.writers:
-            writer.join(max(0.0, deadline - time.monotonic()))
+            # at least a moment: a writer that has said it is done may still be returning
+            writer.join(max(0.2, deadline - time.monotonic()))
         stuck = [t.name for t in (self.intake, *self.writers) if t.is_alive()]
         stats = self._totals()
         self.log.info("drained in %.3fs: %d records stored, %d requests still unanswered",
@@ -225,7 +226,8 @@ class Ingestd(Daemon):
             "duplicates": totals["duplicates"],
             "requests_per_s_1m": round(self.intake.stats.meter.per_second(), 1),
             "requests_total": self.intake.stats.meter.total,
-            # taken by the I/O thread, not yet in a writer's transaction
+            # taken by the I/O thread and not in a writer's transaction now (this includes
+            # acks committed an instant ago that the I/O thread has not sent yet)
             "queue_depth": max(0, totals["inflight_requests"]
                                - sum(s.in_commit for s in writer_stats)),
             "inflight_requests": totals["inflight_requests"],
@@ -240,6 +242,8 @@ class Ingestd(Daemon):
             "mean_commit_ms": round(1000 * sum(s.commit_seconds for s in writer_stats)
                                     / totals["batches"], 3) if totals["batches"] else 0.0,
             "bad_requests": self.intake.stats.bad_requests,
+            # replies ZeroMQ could not route: the client had gone (its records are stored)
+            "undeliverable_replies": self.intake.stats.undeliverable_replies,
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),
