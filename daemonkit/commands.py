@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -109,12 +110,13 @@ def _is_socket(path: str) -> bool:
 # -- start -------------------------------------------------------------------------------------
 
 
-def start(daemon: Daemon) -> int:
+def start(daemon: Daemon, launch: Launch | None = None) -> int:
     """Start the daemon, or report the one that runs.
 
     "Already running" is only said of a daemon that is ready: a concurrent ``start`` whose
     daemon is still in ``setup()`` is waited for, and if that one fails or is stopping, this
-    ``start`` takes over the lock and starts a daemon of its own.
+    ``start`` takes over the lock and starts a daemon of its own. ``launch``: already
+    prepared (by ``restart``, before it stopped the old daemon).
     """
     from .launcher import launch_detached
 
@@ -122,11 +124,12 @@ def start(daemon: Daemon) -> int:
     deadline = time.monotonic() + daemon.options.start_timeout
     running = _ready_holder(daemon, pidfile, deadline)
     if running is None:
-        launch = prepare_launch(daemon)
+        launch = launch or prepare_launch(daemon)
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
         return Exit.OK
+    assert launch is not None  # prepared above whenever nobody ran
     outcome = launch_detached(daemon, pidfile, launch)
     if outcome.ready:
         _say(daemon, f"started (pid {outcome.pid})")
@@ -291,10 +294,54 @@ def _is_socket_path(path: str) -> bool:
 
 
 def restart(daemon: Daemon) -> int:
+    """Stop, then start with the options of this command line.
+
+    Everything ``start`` can check without the running daemon's resources (options, config
+    file, user, log file) is checked before the stop: a typo must not leave the service down.
+    What only the new daemon can find out (a port another process took meanwhile) still
+    fails after the stop, and ``restart`` says why. Options that differ from the running
+    daemon's are named first, since ``restart`` with fewer options than ``start`` had means
+    defaults: a different port, a different database.
+    """
+    launch = prepare_launch(daemon)
+    changes = _changed_options(daemon)
+    if changes:
+        _complain(daemon, "note: restarting with other options than the running daemon's: "
+                          + "; ".join(changes))
     stopped = stop(daemon)
     if stopped != Exit.OK:
         return stopped
-    return start(daemon)
+    return start(daemon, launch)
+
+
+def _changed_options(daemon: Daemon) -> list[str]:
+    """``--name old -> new`` for every option this command gives differently (best effort:
+    nothing when the running daemon cannot be asked)."""
+    pidfile = _pidfile(daemon)
+    try:
+        if not pidfile.holder_locked():
+            return []
+        reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=5.0)
+    except (ControlError, PidfileError):
+        return []
+    running = reply.get("options")
+    if not isinstance(running, dict):
+        return []
+    mine = daemon.command_options
+    return [f"--{key.replace('_', '-')} {_shown(running.get(key))} -> {_shown(mine.get(key))}"
+            for key in sorted(set(running) | set(mine)) if running.get(key) != mine.get(key)]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(default)"
+    if isinstance(value, list):
+        value = " ".join(str(item) for item in value)
+    # a database URL's password stays out of the terminal and its scrollback
+    return _URL_PASSWORD.sub(r"\1***@", str(value))
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -374,7 +421,7 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
     pidfile = _pidfile(daemon)
     pid = _running_pid(pidfile)
     if pid is None:
-        _complain(daemon, "is not running")
+        _complain(daemon, f"cannot {command}: not running")
         return Exit.NOT_RUNNING
     wait_s = max(daemon.options.start_timeout, 1.0)
     try:

@@ -20,6 +20,7 @@ manager's ``__enter__`` does.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -66,6 +67,9 @@ class Daemon:
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         self.options = options if options is not None else argparse.Namespace()
+        #: the options as given, before configure() resolves them: a ``restart`` compares
+        #: its own with the running daemon's (reported by the control socket's status)
+        self.command_options = comparable_options(self.options)
         self.log = logging.getLogger(self.service_name())
         #: set on SIGTERM/SIGINT and when the daemon ends; worker threads watch it
         self.stopping = threading.Event()
@@ -275,7 +279,8 @@ class Daemon:
 
     def _status_reply(self) -> dict[str, Any]:
         state = self._states.current
-        reply: dict[str, Any] = {"ok": True, "pid": os.getpid(), "state": state.value}
+        reply: dict[str, Any] = {"ok": True, "pid": os.getpid(), "state": state.value,
+                                 "options": self.command_options}
         if state is State.RUNNING:
             try:
                 reply["info"] = self.status_info()
@@ -319,3 +324,10 @@ def _set_process_title(title: str) -> None:
     except ImportError:
         return
     setproctitle.setproctitle(title)
+
+
+def comparable_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The command-line options as plain JSON values, without the action and output format."""
+    plain = {key: value for key, value in vars(options).items() if key not in ("action", "json")}
+    loaded: dict[str, Any] = json.loads(json.dumps(plain, default=str))
+    return loaded

@@ -207,7 +207,7 @@ def test_reload_waits_for_the_critical_block(probe: Service) -> None:
 def test_reload_not_running_is_7(probe: Service) -> None:
     result = probe.cli("reload")
     assert result.returncode == 7
-    assert "not running" in result.stderr
+    assert result.stderr.strip() == "probe: cannot reload: not running"
 
 
 def test_restart_gives_a_new_process(probe: Service) -> None:
@@ -221,6 +221,32 @@ def test_restart_gives_a_new_process(probe: Service) -> None:
     assert not pid_alive(old_pid)
     assert restarted.stdout.splitlines() == [f"probe stopped (pid {old_pid})",
                                              f"probe started (pid {new_pid})"]
+
+
+def test_restart_with_a_bad_option_leaves_the_daemon_running(probe: Service) -> None:
+    """What start can check is checked before the stop: a typo does not take it down."""
+    assert probe.cli("start").returncode == 0
+    pid = probe.pid()
+    assert pid is not None
+    refused = probe.cli("restart", "--user", "no-such-user-xyz")
+    assert refused.returncode == 6, refused.stderr
+    assert refused.stderr.strip() == "probe: unknown user 'no-such-user-xyz'"
+    assert refused.stdout == ""  # nothing was stopped
+    assert probe.pid() == pid and pid_alive(pid)
+    assert probe.cli("status").returncode == 0
+
+
+def test_restart_names_the_options_that_change(probe: Service) -> None:
+    assert probe.cli("start", "--stop-timeout", "7").returncode == 0
+    old_pid = probe.pid()
+    restarted = probe.cli("restart", "--stop-timeout", "5")
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stderr.strip() == (
+        "probe: note: restarting with other options than the running daemon's: "
+        "--stop-timeout 7.0 -> 5.0")
+    assert probe.pid() not in (None, old_pid)
+    same = probe.cli("restart", "--stop-timeout", "5")
+    assert same.returncode == 0 and same.stderr == ""
 
 
 def test_status_json(probe: Service) -> None:

@@ -476,6 +476,10 @@ def test_reload_applies_valid_config_and_keeps_old_on_invalid(
     assert "max_batch_records must be an integer" in bad.stdout + bad.stderr
     config.write_text('{"log_level": "LOUD"}')
     assert daemon.cli("reload").returncode != 0
+    pid = daemon.pid()
+    refused = daemon.cli("restart")  # checked before the stop: the daemon stays up
+    assert refused.returncode == 6 and "log_level" in refused.stderr, refused.stderr
+    assert daemon.pid() == pid and pid is not None and pid_alive(pid)
     status = daemon.status()
     assert status["max_batch_records"] == 5000 and status["log_level"] == "INFO"
     config.write_text(json.dumps({"log_level": "DEBUG", "max_batch_records": 2,
