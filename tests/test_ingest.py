@@ -636,6 +636,30 @@ def test_client_cli_gen_and_send(daemons: Callable[..., Ingestd], tmp_path: Path
                                "send", "-"], input='{"id": 5}\n', capture_output=True,
                               text=True, timeout=30, check=False)
     assert rejected.returncode == 1 and "must be a string" in rejected.stderr
+
+    def send_file(text: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "records.jsonl"
+        path.write_text(text)
+        return subprocess.run([sys.executable, str(CLIENT), "--endpoint", daemon.endpoint,
+                               "send", str(path), "--batch", "2"], capture_output=True,
+                              text=True, timeout=30, check=False)
+
+    # the line at fault, by its number in the file, and how far the input got; no traceback
+    good = "".join(json.dumps({"id": f"line-{n}"}) + "\n" for n in range(1, 4))
+    refused = send_file(good + '{"id": ""}\n' + '{"id": "line-5"}\n')
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"{tmp_path / 'records.jsonl'}:4: refused by the server: record 1: \"id\" is empty; "
+        "nothing of lines 3-4 was stored; lines up to 2 acknowledged (stored 2, duplicates 0)")
+    broken = send_file(good + "{not json\n")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert broken.stderr.startswith(f"{tmp_path / 'records.jsonl'}:4: not valid JSON (")
+    assert broken.stderr.rstrip().endswith("lines up to 2 acknowledged (stored 0, duplicates 2)")
+    missing = subprocess.run([sys.executable, str(CLIENT), "send", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, f"cannot read {tmp_path / 'nope'}: No such file or directory")
+    assert set(sqlite_rows(tmp_path / "ingest.db", "line-")) == {"line-1", "line-2"}
     assert daemon.stop().returncode == 0
 
 

@@ -30,6 +30,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -40,6 +41,8 @@ import zmq
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 MAX_BATCH = 1000
+#: ingestd's default --max-message-size; larger requests are cut off without a reply
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 
 class IngestError(Exception):
@@ -97,6 +100,12 @@ class IngestClient:
                 last_problem = reply.get("error", "retryable error")
                 continue  # the REQ socket is in a clean state: reuse it
             last_problem = f"no reply within {self.timeout_ms} ms"
+            if len(payload) > DEFAULT_MAX_MESSAGE_SIZE:
+                # the server cuts such a peer off without a word (ZeroMQ's MAXMSGSIZE)
+                last_problem += (f"; the request is {len(payload)} bytes, and ingestd drops "
+                                 "the connection of a message over its --max-message-size "
+                                 f"({DEFAULT_MAX_MESSAGE_SIZE} by default): send fewer "
+                                 "records per request")
             self._reset()
         raise ServerUnavailable(f"gave up after {self.retries + 1} attempts: {last_problem}")
 
@@ -135,22 +144,35 @@ class IngestClient:
         self.close()
 
 
-def batches(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+class BadLine(ValueError):
+    """A line of the input that is not a record; ``number`` counts from 1."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"line {number}: {reason}")
+        self.number = number
+        self.reason = reason
+
+
+def batches(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(records)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
 
 
-def read_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """JSON lines; a record without an id gets a random one *before* its first send."""
+def read_records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of JSON lines; a record without an id gets a random one
+    *before* its first send, so that a resend carries the same id. Raises :class:`BadLine`."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise BadLine(number, f"not valid JSON ({exc})") from None
         if not isinstance(record, dict):
-            raise ValueError(f"line {number}: not a JSON object")
+            raise BadLine(number, "not a JSON object")
         record.setdefault("id", uuid.uuid4().hex)
-        yield record
+        yield number, record
 
 
 def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -158,30 +180,66 @@ def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     import zmq.auth
 
-    server_public, _ = zmq.auth.load_certificate(args.curve_server_key)
-    public, secret = zmq.auth.load_certificate(args.curve_cert)
+    try:
+        server_public, _ = zmq.auth.load_certificate(args.curve_server_key)
+        public, secret = zmq.auth.load_certificate(args.curve_cert)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot load a CURVE certificate: {exc}") from None
     if secret is None:
         raise SystemExit(f"{args.curve_cert}: no secret key in this certificate")
     return {"curve_server_key": server_public, "curve_keypair": (public, secret)}
 
 
+#: where the server's error message names the record at fault
+_RECORD_INDEX = re.compile(r"^record (\d+): ")
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    """Send in batches; stop at the first line that is bad or refused, and say which line and
+    how far the input got, so that the user can fix it and resend (resent ids are answered
+    "duplicate", never stored twice)."""
+    name = args.file
+    try:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
     stored = duplicates = 0
+    last_acked_line = 0
     started = time.monotonic()
+
+    def so_far() -> str:
+        acked = f"lines up to {last_acked_line}" if last_acked_line else "nothing"
+        return f"{acked} acknowledged (stored {stored}, duplicates {duplicates})"
+
     with source, IngestClient(args.endpoint or [DEFAULT_ENDPOINT], args.timeout, args.retries,
                               **_curve_options(args)) as client:
-        for chunk in batches(read_records(source), args.batch):
-            try:
-                reply = client.send(chunk)
-            except IngestError as exc:
-                print(f"rejected: {exc}", file=sys.stderr)
-                return 1
-            except ServerUnavailable as exc:
-                print(f"failed: {exc} ({stored} stored so far)", file=sys.stderr)
-                return 1
-            stored += reply["stored"]
-            duplicates += reply["duplicates"]
+        try:
+            for chunk in batches(read_records(source), args.batch):
+                lines = [number for number, _record in chunk]
+                span = f"lines {lines[0]}-{lines[-1]}"
+                try:
+                    reply = client.send([record for _number, record in chunk])
+                except IngestError as exc:
+                    named = _RECORD_INDEX.match(str(exc))
+                    index = int(named.group(1)) if named else 0
+                    line = lines[index] if index < len(lines) else lines[0]
+                    print(f"{name}:{line}: refused by the server: {exc}; nothing of {span} "
+                          f"was stored; {so_far()}", file=sys.stderr)
+                    return 1
+                except ServerUnavailable as exc:
+                    print(f"failed: {exc}; {span} may or may not be stored (resending is "
+                          f"safe: an id is never stored twice); {so_far()}", file=sys.stderr)
+                    return 1
+                stored += reply["stored"]
+                duplicates += reply["duplicates"]
+                last_acked_line = lines[-1]
+        except BadLine as exc:
+            print(f"{name}:{exc.number}: {exc.reason}; {so_far()}", file=sys.stderr)
+            return 1
+        except UnicodeDecodeError as exc:
+            print(f"{name}: not UTF-8 text ({exc.reason}); {so_far()}", file=sys.stderr)
+            return 1
     elapsed = time.monotonic() - started
     print(f"stored {stored}, duplicates {duplicates}, {elapsed:.2f}s")
     return 0
