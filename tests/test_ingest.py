@@ -575,6 +575,17 @@ def test_start_reports_config_errors_busy_ports_and_dead_databases(
     dead_db = daemons(db=f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     result = dead_db.cli("start")
     assert result.returncode == 1 and "unreachable" in result.stderr
+    for db, why in ((f"sqlite:///{tmp_path}/no-such-dir/x.db",
+                     f"directory {tmp_path}/no-such-dir does not exist"),
+                    (f"sqlite:///{tmp_path}", "is a directory, not a database file")):
+        result = daemons(db=db).cli("start")
+        assert result.returncode == 1 and why in result.stderr, result.stderr
+    wrapped = daemons()
+    wrapped.extra[1] = "tcp://127.0.0.1:99999"  # libzmq would listen on 34463
+    result = wrapped.cli("start")
+    assert result.returncode == 6 and "the port must be 0-65535" in result.stderr
+    result = daemons(extra=("--writers", "0")).cli("start")
+    assert result.returncode == 6 and "--writers must be between 1 and 64" in result.stderr
     assert first.stop().returncode == 0
 
 
@@ -586,6 +597,8 @@ def test_curve_only_authorized_clients_store(daemons: Callable[..., Ingestd],
     keys = tmp_path / "keys"
     subprocess.run([sys.executable, str(CLIENT), "keygen", str(keys)], check=True,
                    capture_output=True)
+    for secret in ("server.key_secret", "client.key_secret"):
+        assert (keys / secret).stat().st_mode & 0o077 == 0, f"{secret} readable by others"
     intruder_dir = tmp_path / "intruder"
     intruder_dir.mkdir()
     intruder_public_file, intruder_secret_file = zmq.auth.create_certificates(intruder_dir,

@@ -261,8 +261,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     authorized = os.path.join(directory, "authorized")
     os.makedirs(authorized, exist_ok=True)
     os.chmod(directory, 0o700)
-    zmq.auth.create_certificates(directory, "server")
-    client_public, _ = zmq.auth.create_certificates(directory, args.client)
+    # zmq.auth writes the files with the process umask: secret keys must not be world-readable
+    # even for the moment before a chmod, and a directory mode alone is undone by one mv
+    old_umask = os.umask(0o077)
+    try:
+        zmq.auth.create_certificates(directory, "server")
+        client_public, _ = zmq.auth.create_certificates(directory, args.client)
+    finally:
+        os.umask(old_umask)
     os.replace(client_public, os.path.join(authorized, os.path.basename(client_public)))
     print(f"server certificate: {directory}/server.key_secret (clients need server.key)")
     print(f"client certificate: {directory}/{args.client}.key_secret, "

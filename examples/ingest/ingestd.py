@@ -73,8 +73,7 @@ class Ingestd(Daemon):
         options = self.options
         options.bind = options.bind or [DEFAULT_BIND]
         for endpoint in options.bind:
-            if "://" not in endpoint:
-                raise ConfigError(f"--bind {endpoint!r}: expected tcp://HOST:PORT or ipc://PATH")
+            _check_endpoint(endpoint)
         try:
             options.db_url = dburl.parse(options.db or "sqlite:///ingest.db")
         except (dburl.BadURL, ValueError) as exc:
@@ -87,10 +86,10 @@ class Ingestd(Daemon):
             raise ConfigError("--max-message-size must be between 1024 and 2147483648 bytes")
         if options.writers is None:
             options.writers = 1 if options.db_url.kind == "sqlite" else 4
-        elif options.db_url.kind == "sqlite" and options.writers != 1:
-            raise ConfigError("SQLite allows one writer at a time: use --writers 1")
         elif not 1 <= options.writers <= 64:
             raise ConfigError("--writers must be between 1 and 64")
+        elif options.db_url.kind == "sqlite" and options.writers != 1:
+            raise ConfigError("SQLite allows one writer at a time: use --writers 1")
         if options.config:
             options.config = os.path.abspath(options.config)
         if options.curve_keys:
@@ -260,6 +259,17 @@ class Ingestd(Daemon):
                 totals[key] += getattr(writer.stats, key)
         totals["inflight_requests"] = self.intake.stats.inflight_requests
         return totals
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """libzmq takes tcp://127.0.0.1:99999 and listens on port 34463 (99999 mod 65536)."""
+    scheme, separator, address = endpoint.partition("://")
+    if not separator or not address:
+        raise ConfigError(f"--bind {endpoint!r}: expected tcp://HOST:PORT or ipc://PATH")
+    if scheme == "tcp":
+        port = address.rpartition(":")[2]
+        if port != "*" and not (port.isdigit() and int(port) <= 65535):
+            raise ConfigError(f"--bind {endpoint!r}: the port must be 0-65535 or *")
 
 
 def _require(module: str, message: str) -> None:

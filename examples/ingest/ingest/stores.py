@@ -14,6 +14,8 @@ for its lifetime, reconnecting after failures.
 from __future__ import annotations
 
 import functools
+import os
+import pwd
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -105,7 +107,8 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
-            raise TransientError(f"sqlite {self.url.path}: {exc}") from exc
+            why = _why_unopenable(self.url.path) if "unable to open" in str(exc) else None
+            raise TransientError(f"sqlite {self.url.path}: {why or exc}") from exc
         self.conn = conn
 
     def close(self) -> None:
@@ -441,6 +444,24 @@ class MysqlStore:
         if self.conn is None:
             self.connect()
         return self.conn
+
+
+def _why_unopenable(path: str) -> str | None:
+    """What SQLite's "unable to open database file" means here: it never says which part of
+    the path is wrong, or that a daemon after --user is not the user who made the directory."""
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        return "is a directory, not a database file"
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    # WAL needs to create -wal and -shm files beside the database
+    if not os.access(directory, os.W_OK | os.X_OK):
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = str(os.geteuid())
+        return f"directory {directory} is not writable by user {user} (WAL creates files there)"
+    return None
 
 
 def _utc_text() -> str:
