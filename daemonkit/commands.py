@@ -135,6 +135,9 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
         _say(daemon, f"started (pid {outcome.pid})")
         return Exit.OK
     _complain(daemon, outcome.error or "failed to start")
+    # a daemon that failed after dropping privileges cannot unlink its control socket from
+    # a directory only the invoking user may write
+    _clean_leftovers(daemon, pidfile)
     return outcome.exit_code or Exit.FAILURE
 
 

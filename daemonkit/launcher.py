@@ -60,8 +60,7 @@ def launch_detached(daemon: Daemon, pidfile: PidFile, launch: Launch) -> Outcome
     _explain_failure(daemon, outcome, launch, log_offset)
     _make_sure_gone(outcome.pid, daemon.options.stop_timeout,
                     grace_s=0.0 if outcome.timed_out else 2.0)
-    pidfile.remove_if_unlocked()
-    return outcome
+    return outcome  # the caller removes what the failed daemon left (pidfile, socket)
 
 
 @contextlib.contextmanager

@@ -240,7 +240,12 @@ class PidFile:
             except FileNotFoundError:
                 if not create:
                     raise
-                raise _pidfile_error(self.path, None, "directory does not exist") from None
+                # ENOENT with O_CREAT: the directory is missing, or a filesystem such as
+                # /proc or /sys that holds no files of ours
+                why = ("cannot be created in that directory"
+                       if os.path.isdir(os.path.dirname(self.path)) else
+                       "directory does not exist")
+                raise _pidfile_error(self.path, None, why) from None
             except OSError as exc:
                 raise _pidfile_error(self.path, exc) from exc
             if not _lock_until(fd, deadline):

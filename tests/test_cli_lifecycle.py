@@ -297,6 +297,10 @@ def test_missing_pidfile_directory_is_one_line_exit_1(probe: Service, tmp_path: 
     assert len(result.stderr.strip().splitlines()) == 1
     assert "directory does not exist" in result.stderr
     assert not any(e.startswith("setup") for e in probe.events_seen())
+    probe.pidfile = Path("/proc/probe.pid")  # the directory is there; the file cannot be
+    result = probe.cli("start")
+    assert (result.returncode, result.stderr.strip()) == (
+        1, "probe: cannot open pidfile /proc/probe.pid: cannot be created in that directory")
 
 
 def test_unwritable_pidfile_directory_is_exit_4(world_runtime: WorldRuntime,

@@ -58,6 +58,22 @@ def test_drop_to_nobody_after_privileged_setup(world_runtime: WorldRuntime,
             wait_for(lambda: not pid_alive(pid))
 
 
+def test_setup_failing_after_the_drop_leaves_no_files(world_runtime: WorldRuntime,
+                                                     world_tmp: Path) -> None:
+    """The daemon, as nobody, cannot unlink its pidfile and control socket from a root-owned
+    directory; the failed start (root) removes them."""
+    run_dir = world_tmp / "run"
+    run_dir.mkdir(mode=0o755)
+    (world_tmp / "events.log").touch(mode=0o666)
+    (world_tmp / "events.log").chmod(0o666)
+    failed = probe_cli(world_runtime, world_tmp, "start", "--user", "nobody",
+                       "--setup-fail", "no database for you")
+    assert failed.returncode == 1
+    assert "no database for you" in failed.stderr
+    assert any(e.startswith("setup uid=65534") for e in read_events(world_tmp / "events.log"))
+    assert sorted(os.listdir(run_dir)) == []
+
+
 def test_unknown_user_is_one_line_and_nothing_starts(world_runtime: WorldRuntime,
                                                      world_tmp: Path) -> None:
     (world_tmp / "run").mkdir()
