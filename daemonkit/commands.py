@@ -128,6 +128,10 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
+        changes = _changed_options(daemon)
+        if changes:
+            _complain(daemon, "note: it runs with other options than these ("
+                              + "; ".join(changes) + "): restart applies them")
         return Exit.OK
     assert launch is not None  # prepared above whenever nobody ran
     outcome = launch_detached(daemon, pidfile, launch)

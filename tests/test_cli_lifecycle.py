@@ -247,6 +247,10 @@ def test_restart_names_the_options_that_change(probe: Service) -> None:
     assert probe.pid() not in (None, old_pid)
     same = probe.cli("restart", "--stop-timeout", "5")
     assert same.returncode == 0 and same.stderr == ""
+    again = probe.cli("start")  # LSB: 0, but the options given are not the ones in force
+    assert again.returncode == 0
+    assert again.stderr.strip() == ("probe: note: it runs with other options than these "
+                                    "(--stop-timeout 5.0 -> 10.0): restart applies them")
 
 
 def test_status_json(probe: Service) -> None:

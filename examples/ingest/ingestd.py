@@ -249,6 +249,7 @@ class Ingestd(Daemon):
             "log_level": logging.getLevelName(self.log.getEffectiveLevel()),
             "max_batch_records": self.settings.current.max_batch_records,
             "max_inflight_requests": self.settings.current.max_inflight_requests,
+            "max_inflight_bytes": self.settings.current.max_inflight_bytes,
         }
 
     def _totals(self) -> dict[str, int]:
