@@ -21,6 +21,7 @@ import lockfile
 
 from . import process
 from .control import ControlError, control_path_for, request
+from .daemon import comparable_options
 from .errors import ConfigError, DaemonkitError, PidfileError
 from .exitcodes import Exit
 from .logsetup import LogTarget
@@ -72,6 +73,7 @@ def prepare_launch(daemon: Daemon) -> Launch:
     if options.syslog and not _is_socket(options.syslog_socket):
         raise ConfigError(f"--syslog: no syslog socket at {options.syslog_socket}")
     daemon.configure()
+    daemon.command_options = comparable_options(options)
     log = LogTarget(options.log_file, options.log_level,
                     options.syslog_socket if options.syslog else None)
     try:
@@ -124,7 +126,10 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
     deadline = time.monotonic() + daemon.options.start_timeout
     running = _ready_holder(daemon, pidfile, deadline)
     if running is None:
-        launch = launch or prepare_launch(daemon)
+        if launch is None:
+            launch = prepare_launch(daemon)
+        else:
+            launch.log.reopen_if_replaced()  # prepared before a stop that took a while
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
@@ -277,17 +282,12 @@ def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     Failing to is worth a warning, not a failed ``stop``: the daemon is stopped, and a
     leftover file is harmless (the lock, not the file, says whether it runs).
     """
-    try:
-        removed = pidfile.remove_if_unlocked()
-    except (PidfileError, OSError) as exc:
-        _complain(daemon, f"warning: left {pidfile.path} in place ({exc})")
-        return
     control_path = control_path_for(pidfile.path)
-    if removed and _is_socket_path(control_path):
-        try:
-            os.unlink(control_path)
-        except OSError as exc:
-            _complain(daemon, f"warning: left {control_path} in place ({exc.strerror})")
+    try:
+        pidfile.remove_if_unlocked(control_path if _is_socket_path(control_path) else None)
+    except (PidfileError, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _complain(daemon, f"warning: left {pidfile.path} or {control_path} in place ({why})")
 
 
 def _is_socket_path(path: str) -> bool:
@@ -323,12 +323,20 @@ def restart(daemon: Daemon) -> int:
 
 def _changed_options(daemon: Daemon) -> list[str]:
     """``--name old -> new`` for every option this command gives differently (best effort:
-    nothing when the running daemon cannot be asked)."""
+    nothing when the running daemon cannot be asked, or this command's options do not
+    configure)."""
+    if daemon.command_options is None:
+        try:
+            daemon.configure()
+        except DaemonkitError:
+            return []
+        daemon.command_options = comparable_options(daemon.options)
     pidfile = _pidfile(daemon)
     try:
         if not pidfile.holder_locked():
             return []
-        reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=5.0)
+        # short: a daemon whose control thread is wedged is often why it is being restarted
+        reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=1.0)
     except (ControlError, PidfileError):
         return []
     running = reply.get("options")
@@ -342,13 +350,17 @@ def _changed_options(daemon: Daemon) -> list[str]:
 def _shown(value: Any) -> str:
     if value is None:
         return "(default)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         value = " ".join(str(item) for item in value)
-    # a database URL's password stays out of the terminal and its scrollback
-    return _URL_PASSWORD.sub(r"\1***@", str(value))
+    # a password in a URL stays out of the terminal and its scrollback (it may hold an "@")
+    text = _URL_PASSWORD.sub(r"\1***@", str(value))
+    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)[^&;\s]*", re.IGNORECASE)
 
 
 # -- status ------------------------------------------------------------------------------------

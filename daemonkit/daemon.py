@@ -67,9 +67,10 @@ class Daemon:
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         self.options = options if options is not None else argparse.Namespace()
-        #: the options as given, before configure() resolves them: a ``restart`` compares
-        #: its own with the running daemon's (reported by the control socket's status)
-        self.command_options = comparable_options(self.options)
+        #: the options once configure() has resolved them (set by the command that prepares
+        #: the launch): ``restart`` compares its own with the running daemon's, which the
+        #: control socket's status reports
+        self.command_options: dict[str, Any] | None = None
         self.log = logging.getLogger(self.service_name())
         #: set on SIGTERM/SIGINT and when the daemon ends; worker threads watch it
         self.stopping = threading.Event()
@@ -90,6 +91,9 @@ class Daemon:
 
         The working directory is still the caller's: resolve relative paths here. Raise
         :class:`daemonkit.ConfigError` for a one-line error and exit 6 from ``start``.
+        ``restart`` calls it before stopping the running daemon, so that a bad option leaves
+        that daemon running: only check and read here, never take what the running daemon
+        holds (its port, its database lock). It may be called twice in one process.
         """
 
     def setup_privileged(self) -> None:
@@ -327,7 +331,26 @@ def _set_process_title(title: str) -> None:
 
 
 def comparable_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The command-line options as plain JSON values, without the action and output format."""
-    plain = {key: value for key, value in vars(options).items() if key not in ("action", "json")}
-    loaded: dict[str, Any] = json.loads(json.dumps(plain, default=str))
-    return loaded
+    """The options as plain values that mean the same in two processes.
+
+    Taken after ``configure()``, which resolves relative paths against the caller's
+    directory: ``--config app.json`` run from two directories is two different files. A value
+    that is not plain data is kept only through its ``redacted()`` (a database URL without its
+    password); anything else (an object's ``str`` may show a memory address) is left out.
+    """
+    plain: dict[str, Any] = {}
+    for key, given in vars(options).items():
+        if key in ("action", "json"):
+            continue
+        redacted = getattr(given, "redacted", None)
+        if key == "umask" and isinstance(given, int):
+            shown: Any = f"{given:03o}"
+        elif callable(redacted):
+            shown = redacted()
+        else:
+            shown = given
+        try:
+            plain[key] = json.loads(json.dumps(shown, allow_nan=False))
+        except (TypeError, ValueError):
+            continue
+    return plain

@@ -39,6 +39,22 @@ class LogTarget:
             self._fd = os.open(self.path, flags)
         return self._fd
 
+    def reopen_if_replaced(self) -> None:
+        """Open the path again if the file was renamed or removed since :meth:`open_file`
+        (``restart`` opens it before stopping the old daemon; logrotate may run meanwhile)."""
+        if self.path is None or self._fd is None:
+            return
+        opened = os.fstat(self._fd)
+        try:
+            current = os.stat(self.path)
+            if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        self.open_file()
+
     @property
     def fd(self) -> int | None:
         return self._fd

@@ -210,13 +210,30 @@ class PidFile:
     def exists(self) -> bool:
         return os.path.lexists(self.path)
 
-    def remove_if_unlocked(self) -> bool:
-        """Unlink the file if no process holds it; True if the path is gone afterwards."""
+    def remove_if_unlocked(self, companion: str | None = None) -> bool:
+        """Unlink the file if no process holds it; True if the path is gone afterwards.
+
+        ``companion`` (the daemon's control socket) is unlinked while the lock is held, and
+        the lock is taken even if the pidfile is gone (created for the moment): a daemon
+        binds its socket only while it holds the lock, so a new daemon's socket is never
+        mistaken for a leftover. Raises OSError if the companion cannot be unlinked.
+        """
+        if companion is None or not os.path.lexists(companion):
+            try:
+                self.break_lock()
+            except lockfile.AlreadyLocked:
+                return False
+            return not os.path.lexists(self.path)
         try:
-            self.break_lock()
+            fd = self._open_and_lock(0.0, create=True)
         except lockfile.AlreadyLocked:
             return False
-        return not os.path.lexists(self.path)
+        try:
+            os.unlink(companion)
+            os.unlink(self.path)
+        finally:
+            os.close(fd)
+        return True
 
     # -- internals ---------------------------------------------------------------------------
 

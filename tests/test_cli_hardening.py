@@ -320,3 +320,15 @@ def test_refused_file_does_not_stay_locked(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would fail if a refused lock leaked
     os.close(fd)
+
+
+def test_option_notes_never_show_a_password() -> None:
+    from daemonkit.commands import _shown
+
+    assert _shown("postgresql://app:p@ss@db.example:5432/ingest") == (
+        "postgresql://app:***@db.example:5432/ingest")
+    assert _shown("mysql://app@h/db?password=s3cret&charset=utf8") == (
+        "mysql://app@h/db?password=***&charset=utf8")
+    assert _shown(["tcp://127.0.0.1:5555", "ipc:///run/x"]) == "tcp://127.0.0.1:5555 ipc:///run/x"
+    assert (_shown(None), _shown(True), _shown(False)) == ("(default)", "on", "off")
+

@@ -492,6 +492,24 @@ def test_reload_applies_valid_config_and_keeps_old_on_invalid(
     assert daemon.stop().returncode == 0
 
 
+def test_restart_from_another_directory_names_the_other_database(
+        daemons: Callable[..., Ingestd], tmp_path: Path) -> None:
+    """The default --db is ingest.db in the caller's directory: the same command line run
+    elsewhere means another database, and restart says so before it stops anything."""
+    daemon = daemons()
+    daemon.start()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    daemon.workdir = elsewhere
+    restarted = daemon.cli("restart")
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stderr.strip() == (
+        "ingestd: note: restarting with other options than the running daemon's: "
+        f"--db sqlite:///{tmp_path}/ingest.db -> sqlite:///{elsewhere}/ingest.db")
+    assert daemon.status()["db"] == f"sqlite:///{elsewhere}/ingest.db"
+    assert daemon.stop().returncode == 0
+
+
 def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
                                                 tmp_path: Path) -> None:
     config = tmp_path / "ingestd.json"

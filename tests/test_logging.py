@@ -68,3 +68,22 @@ def test_syslog_option_sends_records_to_the_socket(hello: Service, tmp_path: Pat
         assert f"hello[{pid}]: hello ready (pid {pid})" in record
     finally:
         syslog.close()
+
+
+def test_a_log_target_prepared_before_a_rotation_opens_the_new_file(tmp_path: Path) -> None:
+    """restart opens the log before stopping the old daemon; logrotate may rename it meanwhile."""
+    from daemonkit.logsetup import LogTarget
+
+    path = tmp_path / "svc.log"
+    target = LogTarget(str(path))
+    first = target.open_file()
+    assert first is not None
+    rotated_inode = os.fstat(first).st_ino
+    target.reopen_if_replaced()
+    assert target.fd == first  # unchanged file: the same descriptor
+    path.rename(tmp_path / "svc.log.1")
+    target.reopen_if_replaced()
+    assert target.fd is not None
+    assert os.fstat(target.fd).st_ino == path.stat().st_ino != rotated_inode
+    os.close(target.fd)
+

@@ -74,21 +74,25 @@ class Ingestd(Daemon):
         options.bind = options.bind or [DEFAULT_BIND]
         for endpoint in options.bind:
             _check_endpoint(endpoint)
-        try:
-            options.db_url = dburl.parse(options.db or "sqlite:///ingest.db")
-        except (dburl.BadURL, ValueError) as exc:
-            raise ConfigError(f"--db: {exc}") from None
-        if options.db_url.kind == "postgresql":
+        if not isinstance(options.db, dburl.DatabaseURL):  # configure() may run twice
+            try:
+                # parsed in place: a relative SQLite path is resolved here, against the
+                # caller's directory, and the option is shown (restart's note) without
+                # its password
+                options.db = dburl.parse(options.db or "sqlite:///ingest.db")
+            except (dburl.BadURL, ValueError) as exc:
+                raise ConfigError(f"--db: {exc}") from None
+        if options.db.kind == "postgresql":
             _require("psycopg", "postgresql:// needs psycopg 3 (pip install 'psycopg[binary]')")
-        elif options.db_url.kind == "mysql":
+        elif options.db.kind == "mysql":
             _require("pymysql", "mysql:// needs PyMySQL (pip install PyMySQL)")
         if not 1024 <= options.max_message_size <= 1 << 31:
             raise ConfigError("--max-message-size must be between 1024 and 2147483648 bytes")
         if options.writers is None:
-            options.writers = 1 if options.db_url.kind == "sqlite" else 4
+            options.writers = 1 if options.db.kind == "sqlite" else 4
         elif not 1 <= options.writers <= 64:
             raise ConfigError("--writers must be between 1 and 64")
-        elif options.db_url.kind == "sqlite" and options.writers != 1:
+        elif options.db.kind == "sqlite" and options.writers != 1:
             raise ConfigError("SQLite allows one writer at a time: use --writers 1")
         if options.config:
             options.config = os.path.abspath(options.config)
@@ -116,7 +120,7 @@ class Ingestd(Daemon):
         options = self.options
         self.settings = SettingsRef(self.initial_settings)
         self._apply_log_level(self.initial_settings)
-        url = options.db_url
+        url = options.db
         store = open_store(url)
         try:
             store.connect()
@@ -233,7 +237,7 @@ class Ingestd(Daemon):
             "intake_paused": self.intake.stats.paused,
             # the latest observation of any writer (a store, a connect or an idle ping)
             "db_reachable": last_ok > latest.last_error_at,
-            "db": self.options.db_url.redacted(),
+            "db": self.options.db.redacted(),
             "db_last_error": latest.last_error,
             "batches": totals["batches"],
             "mean_batch_requests": round(totals["requests"] / totals["batches"], 1)
