@@ -7,6 +7,7 @@ other clients; SIGTERM drains and exits 0; SIGKILL loses nothing acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -510,30 +511,43 @@ def test_restart_from_another_directory_names_the_other_database(
     assert daemon.stop().returncode == 0
 
 
-def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
-                                                tmp_path: Path) -> None:
+def started_with_settings(daemons: Callable[..., Ingestd], tmp_path: Path,
+                          settings: dict[str, Any]) -> Ingestd:
     config = tmp_path / "ingestd.json"
-    config.write_text(json.dumps({"max_inflight_requests": 8}))
+    config.write_text(json.dumps(settings))
     daemon = daemons(extra=("--config", str(config)))
     daemon.start()
-    db_path = tmp_path / "ingest.db"
-    # another process holds the write lock: the writer waits (busy timeout), intake must stop
+    return daemon
+
+
+@contextlib.contextmanager
+def clients_behind_a_locked_database(db_path: Path, clients: list[LoadClient]) -> Iterator[None]:
+    """Another process holds SQLite's write lock while the clients start: the writer waits
+    in its busy handler and requests pile up. Released on leaving; then every client ends."""
     blocker = sqlite3.connect(db_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    clients = [LoadClient([daemon.endpoint], f"bp{i}", batch=1, timeout=30.0, total=4)
-               for i in range(16)]
     try:
         for client in clients:
             client.start()
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+        for client in clients:
+            client.join(30)
+
+
+def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
+                                                tmp_path: Path) -> None:
+    daemon = started_with_settings(daemons, tmp_path, {"max_inflight_requests": 8})
+    db_path = tmp_path / "ingest.db"
+    clients = [LoadClient([daemon.endpoint], f"bp{i}", batch=1, timeout=30.0, total=4)
+               for i in range(16)]
+    with clients_behind_a_locked_database(db_path, clients):
         status = wait_for(lambda: (s := daemon.status())["intake_paused"] and s, 10,
                           message="intake paused")
         assert status["inflight_requests"] <= 8
         assert not any(c.acked for c in clients)
-    finally:
-        blocker.rollback()
-        blocker.close()
-    for client in clients:
-        client.join(30)
     assert all(c.failure is None for c in clients)
     assert len(sqlite_rows(db_path, "bp")) == 16 * 4
     assert daemon.status()["intake_paused"] is False
@@ -547,25 +561,13 @@ def test_a_group_commit_never_carries_more_than_max_batch_records(
     Each group's rows share one received_at (taken once per COMMIT), so the table shows the
     groups. 100-record requests under a limit of 250: groups of two requests, never three.
     """
-    config = tmp_path / "ingestd.json"
-    config.write_text(json.dumps({"max_batch_records": 250}))
-    daemon = daemons(extra=("--config", str(config)))
-    daemon.start()
+    daemon = started_with_settings(daemons, tmp_path, {"max_batch_records": 250})
     db_path = tmp_path / "ingest.db"
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # the writer waits in the busy handler; requests queue
     clients = [LoadClient([daemon.endpoint], f"gr{i}", batch=100, timeout=30.0, total=200)
                for i in range(16)]
-    try:
-        for client in clients:
-            client.start()
+    with clients_behind_a_locked_database(db_path, clients):
         wait_for(lambda: daemon.status()["inflight_requests"] == 16, 10,
                  message="every client's first request taken")
-    finally:
-        blocker.rollback()
-        blocker.close()
-    for client in clients:
-        client.join(30)
     assert all(c.failure is None for c in clients)
     with sqlite3.connect(db_path) as db:
         groups = [n for (n,) in db.execute(
