@@ -72,8 +72,7 @@ def prepare_launch(daemon: Daemon) -> Launch:
         raise ConfigError(f"working directory {options.workdir} does not exist")
     if options.syslog and not _is_socket(options.syslog_socket):
         raise ConfigError(f"--syslog: no syslog socket at {options.syslog_socket}")
-    daemon.configure()
-    daemon.command_options = comparable_options(options)
+    _configure(daemon)
     log = LogTarget(options.log_file, options.log_level,
                     options.syslog_socket if options.syslog else None)
     try:
@@ -90,6 +89,14 @@ def prepare_launch(daemon: Daemon) -> Launch:
         log=log,
         identity=identity,
     )
+
+
+def _configure(daemon: Daemon) -> dict[str, Any]:
+    """The service's ``configure()``, then the options as it resolved them (compared by
+    ``restart`` and by ``start`` on a running daemon with the daemon's own)."""
+    daemon.configure()
+    daemon.command_options = comparable_options(daemon.options)
+    return daemon.command_options
 
 
 def _wait_for_socket(path: str, pidfile: PidFile, timeout_s: float) -> bool:
@@ -325,12 +332,12 @@ def _changed_options(daemon: Daemon) -> list[str]:
     """``--name old -> new`` for every option this command gives differently (best effort:
     nothing when the running daemon cannot be asked, or this command's options do not
     configure)."""
-    if daemon.command_options is None:
+    mine = daemon.command_options
+    if mine is None:
         try:
-            daemon.configure()
+            mine = _configure(daemon)
         except DaemonkitError:
             return []
-        daemon.command_options = comparable_options(daemon.options)
     pidfile = _pidfile(daemon)
     try:
         if not pidfile.holder_locked():
@@ -342,7 +349,6 @@ def _changed_options(daemon: Daemon) -> list[str]:
     running = reply.get("options")
     if not isinstance(running, dict):
         return []
-    mine = daemon.command_options
     return [f"--{key.replace('_', '-')} {_shown(running.get(key))} -> {_shown(mine.get(key))}"
             for key in sorted(set(running) | set(mine)) if running.get(key) != mine.get(key)]
 

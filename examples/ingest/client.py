@@ -198,7 +198,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     """Send in batches; stop at the first line that is bad or refused, and say which line and
     how far the input got, so that the user can fix it and resend (resent ids are answered
     "duplicate", never stored twice)."""
-    name = args.file
     try:
         source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -224,7 +223,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                     named = _RECORD_INDEX.match(str(exc))
                     index = int(named.group(1)) if named else 0
                     line = lines[index] if index < len(lines) else lines[0]
-                    print(f"{name}:{line}: refused by the server: {exc}; nothing of {span} "
+                    print(f"{args.file}:{line}: refused by the server: {exc}; nothing of {span} "
                           f"was stored; {so_far()}", file=sys.stderr)
                     return 1
                 except ServerUnavailable as exc:
@@ -235,10 +234,10 @@ def cmd_send(args: argparse.Namespace) -> int:
                 duplicates += reply["duplicates"]
                 last_acked_line = lines[-1]
         except BadLine as exc:
-            print(f"{name}:{exc.number}: {exc.reason}; {so_far()}", file=sys.stderr)
+            print(f"{args.file}:{exc.number}: {exc.reason}; {so_far()}", file=sys.stderr)
             return 1
         except UnicodeDecodeError as exc:
-            print(f"{name}: not UTF-8 text ({exc.reason}); {so_far()}", file=sys.stderr)
+            print(f"{args.file}: not UTF-8 text ({exc.reason}); {so_far()}", file=sys.stderr)
             return 1
     elapsed = time.monotonic() - started
     print(f"stored {stored}, duplicates {duplicates}, {elapsed:.2f}s")

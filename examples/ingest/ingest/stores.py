@@ -177,18 +177,17 @@ class SqliteStore:
             for record_id, body in rows:
                 params += (record_id, body, now)
             total += len(rows)
-        if total <= _SQLITE_ROWS_PER_STATEMENT:
-            cursor = conn.execute(_sqlite_multi_insert(total), params)
-            inserted, last_rowid = cursor.rowcount, cursor.lastrowid
-        else:
-            inserted, last_rowid = 0, None
+        several_statements = total > _SQLITE_ROWS_PER_STATEMENT
+        if several_statements:
             conn.execute("BEGIN IMMEDIATE")
-            for start in range(0, total, _SQLITE_ROWS_PER_STATEMENT):
-                count = min(_SQLITE_ROWS_PER_STATEMENT, total - start)
-                cursor = conn.execute(_sqlite_multi_insert(count),
-                                      params[start * 3:(start + count) * 3])
-                inserted += cursor.rowcount
-                last_rowid = cursor.lastrowid
+        inserted, last_rowid = 0, None
+        for start in range(0, total, _SQLITE_ROWS_PER_STATEMENT):
+            count = min(_SQLITE_ROWS_PER_STATEMENT, total - start)
+            chunk = params[start * 3:(start + count) * 3] if several_statements else params
+            cursor = conn.execute(_sqlite_multi_insert(count), chunk)
+            inserted += cursor.rowcount
+            last_rowid = cursor.lastrowid
+        if several_statements:
             conn.execute("COMMIT")
         if inserted == total:
             return [len(rows) for rows in requests]
