@@ -229,8 +229,10 @@ class PidFile:
         except lockfile.AlreadyLocked:
             return False
         try:
-            os.unlink(companion)
-            os.unlink(self.path)
+            try:
+                os.unlink(companion)
+            finally:
+                os.unlink(self.path)  # also when the companion stays: we may have created it
         finally:
             os.close(fd)
         return True

@@ -135,3 +135,26 @@ def test_garbage_content_reads_as_no_pid(tmp_path: Path) -> None:
     for content in ("", "\n", "abc\n", "-5\n", "0\n"):
         path.write_text(content)
         assert PidFile(path).read_pid() is None, content
+
+
+def test_remove_if_unlocked_takes_the_companion_only_under_the_lock(tmp_path: Path) -> None:
+    """The control socket goes while the lock is held, never past a live holder, and a
+    pidfile created just for the lock never stays behind, even when the companion does."""
+    path = tmp_path / "svc.pid"
+    companion = tmp_path / "svc.ctl"
+    companion.touch()
+    holder = PidFile(str(path))
+    holder.acquire()
+    try:
+        assert PidFile(str(path)).remove_if_unlocked(str(companion)) is False
+        assert companion.exists() and path.exists()
+    finally:
+        holder.release()
+    assert not path.exists()
+    assert PidFile(str(path)).remove_if_unlocked(str(companion)) is True
+    assert not companion.exists() and not path.exists()
+    stuck = tmp_path / "stuck.ctl"  # unlink() refuses a directory
+    stuck.mkdir()
+    with pytest.raises(OSError):
+        PidFile(str(path)).remove_if_unlocked(str(stuck))
+    assert stuck.exists() and not path.exists()
