@@ -1,137 +1,13 @@
-"""Shared test helpers: run a service's CLI for real, poll conditions, clean up by pid."""
+"""Fixtures shared by the tests; the helpers behind them live in ``helpers.py``."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVICES = Path(__file__).resolve().parent / "services"
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
-             message: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def read_events(path: Path) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def read_pidfile(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except (FileNotFoundError, PermissionError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def text_or_empty(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def kill_all(pids: set[int]) -> None:
-    """SIGKILL every pid still alive (by pid, never by name) and wait until each is gone."""
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"pid {pid} gone")
-
-
-class Service:
-    """One service script driven through its CLI, with every daemon it started remembered."""
-
-    def __init__(self, script: Path, workdir: Path, name: str = "svc",
-                 events_option: bool = True) -> None:
-        self.script = script
-        self.events_option = events_option
-        self.workdir = workdir
-        self.pidfile = workdir / f"{name}.pid"
-        self.events = workdir / "events.log"
-        self.log_file = workdir / f"{name}.log"
-        self.started_pids: set[int] = set()
-        self.extra: list[str] = []
-
-    def argv(self, action: str, *args: str, events: bool | None = None) -> list[str]:
-        events = self.events_option if events is None else events
-        command = [sys.executable, str(self.script), action, "--pidfile", str(self.pidfile),
-                   "--log-file", str(self.log_file), *self.extra, *args]
-        if events:
-            command += ["--events", str(self.events)]
-        return command
-
-    def cli(self, action: str, *args: str, timeout: float = 60.0, user: str | None = None,
-            env: dict[str, str] | None = None, events: bool | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        command = self.argv(action, *args, events=events)
-        if user is not None:
-            command = ["runuser", "-u", user, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                cwd=self.workdir, env=env, check=False)
-        self.remember_pid()
-        return result
-
-    def remember_pid(self) -> None:
-        """Remember the pid of the lock holder: only a live daemon of ours holds the lock."""
-        from daemonkit import PidFile, PidfileError
-
-        try:
-            held = PidFile(self.pidfile).holder_locked()
-        except PidfileError:
-            return
-        pid = self.pid()
-        if held and pid is not None and pid > 1:
-            self.started_pids.add(pid)
-
-    def pid(self) -> int | None:
-        return read_pidfile(self.pidfile)
-
-    def events_seen(self) -> list[str]:
-        return read_events(self.events)
-
-    def wait_event(self, text: str, timeout: float = 10.0) -> list[str]:
-        return wait_for(lambda: (lines := self.events_seen()) and text in lines and lines,
-                        timeout, message=f"event {text!r} in {self.events}")
-
-    def log_text(self) -> str:
-        return text_or_empty(self.log_file)
-
-    def cleanup(self) -> None:
-        self.remember_pid()
-        kill_all(self.started_pids)
+from helpers import ROOT, SERVICES, Service, WorldRuntime
 
 
 @pytest.fixture
@@ -146,66 +22,6 @@ def hello(tmp_path: Path) -> Iterator[Service]:
     service = Service(ROOT / "examples" / "hello.py", tmp_path, "hello", events_option=False)
     yield service
     service.cleanup()
-
-
-def proc_status(pid: int) -> dict[str, Any]:
-    """Fields of /proc/PID/status, e.g. Uid, Gid, Groups, Umask."""
-    fields: dict[str, Any] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
-
-
-class WorldRuntime:
-    """An interpreter and a copy of daemonkit + its dependencies that any user can run.
-
-    The test runner's interpreter and checkout may live where ``nobody`` cannot read (a
-    pyenv under /root, a CI clone in a private home). Tests that run the CLI *as* another user
-    use this copy; it is built once per session from the installed modules.
-    """
-
-    MODULES = ("daemonkit", "daemon", "lockfile", "setproctitle", "psutil", "zmq", "pyzmq.libs")
-
-    def __init__(self, root: Path) -> None:
-        import importlib.util
-        import shutil
-
-        self.root = root
-        self.site = root / "site"
-        self.site.mkdir(parents=True)
-        for module in self.MODULES:
-            spec = importlib.util.find_spec(module.split(".")[0])
-            if spec is None or spec.origin is None:
-                continue
-            origin = Path(spec.origin)
-            if origin.name == "__init__.py":
-                shutil.copytree(origin.parent, self.site / origin.parent.name,
-                                ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(origin, self.site / origin.name)
-        shutil.copytree(SERVICES, root / "services", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "examples", root / "examples",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.db*"))
-        for path in [root, *root.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        self.python = self._interpreter()
-        self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
-                    "LANG": "C.UTF-8"}
-
-    @staticmethod
-    def _interpreter() -> str:
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        probe = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", "pass"],
-                               capture_output=True, check=False)
-        if probe.returncode == 0:
-            return sys.executable
-        system = f"/usr/bin/{version}"
-        if os.path.exists(system):
-            return system
-        pytest.skip(f"no {version} interpreter that user nobody may run")  # pragma: no cover
 
 
 @pytest.fixture(scope="session")

@@ -20,18 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MARIADB_INSTALL = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
 MARIADBD = shutil.which("mariadbd") or shutil.which("mysqld") or (
     "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
 START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

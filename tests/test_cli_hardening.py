@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import Service, WorldRuntime, pid_alive, wait_for
+from helpers import Service, WorldRuntime, pid_alive, wait_for
 
 
 def test_stop_and_start_never_touch_a_file_that_is_not_a_pidfile(probe: Service,

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import SERVICES, Service, WorldRuntime, pid_alive, proc_status, wait_for
+from helpers import SERVICES, Service, WorldRuntime, pid_alive, proc_status, wait_for
 
 
 def test_start_status_stop(probe: Service) -> None:

@@ -8,7 +8,7 @@ import subprocess
 
 import psutil
 import pytest
-from conftest import Service, wait_for
+from helpers import Service, wait_for
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, Service, pid_alive, wait_for
-from dbservers import MariadbServer, PostgresServer, free_port, mariadb, postgres
+from dbservers import MariadbServer, PostgresServer, mariadb, postgres
+from helpers import ROOT, Service, free_port, pid_alive, wait_for
 
 sys.path.insert(0, str(ROOT / "examples" / "ingest"))  # the ingestd's own package, "ingest"
 

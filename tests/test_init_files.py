@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WorldRuntime, pid_alive, proc_status, wait_for
+from helpers import ROOT, WorldRuntime, pid_alive, proc_status, wait_for
 
 INIT = ROOT / "init"
 HELLO = ROOT / "examples" / "hello.py"

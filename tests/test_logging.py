@@ -7,7 +7,7 @@ import re
 import signal
 from pathlib import Path
 
-from conftest import Service, wait_for
+from helpers import Service, wait_for
 
 
 def greeting_numbers(text: str) -> list[int]:

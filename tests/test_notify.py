@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Service, wait_for
+from helpers import Service, wait_for
 
 
 class FakeSystemd:

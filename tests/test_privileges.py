@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import WorldRuntime, pid_alive, proc_status, read_events, wait_for
+from helpers import WorldRuntime, pid_alive, proc_status, read_events, wait_for
 
 
 def probe_cli(runtime: WorldRuntime, workdir: Path, action: str, *args: str,
