@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from daemonkit import PidFile
-from daemonkit.commands import terminate
+from daemonkit.process import terminate
 
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello.py"
 

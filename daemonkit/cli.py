@@ -9,12 +9,15 @@ is a :class:`DaemonkitError` carrying its own LSB code.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from typing import TYPE_CHECKING
 
+from . import commands
 from .errors import DaemonkitError
 from .exitcodes import Exit
+from .paths import default_pidfile
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -22,11 +25,20 @@ if TYPE_CHECKING:
 ACTIONS = ("start", "stop", "restart", "status", "reload", "run", "reopen-logs")
 
 
+def service_name(daemon_class: type[Daemon]) -> str:
+    """The class's ``name``, else the script's file name without ``.py``."""
+    if daemon_class.name:
+        return daemon_class.name
+    script = os.path.basename(sys.argv[0] or daemon_class.__name__)
+    return os.path.splitext(script)[0] or "daemon"
+
+
 def build_parser(daemon_class: type[Daemon]) -> argparse.ArgumentParser:
-    name = daemon_class.service_name()
+    name = service_name(daemon_class)
     parser = argparse.ArgumentParser(
         prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else name,
         description=(daemon_class.__doc__ or f"{name} service").strip().splitlines()[0],
+        allow_abbrev=False,  # `--pid` must not quietly mean `--pidfile` today, `--pid-x` later
     )
     parser.add_argument("action", choices=ACTIONS, help="what to do")
     parser.add_argument("--pidfile", default=daemon_class.pidfile, metavar="PATH",
@@ -70,6 +82,7 @@ def parse_options(
     daemon_class: type[Daemon], argv: list[str]
 ) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = build_parser(daemon_class)
+    _refuse_unknown_options(parser, argv)
     # intermixed: options may stand anywhere, also between the action and a service's own
     # positional arguments (`supervise status --json NAME`)
     options = parser.parse_intermixed_args(argv)
@@ -80,25 +93,44 @@ def parse_options(
     if not 0 < options.umask <= 0o777:
         parser.error("--umask: must be between 001 and 777 (a umask of 0 makes files "
                      "world-writable)")
-    options.pidfile = os.path.abspath(options.pidfile or default_pidfile(daemon_class))
+    options.name = service_name(daemon_class)
+    options.pidfile = os.path.abspath(options.pidfile or default_pidfile(options.name))
     options.workdir = os.path.abspath(options.workdir)
     if options.log_file is not None:
         options.log_file = os.path.abspath(options.log_file)
-    options.name = daemon_class.service_name()
     return parser, options
 
 
-def default_pidfile(daemon_class: type[Daemon]) -> str:
-    name = daemon_class.service_name()
-    if os.geteuid() == 0:
-        return f"/run/{name}.pid"
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"{name}.pid")
+def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Name an unknown option, and the one that was probably meant.
+
+    Left to argparse, ``--prot 8000 start`` complains about ``invalid choice: '8000'`` (the
+    unknown option is skipped, its value taken for the action) and never names ``--prot``.
+    """
+    known = [option for action in parser._actions for option in action.option_strings]
+    for argument in argv:
+        if argument == "--":
+            return
+        if not argument.startswith("-") or argument == "-" or _is_number(argument):
+            continue
+        option = argument.split("=", 1)[0]
+        if option in known or (not option.startswith("--") and option[:2] in known):
+            continue
+        close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        parser.error(f"unknown option {option}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run_cli(daemon_class: type[Daemon], argv: list[str]) -> int:
     """Run one action; returns its LSB exit code (``Daemon.main`` exits with it)."""
-    from . import commands
-
     _parser, options = parse_options(daemon_class, argv)
     daemon = daemon_class(options)
     try:

@@ -2,15 +2,18 @@
 
 Each returns an LSB exit code and prints one line of what happened: the user must never need
 the log to learn whether ``start`` worked or why it did not.
+
+Who runs is learnt from one observation of the pidfile (``PidFile.observe``): a write lock,
+and the pid of the process that holds it. The only waits are for states that pass by
+themselves: a daemon that has the lock but has not written its pid yet (it is detaching), a
+daemon still in ``setup()``, one whose lock outlives it for a moment.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import signal
 import stat
 import sys
 import time
@@ -20,18 +23,19 @@ from typing import TYPE_CHECKING, Any
 import lockfile
 
 from . import process
-from .control import ControlError, control_path_for, request
-from .daemon import comparable_options
-from .errors import ConfigError, DaemonkitError, PidfileError
+from .control import ControlDenied, ControlError, request
+from .errors import DaemonkitError, PidfileError
 from .exitcodes import Exit
-from .logsetup import LogTarget
-from .pidfile import PidFile
-from .privileges import resolve_identity
+from .exitrecord import describe_end, read_exit_record
+from .launch import Launch, configured_options, prepare_launch
+from .launcher import launch_detached, serve_foreground
+from .paths import control_path_for, exit_record_path_for
+from .pidfile import Holder, HolderState, PidFile
 
 if TYPE_CHECKING:
-    from .daemon import Daemon, Launch
+    from .daemon import Daemon
 
-#: how long a reader waits for a freshly locked pidfile to receive its pid
+#: how long an observer waits for a locked pidfile to receive its pid (the daemon detaching)
 _PID_APPEAR_S = 5.0
 
 
@@ -43,77 +47,37 @@ def _complain(daemon: Daemon, text: str) -> None:
     print(f"{daemon.options.name}: {text}", file=sys.stderr, flush=True)
 
 
-def _pidfile(daemon: Daemon) -> PidFile:
-    return PidFile(daemon.options.pidfile)
+def _pidfile(daemon: Daemon, launch: Launch | None = None) -> PidFile:
+    """The pidfile; one that ``start`` locks may belong to the user the daemon drops to."""
+    trusted = [launch.identity.uid] if launch is not None and launch.identity else []
+    return PidFile(daemon.options.pidfile, trusted_uids=trusted)
 
 
-def _wait_for_pid(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> int | None:
-    """The pid of the lock holder; None if the lock went away or no pid appeared in time.
-
-    Between ``start`` taking the lock and the detached daemon writing its pid there are a few
-    milliseconds in which the file is locked and empty. The pid is only believed if that
-    process holds the pidfile open (see ``PidFile.holder_pid``).
-    """
+def _observe(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> Holder:
+    """Who holds the pidfile, waiting out the few milliseconds between a daemon's lock and
+    its pid (STARTING is returned only if that lasts ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        pid = pidfile.holder_pid()
-        if pid is not None or not pidfile.holder_locked() or time.monotonic() > deadline:
-            return pid
+        holder = pidfile.observe()
+        if holder.state is not HolderState.STARTING or time.monotonic() > deadline:
+            return holder
         time.sleep(0.005)
 
 
-def prepare_launch(daemon: Daemon) -> Launch:
-    """Everything that can fail for a reason the user must see, checked before any fork."""
-    from .daemon import Launch
-
-    options = daemon.options
-    identity = resolve_identity(options.user, options.group)
-    if not os.path.isdir(options.workdir):
-        raise ConfigError(f"working directory {options.workdir} does not exist")
-    if options.syslog and not _is_socket(options.syslog_socket):
-        raise ConfigError(f"--syslog: no syslog socket at {options.syslog_socket}")
-    _configure(daemon)
-    log = LogTarget(options.log_file, options.log_level,
-                    options.syslog_socket if options.syslog else None)
-    try:
-        log.open_file()
-    except OSError as exc:
-        why = "is a symbolic link (refused)" if exc.errno == errno.ELOOP else exc.strerror
-        error = DaemonkitError(f"cannot open log file {options.log_file}: {why}")
-        if isinstance(exc, PermissionError):
-            error.exit_code = Exit.NO_PRIVILEGE
-        raise error from exc
-    return Launch(
-        pidfile_path=options.pidfile,
-        control_path=control_path_for(options.pidfile),
-        log=log,
-        identity=identity,
-    )
-
-
-def _configure(daemon: Daemon) -> dict[str, Any]:
-    """The service's ``configure()``, then the options as it resolved them (compared by
-    ``restart`` and by ``start`` on a running daemon with the daemon's own)."""
-    daemon.configure()
-    daemon.command_options = comparable_options(daemon.options)
-    return daemon.command_options
-
-
-def _wait_for_socket(path: str, pidfile: PidFile, timeout_s: float) -> bool:
-    """A daemon binds its control socket a moment after writing its pid: give it that moment."""
+def _wait_released(pidfile: PidFile, timeout_s: float) -> bool:
+    """The daemon is gone or going: its lock goes with its last descriptor (a process it
+    forked without exec may hold one a little longer)."""
     deadline = time.monotonic() + timeout_s
-    while not _is_socket(path):
-        if time.monotonic() > deadline or not pidfile.holder_locked():
-            return _is_socket(path)
+    while pidfile.observe().locked:
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.005)
     return True
 
 
-def _is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
-        return False
+def _impostor(pidfile: PidFile, holder: Holder) -> str:
+    return (f"pidfile {pidfile.path} is locked, but pid {holder.pid} in it does not hold the "
+            "lock: refusing to signal anything")
 
 
 # -- start -------------------------------------------------------------------------------------
@@ -127,20 +91,18 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
     ``start`` takes over the lock and starts a daemon of its own. ``launch``: already
     prepared (by ``restart``, before it stopped the old daemon).
     """
-    from .launcher import launch_detached
-
-    pidfile = _pidfile(daemon)
     deadline = time.monotonic() + daemon.options.start_timeout
-    running = _ready_holder(daemon, pidfile, deadline)
+    running = _ready_holder(daemon, _pidfile(daemon), deadline)
     if running is None:
         if launch is None:
             launch = prepare_launch(daemon)
         else:
             launch.log.reopen_if_replaced()  # prepared before a stop that took a while
+        pidfile = _pidfile(daemon, launch)
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
-        changes = _changed_options(daemon)
+        changes = _changed_options(daemon, launch)
         if changes:
             _complain(daemon, "note: it runs with other options than these ("
                               + "; ".join(changes) + "): restart applies them")
@@ -167,10 +129,6 @@ def _take_lock_or_find_holder(daemon: Daemon, pidfile: PidFile, deadline: float)
             running = _ready_holder(daemon, pidfile, deadline)
             if running is not None:
                 return running
-            if time.monotonic() > deadline:
-                raise DaemonkitError("the pidfile stays locked by a process that is neither "
-                                     "ready nor going away") from None
-            time.sleep(0.005)
 
 
 def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | None:
@@ -179,37 +137,33 @@ def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | No
     A holder that is still starting is waited for (until ``deadline``); one that failed or is
     stopping is waited out until it releases the lock.
     """
-    while pidfile.holder_locked():
+    while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DaemonkitError(f"pidfile {pidfile.path} is held by a process that did not "
                                  f"become ready within {daemon.options.start_timeout:g}s")
-        pid = _wait_for_pid(pidfile, remaining)
-        if pid is None:
-            continue  # released meanwhile, or no verified pid yet: look again
-        control_path = control_path_for(pidfile.path)
-        if not _wait_for_socket(control_path, pidfile, min(remaining, 2.0)):
-            return pid  # a holder without a control socket: all we can say is "running"
+        holder = _observe(pidfile, remaining)
+        if not holder.locked:
+            return None
+        if holder.state is HolderState.STARTING:
+            continue  # the deadline above ends this
+        if holder.state is HolderState.IMPOSTOR:
+            raise DaemonkitError(_impostor(pidfile, holder))
+        assert holder.pid is not None
         try:
-            reply = request(control_path, {"cmd": "wait-ready", "timeout": remaining},
-                            timeout_s=remaining + 5.0)
-        except ControlError as exc:
-            if "permission denied" in str(exc):
-                return pid  # not ours to ask (another user's daemon): it holds the lock
-            time.sleep(0.01)  # a stale socket not yet replaced, or one just closed
+            reply = request(control_path_for(pidfile.path),
+                            {"cmd": "wait-ready", "timeout": remaining}, timeout_s=remaining + 5)
+        except ControlDenied:
+            return holder.pid  # not ours to ask (another user's daemon): it holds the lock
+        except ControlError:
+            # the socket is bound before the pid is written, and closed just before the
+            # lock goes: this daemon is on its way out
+            _wait_released(pidfile, max(0.0, deadline - time.monotonic()))
             continue
         if reply.get("state") == "running":
-            return pid
+            return holder.pid
         if reply.get("state") in ("failed", "stopping"):
-            _wait_lock_released(pidfile, max(0.0, deadline - time.monotonic()))
-    return None
-
-
-def _running_pid(pidfile: PidFile) -> int | None:
-    """The verified pid of the lock holder, or None if nobody holds the lock."""
-    if not pidfile.holder_locked():
-        return None
-    return _wait_for_pid(pidfile)
+            _wait_released(pidfile, max(0.0, deadline - time.monotonic()))
 
 
 # -- stop --------------------------------------------------------------------------------------
@@ -218,68 +172,37 @@ def _running_pid(pidfile: PidFile) -> int | None:
 def stop(daemon: Daemon) -> int:
     pidfile = _pidfile(daemon)
     try:
-        locked = pidfile.holder_locked()
+        holder = _observe(pidfile)
     except PidfileError as exc:
         _complain(daemon, str(exc))
         return exc.exit_code
-    if not locked:
+    if not holder.locked:
         _clean_leftovers(daemon, pidfile)
         _say(daemon, "is not running")
         return Exit.OK
-    pid = _wait_for_pid(pidfile)
-    if pid is None:
-        if not pidfile.holder_locked():
-            _clean_leftovers(daemon, pidfile)
-            _say(daemon, "is not running")
-            return Exit.OK
-        _complain(daemon, f"pidfile {pidfile.path} is locked, but the pid in it does not "
-                          "hold it open: refusing to signal anything")
+    if holder.state is HolderState.STARTING:
+        _complain(daemon, f"pidfile {pidfile.path} is locked, but no pid was written into it "
+                          f"within {_PID_APPEAR_S:g}s: refusing to guess what to signal")
         return Exit.FAILURE
+    if holder.state is HolderState.IMPOSTOR:
+        _complain(daemon, _impostor(pidfile, holder))
+        return Exit.FAILURE
+    assert holder.pid is not None
     try:
-        result = terminate(pid, daemon.options.stop_timeout)
+        result = process.terminate(holder.pid, daemon.options.stop_timeout)
     except PermissionError:
-        _complain(daemon, f"not allowed to signal pid {pid} (run as root or as its user)")
+        _complain(daemon, f"not allowed to signal pid {holder.pid} (run as root or as its user)")
         return Exit.NO_PRIVILEGE
     if result == "unkillable":
-        _complain(daemon, f"pid {pid} did not exit even after SIGKILL")
+        _complain(daemon, f"pid {holder.pid} did not exit even after SIGKILL")
         return Exit.FAILURE
-    _wait_lock_released(pidfile, 2.0)
+    _wait_released(pidfile, 2.0)
     _clean_leftovers(daemon, pidfile)
     if result == "killed":
-        _say(daemon, f"killed after {daemon.options.stop_timeout:g}s timeout (pid {pid})")
+        _say(daemon, f"killed after {daemon.options.stop_timeout:g}s timeout (pid {holder.pid})")
     else:
-        _say(daemon, f"stopped (pid {pid})")
+        _say(daemon, f"stopped (pid {holder.pid})")
     return Exit.OK
-
-
-def terminate(pid: int, timeout_s: float) -> str:
-    """SIGTERM, wait, SIGKILL, wait: ``"stopped"``, ``"killed"``, ``"gone"`` or ``"unkillable"``.
-
-    Signals go through a pidfd, so a pid recycled while we wait is never hit.
-    """
-    pidfd = process.open_pidfd(pid)
-    if pidfd is None:
-        return "gone"
-    try:
-        if not process.send_signal(pidfd, signal.SIGTERM):
-            return "gone"
-        if process.wait_pidfd(pidfd, timeout_s):
-            return "stopped"
-        process.send_signal(pidfd, signal.SIGKILL)
-        return "killed" if process.wait_pidfd(pidfd, 10.0) else "unkillable"
-    finally:
-        os.close(pidfd)
-
-
-def _wait_lock_released(pidfile: PidFile, timeout_s: float) -> bool:
-    """The process is gone; its lock goes with its last descriptor (a forked child may hold
-    one a little longer)."""
-    deadline = time.monotonic() + timeout_s
-    while pidfile.holder_locked():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
@@ -287,11 +210,13 @@ def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     cannot unlink them from a root-owned directory; a SIGKILLed one never tried).
 
     Failing to is worth a warning, not a failed ``stop``: the daemon is stopped, and a
-    leftover file is harmless (the lock, not the file, says whether it runs).
+    leftover file is harmless (the lock, not the file, says whether it runs). The exit record
+    stays: it is how ``status`` tells later how the daemon ended.
     """
     control_path = control_path_for(pidfile.path)
+    companions = [control_path] if _is_socket_path(control_path) else []
     try:
-        pidfile.remove_if_unlocked(control_path if _is_socket_path(control_path) else None)
+        pidfile.remove_if_unlocked(companions)
     except (PidfileError, OSError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         _complain(daemon, f"warning: left {pidfile.path} or {control_path} in place ({why})")
@@ -318,7 +243,7 @@ def restart(daemon: Daemon) -> int:
     defaults: a different port, a different database.
     """
     launch = prepare_launch(daemon)
-    changes = _changed_options(daemon)
+    changes = _changed_options(daemon, launch)
     if changes:
         _complain(daemon, "note: restarting with other options than the running daemon's: "
                           + "; ".join(changes))
@@ -328,19 +253,20 @@ def restart(daemon: Daemon) -> int:
     return start(daemon, launch)
 
 
-def _changed_options(daemon: Daemon) -> list[str]:
+def _changed_options(daemon: Daemon, launch: Launch | None) -> list[str]:
     """``--name old -> new`` for every option this command gives differently (best effort:
     nothing when the running daemon cannot be asked, or this command's options do not
     configure)."""
-    mine = daemon.command_options
-    if mine is None:
+    if launch is not None:
+        mine = launch.options
+    else:
         try:
-            mine = _configure(daemon)
+            mine = configured_options(daemon)
         except DaemonkitError:
             return []
     pidfile = _pidfile(daemon)
     try:
-        if not pidfile.holder_locked():
+        if not pidfile.observe().locked:
             return []
         # short: a daemon whose control thread is wedged is often why it is being restarted
         reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=1.0)
@@ -382,32 +308,34 @@ def status(daemon: Daemon) -> int:
         "pidfile": pidfile.path,
     }
     try:
-        locked = pidfile.holder_locked()
+        holder = _observe(pidfile, 2.0)
     except PidfileError as exc:
         report.update(running=None, state=None, error=str(exc))
         return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
-    if not locked:
-        report["state"] = "stopped"
-        if pidfile.exists():
-            return _print_status(daemon, report, Exit.FAILURE,
-                                 f"is not running, but pidfile {pidfile.path} exists")
-        return _print_status(daemon, report, Exit.NOT_RUNNING_STATUS, "is not running")
-    pid = _wait_for_pid(pidfile)
+    if not holder.locked:
+        return _status_stopped(daemon, pidfile, report)
+    if holder.state is HolderState.IMPOSTOR:
+        error = _impostor(pidfile, holder).replace(": refusing to signal anything", "")
+        report.update(running=None, state=None, error=error)
+        return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {error}")
+    pid = holder.pid
     uptime = process.uptime_s(pid) if pid is not None else None
     report.update(running=True, pid=pid,
                   uptime_s=round(uptime, 3) if uptime is not None else None)
-    state = "running"
-    try:
-        reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=5.0)
-        state = str(reply.get("state", state))
-        info = reply.get("info")
-        if isinstance(info, dict):
-            # the service adds keys; it cannot change what the core reports
-            report.update({k: v for k, v in info.items() if k not in report})
-    except ControlError as exc:
-        report["control_error"] = str(exc)
+    state = "starting"
+    if pid is not None:
+        try:
+            reply = request(control_path_for(pidfile.path), {"cmd": "status"}, timeout_s=12.0)
+            state = str(reply.get("state", "running"))
+            info = reply.get("info")
+            if isinstance(info, dict):
+                # the service adds keys; it cannot change what the core reports
+                report.update({k: v for k, v in info.items() if k not in report})
+        except ControlError as exc:
+            state = "running"
+            report["control_error"] = str(exc)
     report["state"] = state
-    shown_pid = pid if pid is not None else "unknown"
+    shown_pid = pid if pid is not None else "not yet known"
     up = f", up {process.format_duration(uptime)}" if uptime is not None else ""
     line = {"starting": f"is starting (pid {shown_pid}, setup() not finished)",
             "stopping": f"is stopping (pid {shown_pid})"}.get(
@@ -415,7 +343,22 @@ def status(daemon: Daemon) -> int:
     return _print_status(daemon, report, Exit.OK, line)
 
 
-_STATUS_CORE_KEYS = {"name", "running", "pid", "uptime_s", "pidfile", "state", "error"}
+def _status_stopped(daemon: Daemon, pidfile: PidFile, report: dict[str, Any]) -> int:
+    """Not running: say so, and how the last daemon ended if that is worth knowing."""
+    report["state"] = "stopped"
+    record = read_exit_record(exit_record_path_for(pidfile.path))
+    note = describe_end(record) if record is not None else None
+    if record is not None:
+        report["last_exit"] = record
+    ended = f" (last run: {note})" if note else ""
+    if pidfile.exists():
+        return _print_status(daemon, report, Exit.FAILURE,
+                             f"is not running, but pidfile {pidfile.path} exists{ended}")
+    return _print_status(daemon, report, Exit.NOT_RUNNING_STATUS, f"is not running{ended}")
+
+
+_STATUS_CORE_KEYS = {"name", "running", "pid", "uptime_s", "pidfile", "state", "error",
+                     "last_exit"}
 
 
 def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) -> int:
@@ -444,10 +387,13 @@ def reopen_logs(daemon: Daemon) -> int:
 
 def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
     pidfile = _pidfile(daemon)
-    pid = _running_pid(pidfile)
-    if pid is None:
+    holder = _observe(pidfile)
+    if not holder.locked:
         _complain(daemon, f"cannot {command}: not running")
         return Exit.NOT_RUNNING
+    if holder.state is HolderState.IMPOSTOR:
+        _complain(daemon, _impostor(pidfile, holder).replace("signal", "ask"))
+        return Exit.FAILURE
     wait_s = max(daemon.options.start_timeout, 1.0)
     try:
         reply = request(control_path_for(pidfile.path), {"cmd": command, "timeout": wait_s},
@@ -456,7 +402,7 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
         _complain(daemon, f"cannot confirm {doing}: {exc}")
         return Exit.FAILURE
     if reply.get("ok"):
-        _say(daemon, f"{done} (pid {pid})")
+        _say(daemon, f"{done} (pid {holder.pid})")
         return Exit.OK
     if reply.get("pending"):
         _complain(daemon, f"{doing} not confirmed: {reply.get('error')}")
@@ -469,16 +415,14 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
 
 
 def run_foreground(daemon: Daemon) -> int:
-    from .launcher import serve_foreground
-
-    pidfile = _pidfile(daemon)
     launch = prepare_launch(daemon)
+    pidfile = _pidfile(daemon, launch)
     try:
-        # a short wait rides over a concurrent `status` probing the lock for a microsecond
-        pidfile.acquire(timeout=0.2)
-    except (lockfile.AlreadyLocked, lockfile.LockTimeout):
-        pid = _wait_for_pid(pidfile)
-        _complain(daemon, f"is already running (pid {pid})")
+        pidfile.lock_for_start()
+    except lockfile.AlreadyLocked:
+        holder = _observe(pidfile)
+        shown = holder.pid if holder.pid is not None else "not yet known"
+        _complain(daemon, f"is already running (pid {shown})")
         return Exit.FAILURE
     return serve_foreground(daemon, pidfile, launch)
 

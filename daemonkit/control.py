@@ -3,8 +3,19 @@
 A signal cannot carry a result back. ``reload`` must say whether the service's ``reload()``
 succeeded, and ``status`` should show live figures, so the daemon listens on a UNIX stream
 socket beside its pidfile. One request per connection: the client sends one JSON object on
-one line, the daemon answers one JSON object on one line and closes. Requests are handled one
-at a time (serialised) by one thread, and are capped at :data:`MAX_REQUEST` bytes.
+one line, the daemon answers one JSON object on one line and closes.
+
+Every request gets an answer, and no client can hold the socket for the others:
+
+* one thread multiplexes every connection (``selectors``); a request must be complete within
+  :data:`REQUEST_DEADLINE_S` of the connect, however slowly it trickles in, and at most
+  :data:`MAX_CONNECTIONS` are read at once (the oldest is dropped for a newcomer);
+* complete requests are answered in threads of their own, at most :data:`MAX_ANSWERING` at
+  once (a ``reload`` waiting for a ``critical()`` block does not hold up ``status``);
+  beyond that the answer is "busy";
+* a malformed request (bad JSON, nesting that would blow the stack, wrong types, values out
+  of range) gets an error answer; an exception in a handler is an error answer too. The
+  thread never dies of a request.
 
 Security: the socket file is created with mode 0600 and handed to the service user after a
 privilege drop; on top of the file mode, the peer's uid (``SO_PEERCRED``) must be root's or
@@ -17,32 +28,59 @@ the kernel resolves like any path: a deep test directory must not make the featu
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import selectors
 import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DaemonkitError
+from .paths import control_path_for
+
+__all__ = ["ControlDenied", "ControlError", "ControlServer", "RequestError", "control_path_for",
+           "number_field", "request"]
 
 MAX_REQUEST = 64 * 1024
 MAX_REPLY = 4 * 1024 * 1024
+MAX_CONNECTIONS = 32
+MAX_ANSWERING = 8
+REQUEST_DEADLINE_S = 5.0
+REPLY_DEADLINE_S = 10.0
 _SUN_PATH_MAX = 100  # a little under 108, for the NUL and safety
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+log = logging.getLogger("daemonkit.control")
 
 
 class ControlError(DaemonkitError):
     """No answer from the daemon's control socket."""
 
 
-def control_path_for(pidfile_path: str) -> str:
-    """``/run/x.pid`` -> ``/run/x.ctl``: the socket lives beside the pidfile it belongs to."""
-    base = pidfile_path[:-4] if pidfile_path.endswith(".pid") else pidfile_path
-    return base + ".ctl"
+class ControlDenied(ControlError):
+    """The socket's file mode refused us: another user's daemon."""
+
+
+class RequestError(ValueError):
+    """A request the daemon cannot act on; its message is the error answer."""
+
+
+def number_field(message: dict[str, Any], key: str, default: float, low: float,
+                 high: float) -> float:
+    """A finite number in ``[low, high]`` from a request, or RequestError naming the key."""
+    value = message.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError(f"{key}: a number is required, not {json.dumps(value)[:40]}")
+    if not low <= value <= high:
+        raise RequestError(f"{key}: must be between {low:g} and {high:g}")
+    return float(value)
 
 
 @contextmanager
@@ -71,7 +109,7 @@ def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict
     except ConnectionRefusedError:
         raise ControlError(f"nobody listens on {path}") from None
     except PermissionError:
-        raise ControlError(f"permission denied on {path}") from None
+        raise ControlDenied(f"permission denied on {path}") from None
     except TimeoutError:
         raise ControlError(f"no answer on {path} within {timeout_s:g}s") from None
     except OSError as exc:
@@ -104,8 +142,16 @@ def _read_line(sock: socket.socket, limit: int) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+@dataclass
+class _Connection:
+    sock: socket.socket
+    uid: int
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+
+
 class ControlServer:
-    """Listens on the control socket; ``serve_forever`` runs in its own thread."""
+    """Listens on the control socket; one thread reads requests, short-lived ones answer."""
 
     def __init__(self, path: str, handler: Handler) -> None:
         self.path = path
@@ -114,6 +160,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._answering = threading.BoundedSemaphore(MAX_ANSWERING)
 
     def bind(self) -> None:
         """Create the socket (mode 0600). We hold the pidfile lock, so a stale file is ours."""
@@ -130,7 +177,8 @@ class ControlServer:
                 sock.bind(short)
         finally:
             os.umask(old_umask)
-        sock.listen(16)
+        sock.listen(64)
+        sock.setblocking(False)
         self._sock = sock
 
     def hand_over(self, uid: int, gid: int) -> None:
@@ -145,45 +193,137 @@ class ControlServer:
         self.allowed_uids.add(uid)
 
     def start_thread(self) -> None:
-        self._thread = threading.Thread(
-            target=self.serve_forever, name="daemonkit-control", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="daemonkit-control",
+                                        daemon=True)
         self._thread.start()
 
-    def serve_forever(self) -> None:
+    # -- the reading thread ------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        listener = self._sock
+        if listener is None:
+            return
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ)
+        reading: dict[int, _Connection] = {}
         while not self._closed.is_set():
             try:
-                self.handle_one()
-            except OSError:
-                # closed by close() (the daemon is stopping), or out of descriptors: in the
-                # latter case back off instead of spinning
-                self._closed.wait(0.1)
+                self._turn(selector, listener, reading)
+            except Exception:  # this thread must outlive any one request
+                log.exception("control socket: unexpected error (serving on)")
+                self._closed.wait(0.05)  # out of descriptors, say: back off, do not spin
+        for connection in reading.values():
+            connection.sock.close()
+        selector.close()
 
-    def handle_one(self) -> None:
-        if self._sock is None:
-            raise OSError("control socket closed")
-        conn, _ = self._sock.accept()
-        with conn:
-            conn.settimeout(5.0)  # a client that connects and says nothing cannot wedge us
-            try:
-                reply = self._answer(conn)
-            except (ControlError, OSError, ValueError) as exc:
-                reply = {"ok": False, "error": str(exc)}
-            try:
-                conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
-            except OSError:
-                pass  # the client went away; nothing to tell it
+    def _turn(self, selector: selectors.BaseSelector, listener: socket.socket,
+              reading: dict[int, _Connection]) -> None:
+        now = time.monotonic()
+        timeout = min((c.deadline for c in reading.values()), default=now + 60.0) - now
+        for key, _ in selector.select(max(0.0, timeout)):
+            if self._closed.is_set():
+                return
+            if key.fileobj is listener:
+                self._accept(selector, listener, reading)
+            else:
+                self._read(selector, reading, reading[key.fd])
+        now = time.monotonic()
+        for connection in [c for c in reading.values() if c.deadline <= now]:
+            self._drop(selector, reading, connection)
+            self._reply_now(connection.sock, {"ok": False, "error": "no complete request within "
+                                                                    f"{REQUEST_DEADLINE_S:g}s"})
 
-    def _answer(self, conn: socket.socket) -> dict[str, Any]:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        line = _read_line(conn, MAX_REQUEST)  # read first: the refusal must reach the client
+    def _accept(self, selector: selectors.BaseSelector, listener: socket.socket,
+                reading: dict[int, _Connection]) -> None:
+        for _ in range(MAX_CONNECTIONS):
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if len(reading) >= MAX_CONNECTIONS:  # the oldest, slowest client makes room
+                oldest = min(reading.values(), key=lambda c: c.deadline)
+                self._drop(selector, reading, oldest)
+                self._reply_now(oldest.sock, {"ok": False, "error": "too many clients"})
+            connection = _Connection(sock, uid, time.monotonic() + REQUEST_DEADLINE_S)
+            reading[sock.fileno()] = connection
+            selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
+              connection: _Connection) -> None:
+        try:
+            chunk = connection.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        connection.buffer += chunk
+        if len(connection.buffer) > MAX_REQUEST:
+            self._drop(selector, reading, connection)
+            self._reply_now(connection.sock, {"ok": False, "error": "request too large"})
+        elif b"\n" in connection.buffer or not chunk:
+            self._drop(selector, reading, connection)
+            line = bytes(connection.buffer).split(b"\n", 1)[0]
+            self._dispatch(connection, line)
+
+    def _drop(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
+              connection: _Connection) -> None:
+        selector.unregister(connection.sock)
+        del reading[connection.sock.fileno()]
+
+    def _dispatch(self, connection: _Connection, line: bytes) -> None:
+        if not self._answering.acquire(blocking=False):
+            self._reply_now(connection.sock, {"ok": False, "error": "busy: too many requests "
+                                                                    "being answered"})
+            return
+        threading.Thread(target=self._answer_and_reply, args=(connection, line),
+                         name="daemonkit-control-answer", daemon=True).start()
+
+    # -- answering threads -------------------------------------------------------------------
+
+    def _answer_and_reply(self, connection: _Connection, line: bytes) -> None:
+        try:
+            reply = self._answer(connection.uid, line)
+            try:
+                data = json.dumps(reply, default=str).encode() + b"\n"
+            except ValueError as exc:  # a circular structure from a service's status_info()
+                data = json.dumps({"ok": False, "error": f"unanswerable: {exc}"}).encode() + b"\n"
+            connection.sock.setblocking(True)
+            connection.sock.settimeout(REPLY_DEADLINE_S)
+            connection.sock.sendall(data)
+        except OSError:
+            pass  # the client went away, or reads too slowly: nothing more to tell it
+        finally:
+            connection.sock.close()
+            self._answering.release()
+
+    def _answer(self, uid: int, line: bytes) -> dict[str, Any]:
         if uid not in self.allowed_uids:
             return {"ok": False, "error": f"uid {uid} may not control this daemon"}
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            return {"ok": False, "error": "malformed request: not one JSON object"}
         if not isinstance(message, dict) or not isinstance(message.get("cmd"), str):
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
-        return self.handler(message)
+        try:
+            return self.handler(message)
+        except RequestError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a handler's bug is an answer, not a crash
+            log.exception("control request %r failed", message.get("cmd"))
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    @staticmethod
+    def _reply_now(sock: socket.socket, reply: dict[str, Any]) -> None:
+        """An answer that needs no handler, sent without waiting (best effort), then close."""
+        try:
+            sock.send(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        sock.close()
 
     def close(self, unlink: bool = True) -> None:
         self._closed.set()
@@ -191,9 +331,11 @@ class ControlServer:
         if sock is None:
             return
         try:
-            sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept()
+            sock.shutdown(socket.SHUT_RDWR)  # makes the listener readable: wakes the thread
         except OSError:
             pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2.0)
         sock.close()
         if unlink:
             try:

@@ -4,6 +4,8 @@ Each carries the LSB exit code the CLI turns it into, so the code that detects a
 decides how it is reported, and the CLI stays a thin translator.
 """
 
+import lockfile
+
 from .exitcodes import Exit
 
 
@@ -25,8 +27,11 @@ class PrivilegeError(DaemonkitError):
     exit_code = Exit.NO_PRIVILEGE
 
 
-class PidfileError(DaemonkitError):
-    """The pidfile cannot be created, opened or locked for a reason other than a live owner."""
+class PidfileError(DaemonkitError, lockfile.LockFailed):  # type: ignore[misc]
+    """The pidfile cannot be created, opened or locked for a reason other than a live owner.
+
+    Also a ``lockfile.LockFailed``, so code written against ``lockfile`` catches it too.
+    """
 
 
 class StopDaemon(BaseException):  # a request, not an error: no 'Error' suffix

@@ -4,14 +4,16 @@
 C enters python-daemon's ``DaemonContext``, which forks again, calls ``setsid`` and forks once
 more (the classic double fork: the daemon can never reacquire a controlling terminal), sets
 umask and working directory, closes every descriptor except the pidfile lock, the readiness
-pipe and the log file, and redirects stdio. The final process D writes its pid into the
-pidfile and runs ``Daemon.serve``, which writes ``ready`` or the error into the pipe. P reads
-the pipe until one of those, until EOF (D died without a word) or its deadline.
+pipe and the log file, and redirects stdio. The final process D binds its control socket,
+writes its pid into the pidfile and runs the service (``runtime``), which writes ``ready`` or
+the error into the pipe. P reads the pipe until one of those, until EOF (D died without a
+word) or its deadline.
 
 We fork C ourselves because ``DaemonContext.open`` ends its caller with ``os._exit``, and P
 must live on to report. We always detach (``detach_process=True``): python-daemon's guess
 ("parent is init or stdin is a socket, so don't") is wrong under systemd's
-``Type=forking``; foreground is the separate ``run`` action.
+``Type=forking``; foreground is the separate ``run`` action. DaemonContext is told nothing about
+the pidfile: the pid is written by the runtime, once the control socket answers for it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from . import process
 from .pidfile import PidFile
 from .readiness import Outcome, ReadinessWriter, wait_for_readiness
+from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from .daemon import Daemon, Launch
+    from .daemon import Daemon
+    from .launch import Launch
 
 
 def launch_detached(daemon: Daemon, pidfile: PidFile, launch: Launch) -> Outcome:
@@ -51,15 +55,15 @@ def launch_detached(daemon: Daemon, pidfile: PidFile, launch: Launch) -> Outcome
     except BaseException:
         # `start` itself was interrupted (Ctrl-C, an init script's timeout): a daemon nobody
         # will hear about must not keep running
-        _make_sure_gone(outcome.pid, daemon.options.stop_timeout, grace_s=0.0)
+        process.make_sure_gone(outcome.pid, daemon.options.stop_timeout, grace_s=0.0)
         raise
     os.close(read_end)
     os.waitpid(child, 0)  # C exits right after its fork (or after reporting a failure)
     if outcome.ready:
         return outcome
     _explain_failure(daemon, outcome, launch, log_offset)
-    _make_sure_gone(outcome.pid, daemon.options.stop_timeout,
-                    grace_s=0.0 if outcome.timed_out else 2.0)
+    process.make_sure_gone(outcome.pid, daemon.options.stop_timeout,
+                           grace_s=0.0 if outcome.timed_out else 2.0)
     return outcome  # the caller removes what the failed daemon left (pidfile, socket)
 
 
@@ -90,16 +94,14 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
             detach_process=True,
             working_directory=daemon.options.workdir,
             umask=daemon.options.umask,
-            pidfile=pidfile,  # entered after detaching: writes D's pid under the held lock
             files_preserve=keep,
             stdout=log_stream,
             stderr=log_stream,
             signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
         )
         context.open()
-        ready.send(pid=os.getpid())
-        exit_code = daemon.serve(launch, ready)
-        context.close()
+        exit_code = Runtime(daemon, launch, pidfile, ready).serve()
+        pidfile.release()
     except BaseException as exc:  # report anything, whatever it is, then die quietly
         ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
         logging.getLogger("daemonkit").exception("daemon failed")
@@ -126,12 +128,11 @@ def _log_size(launch: Launch) -> int:
 def _explain_failure(daemon: Daemon, outcome: Outcome, launch: Launch, log_offset: int) -> None:
     if outcome.error is not None:
         return
-    name = daemon.options.name
     if outcome.timed_out:
         outcome.error = (f"not ready after {daemon.options.start_timeout:g}s "
                          f"(setup() did not finish); stopped it")
     else:
-        outcome.error = f"{name} exited during startup without reporting why"
+        outcome.error = f"{launch.name} exited during startup without reporting why"
     tail = _log_tail(launch, log_offset)
     if tail:
         outcome.error += f"; last log line: {tail}"
@@ -147,30 +148,6 @@ def _log_tail(launch: Launch, offset: int) -> str | None:
     except OSError:
         return None
     return lines[-1] if lines else None
-
-
-def _make_sure_gone(pid: int | None, timeout_s: float, grace_s: float) -> None:
-    """A daemon that failed must not linger, whatever state it is in.
-
-    One that reported an error is exiting by itself: give it a moment to finish its cleanup
-    before the signals (a stuck one, or one that timed out, gets them at once).
-    """
-    if pid is None:
-        return
-    from .commands import terminate
-
-    pidfd = process.open_pidfd(pid)
-    if pidfd is None:
-        return
-    try:
-        if process.wait_pidfd(pidfd, grace_s):
-            return
-    finally:
-        os.close(pidfd)
-    try:
-        terminate(pid, min(timeout_s, 5.0))
-    except PermissionError:
-        pass  # it dropped to another user and cannot be ours to kill; it is exiting anyway
 
 
 # -- foreground ----------------------------------------------------------------------------------
@@ -189,12 +166,12 @@ def serve_foreground(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
         from .init import run_as_init
 
         return run_as_init(lambda: _serve_and_release(daemon, pidfile, launch),
-                           title=f"{daemon.options.name}: init")
+                           title=f"{launch.name}: init")
     return _serve_and_release(daemon, pidfile, launch)
 
 
 def _serve_and_release(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
     try:
-        return daemon.serve(launch, None)
+        return Runtime(daemon, launch, pidfile, None).serve()
     finally:
         pidfile.release()

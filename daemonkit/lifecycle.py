@@ -27,8 +27,12 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 from .errors import StopDaemon
+
+if TYPE_CHECKING:  # asyncio is imported only by services that use it: it costs ~20 ms
+    import asyncio
 
 #: the requests that run a hook, in the order they are served when several are pending
 _ACTIONS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
@@ -36,7 +40,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class SignalGate:
-    """Records signals and serves them at safe points of the main thread."""
+    """Records signals and serves them at safe points of the main thread (sync ``run()``)."""
 
     def __init__(
         self,
@@ -157,7 +161,10 @@ class SignalGate:
 
 
 class Critical:
-    """Context manager behind ``Daemon.critical()``; nests."""
+    """Context manager behind ``Daemon.critical()`` in a service whose ``run()`` is sync; nests.
+
+    ``async with`` works as ``with`` does, for an async hook run on the daemon's loop.
+    """
 
     def __init__(self, gate: SignalGate) -> None:
         self.gate = gate
@@ -179,3 +186,65 @@ class Critical:
             # loop that catches the block's exception and goes on must still be stopped (the
             # block's exception is kept as the StopDaemon's __context__)
             self.gate.serve_pending()
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class StopEvent(threading.Event):
+    """``Daemon.stopping``: a ``threading.Event`` that coroutines can await as well.
+
+    Threads call ``wait()``; coroutines ``await stopping.wait_async()``, on any event loop.
+    ``set()`` wakes both (it is called from threads, never from a signal handler).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters_lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def set(self) -> None:
+        super().set()
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass  # that loop is closed: nobody waits there any more
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Wait until the daemon is asked to stop; True if it was (False after ``timeout``)."""
+        import asyncio
+
+        if self.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if self.is_set():
+                return True
+            self._waiters.append((loop, future))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        finally:
+            with self._waiters_lock:
+                if (loop, future) in self._waiters:
+                    self._waiters.remove((loop, future))
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

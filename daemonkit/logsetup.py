@@ -10,8 +10,10 @@ to the new one, never nowhere. That is what lets logrotate work without ``copytr
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -31,12 +33,11 @@ class LogTarget:
         """Open the log file in the command process, where a failure can still be reported."""
         if self.path is None:
             return None
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            self._fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o640)
+            self._fd = _open_log(self.path, os.O_CREAT | os.O_EXCL)
             self._created = True
         except FileExistsError:
-            self._fd = os.open(self.path, flags)
+            self._fd = _open_log(self.path, 0)
         return self._fd
 
     def reopen_if_replaced(self) -> None:
@@ -94,8 +95,7 @@ class LogTarget:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        new_fd = os.open(self.path, flags, 0o640)
+        new_fd = _open_log(self.path, os.O_CREAT)
         os.dup2(new_fd, 1)
         os.dup2(new_fd, 2)
         os.close(new_fd)
@@ -103,3 +103,22 @@ class LogTarget:
             os.close(self._fd)
             self._fd = None
         logging.getLogger("daemonkit").info("reopened log file %s", self.path)
+
+
+def _open_log(path: str, extra_flags: int) -> int:
+    """Open for appending; never follows a symlink, never blocks (a FIFO named as the log
+    would hang ``start`` before any timeout applies), and refuses anything that is not a
+    regular file or a character device such as ``/dev/null`` (OSError EINVAL)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | extra_flags, 0o640)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise OSError(errno.EINVAL, "not a regular file") from exc
+        raise
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd

@@ -3,61 +3,99 @@
 Why not ``lockfile.pidlockfile.PIDLockFile``: it creates the file with ``O_EXCL`` and treats
 its existence as the lock, so a daemon killed by SIGKILL, the OOM killer or a power cut leaves
 a file that blocks every later start; tools then guess with ``kill(pid, 0)``, which lies once
-the pid is reused. Here the lock is an ``flock`` on the open file: the kernel drops it when
-the last descriptor closes, which happens however the process dies.
+the pid is reused. Here the lock is an OFD write lock on the open file (see ``filelock``): the
+kernel drops it when the last descriptor closes, however the process dies.
 
 Rules this class follows (each closes a known hole of the field):
 
 * open with ``O_NOFOLLOW`` (a symlink planted in a shared directory cannot redirect the
   write) and ``O_CLOEXEC`` (an exec'd child does not inherit the lock), never truncating
   before the lock is held (truncating first wipes a live daemon's pid);
-* after ``flock`` succeeds, check that the inode locked is still the one at the path: a
-  stopping daemon may have unlinked it between our ``open`` and our ``flock``, and two
-  processes holding locks on two different inodes would both think they are alone;
-* unlink only while holding the lock, so the check above is sufficient.
+* refuse a pidfile owned by another user, or in a directory others may write without the
+  sticky bit (OpenSSH's rule for its files): its owner could write any pid into it, or
+  unlink it and let a second instance start;
+* after the lock is taken, check that the inode locked is still the one at the path: a
+  stopping daemon may have unlinked it between our ``open`` and our lock, and two processes
+  holding locks on two different inodes would both think they are alone;
+* unlink only while holding the lock, so the check above is sufficient;
+* a pid is believed only if that process holds the write lock (``observe``): a pid written
+  by someone else never makes ``stop`` signal an unrelated process.
 
-The lock is taken by the ``start`` command before it forks, and the descriptor is inherited
-by the detached daemon, which then writes its own pid (``acquire`` on an object that already
-holds the lock just writes the pid: that is the hand-over ``DaemonContext(pidfile=...)``
-performs when it enters the pidfile's context after detaching).
+The lock is taken by the ``start`` command before it forks; the descriptor is inherited by
+the detached daemon, which writes its own pid once its control socket is bound.
 
-The class speaks the ``lockfile`` package's ``LockBase`` interface (``acquire``, ``release``,
-``is_locked``, ``i_am_locking``, ``read_pid``, ``break_lock``) and raises its exception
-types, so code written against ``PIDLockFile`` can switch to it.
+The class speaks the ``lockfile`` package's ``LockBase`` interface with its signature
+(``PidFile(path, threaded=False, timeout=None)``) and exceptions, and passes lockfile's own
+compliance suite except for one test: ``break_lock`` of a lock a live process holds is
+refused (``AlreadyLocked``), because removing a live daemon's pidfile lets a second instance
+start. It also works as ``daemon.DaemonContext(pidfile=PidFile(path))``.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
-import fcntl
 import os
+import secrets
 import stat
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 
 import lockfile
 
+from . import filelock
 from .errors import PidfileError
 from .exitcodes import Exit
 
 #: how many times to retry when the path's inode changed under us; each retry means another
 #: process unlinked or replaced the file in between, which cannot go on for long
 _INODE_RETRIES = 50
+#: what a pidfile may contain: nothing, or a pid and a newline (a few bytes)
+_MAX_PIDFILE_SIZE = 32
+
+
+class HolderState(enum.Enum):
+    NOBODY = "nobody"  # no file, or no write lock on it (a leftover)
+    STARTING = "starting"  # write-locked, no pid written yet (the daemon is detaching)
+    VERIFIED = "verified"  # write-locked by the process whose pid the file holds
+    UNVERIFIED = "unverified"  # write-locked; the pid's process is not ours to inspect
+    IMPOSTOR = "impostor"  # write-locked, but the pid in the file does not hold the lock
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One observation of who holds a pidfile."""
+
+    state: HolderState
+    pid: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self.state is not HolderState.NOBODY
 
 
 class PidFile:
-    """An ``flock``-held pidfile.
+    """An OFD-locked pidfile.
 
     :param path: where the pidfile lives; made absolute at construction, because the daemon
         changes its working directory.
+    :param threaded: accepted for ``lockfile`` compatibility; a lock is per open file
+        description, so two ``PidFile`` objects exclude each other in any thread.
     :param timeout: ``lockfile`` semantics for :meth:`acquire`: ``None`` or a negative number
-        fails at once with ``AlreadyLocked`` when another process holds the lock; a positive
-        number waits up to that many seconds, then raises ``LockTimeout``.
+        fails at once with ``AlreadyLocked`` when another holds the lock; a positive number
+        waits up to that many seconds, then raises ``LockTimeout``.
+    :param trusted_uids: owners besides root and this process's user that the pidfile and
+        its directory may have (the service user a daemon drops to).
     """
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], threaded: bool = False,
+                 timeout: float | None = None, *, trusted_uids: Iterable[int] = ()) -> None:
         self.path = os.path.abspath(os.fspath(path))
+        self.threaded = threaded
         self.timeout = timeout
+        self.trusted_uids = {0, os.geteuid(), *trusted_uids}
         self._fd: int | None = None  # the locked descriptor; None while we hold no lock
 
     # -- lockfile.LockBase interface -------------------------------------------------------
@@ -70,13 +108,16 @@ class PidFile:
         """
         if self._fd is None:
             wait = self.timeout if timeout is None else timeout
-            self._fd = self._open_and_lock(wait if wait is not None and wait > 0 else 0.0)
+            self._fd = self._open_and_lock(wait if wait is not None and wait > 0 else 0.0,
+                                           for_daemon=True)
         self.write_pid(os.getpid())
 
     def release(self) -> None:
         """Unlink the pidfile (if it is still ours and we may) and drop the lock."""
         if self._fd is None:
-            raise lockfile.NotLocked(f"{self.path} is not locked by this process")
+            if self.observe().locked:
+                raise lockfile.NotMyLock(f"{self.path} is locked by another process")
+            raise lockfile.NotLocked(f"{self.path} is not locked")
         fd, self._fd = self._fd, None
         try:
             if _same_inode(fd, self.path):
@@ -91,9 +132,7 @@ class PidFile:
 
     def is_locked(self) -> bool:
         """True if some process (this one included) holds the lock."""
-        if self._fd is not None:
-            return True
-        return self.holder_locked()
+        return self._fd is not None or self.observe().locked
 
     def i_am_locking(self) -> bool:
         return self._fd is not None
@@ -107,17 +146,15 @@ class PidFile:
         if fd is None:
             return None
         try:
-            data = os.read(fd, 64)
+            return _pid_in(fd)
         finally:
             os.close(fd)
-        first_line = data.split(b"\n", 1)[0].strip()
-        return int(first_line) if first_line.isdigit() and int(first_line) > 0 else None
 
     def break_lock(self) -> None:
         """Remove a pidfile left behind by a dead process.
 
-        An ``flock`` held by a live process cannot be broken from outside, and removing its
-        file would allow a second instance: that raises ``AlreadyLocked``.
+        A lock held by a live process is never broken: removing its file would let a second
+        instance start. That raises ``AlreadyLocked``.
         """
         if self._fd is not None:
             self.release()
@@ -141,8 +178,7 @@ class PidFile:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            self.release()
+        self.release()
 
     # -- daemonkit additions ----------------------------------------------------------------
 
@@ -154,17 +190,20 @@ class PidFile:
     def lock_for_start(self) -> None:
         """Take the lock without waiting and empty the file, before forking the daemon.
 
-        Emptying it means a concurrent ``start`` or ``status`` never reports the pid of a
-        previous, dead daemon while the new one is still coming up.
+        Emptying it means nobody reads the pid of a previous, dead daemon while the new one is
+        still coming up: until the daemon writes its pid, observers see STARTING.
         """
-        self._fd = self._open_and_lock(0.0)
+        self._fd = self._open_and_lock(0.0, for_daemon=True)
         os.ftruncate(self._fd, 0)
 
     def write_pid(self, pid: int) -> None:
+        """Write over the old content, then cut it: a reader never sees an empty file here,
+        and the first line is always a whole pid."""
         if self._fd is None:
             raise lockfile.NotLocked(f"{self.path} is not locked by this process")
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{pid}\n".encode(), 0)
+        data = f"{pid}\n".encode()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def forget(self) -> None:
         """Close our descriptor without unlinking: the lock now belongs to the forked daemon."""
@@ -172,67 +211,54 @@ class PidFile:
             os.close(self._fd)
             self._fd = None
 
-    def holder_locked(self) -> bool:
-        """Probe whether another process holds the lock (a shared-lock attempt that fails).
+    def observe(self) -> Holder:
+        """Who holds the pidfile, seen without taking any lock.
 
-        Raises :class:`PidfileError` when the file exists but cannot be opened, because then
-        nobody can tell (``status`` turns that into LSB 4).
+        Raises :class:`PidfileError` when the file exists but cannot be opened or is not a
+        pidfile, because then nobody can tell (``status`` turns that into LSB 4).
         """
         fd = self._open_for_reading()
         if fd is None:
-            return False
+            return Holder(HolderState.NOBODY)
         try:
             _check_is_pidfile(fd, self.path)
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+            if not filelock.write_locked(fd):
+                return Holder(HolderState.NOBODY)
+            pid = _pid_in(fd)
+            if pid is None:
+                return Holder(HolderState.STARTING)
+            info = os.fstat(fd)
         finally:
-            os.close(fd)  # also drops the shared lock if we got it
-        return False
-
-    def holder_pid(self) -> int | None:
-        """The pid in the file, if that process really holds the file open.
-
-        A pid written by someone else (a user who may write the pidfile's directory) must not
-        make root signal an unrelated process: the process must have the pidfile's inode among
-        its open descriptors. Without permission to look (another user's process, not root),
-        the pid is returned unverified; signalling it would then fail anyway.
-        """
-        pid = self.read_pid()
-        if pid is None:
-            return None
-        try:
-            held = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        return pid if _process_holds(pid, (held.st_dev, held.st_ino)) else None
+            os.close(fd)
+        holds = filelock.process_holds_write_lock(pid, (info.st_dev, info.st_ino))
+        if holds is None:
+            return Holder(HolderState.UNVERIFIED, pid)
+        return Holder(HolderState.VERIFIED if holds else HolderState.IMPOSTOR, pid)
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
 
-    def remove_if_unlocked(self, companion: str | None = None) -> bool:
+    def remove_if_unlocked(self, companions: Iterable[str] = ()) -> bool:
         """Unlink the file if no process holds it; True if the path is gone afterwards.
 
-        ``companion`` (the daemon's control socket) is unlinked while the lock is held, and
+        ``companions`` (the daemon's control socket) are unlinked while the lock is held, and
         the lock is taken even if the pidfile is gone (created for the moment): a daemon
         binds its socket only while it holds the lock, so a new daemon's socket is never
-        mistaken for a leftover. Raises OSError if the companion cannot be unlinked.
+        mistaken for a leftover. Raises OSError if a companion cannot be unlinked.
         """
-        if companion is None or not os.path.lexists(companion):
-            try:
-                self.break_lock()
-            except lockfile.AlreadyLocked:
-                return False
-            return not os.path.lexists(self.path)
+        present = [path for path in companions if os.path.lexists(path)]
         try:
-            fd = self._open_and_lock(0.0, create=True)
+            fd = self._open_and_lock(0.0, create=bool(present))
+        except FileNotFoundError:
+            return True
         except lockfile.AlreadyLocked:
             return False
         try:
             try:
-                os.unlink(companion)
+                for path in present:
+                    os.unlink(path)
             finally:
-                os.unlink(self.path)  # also when the companion stays: we may have created it
+                os.unlink(self.path)  # also when a companion stays: we may have created it
         finally:
             os.close(fd)
         return True
@@ -249,7 +275,10 @@ class PidFile:
         except OSError as exc:
             raise _pidfile_error(self.path, exc) from exc
 
-    def _open_and_lock(self, wait_s: float, create: bool = True) -> int:
+    def _open_and_lock(self, wait_s: float, create: bool = True,
+                       for_daemon: bool = False) -> int:
+        """Open (or create) the file and take its write lock; ``for_daemon``: the lock will
+        say that a daemon runs, so the file must be one nobody else can tamper with."""
         deadline = time.monotonic() + wait_s
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         for _ in range(_INODE_RETRIES):
@@ -267,34 +296,97 @@ class PidFile:
                 raise _pidfile_error(self.path, None, why) from None
             except OSError as exc:
                 raise _pidfile_error(self.path, exc) from exc
-            if not _lock_until(fd, deadline):
+            try:
+                if for_daemon:
+                    self._check_safe(fd)
+                locked = self._lock_until(fd, deadline, waiting=wait_s > 0)
+            except BaseException:
                 os.close(fd)
-                if wait_s > 0:
-                    raise lockfile.LockTimeout(f"{self.path} is locked by another process")
-                raise lockfile.AlreadyLocked(f"{self.path} is locked by another process")
-            if _same_inode(fd, self.path):
+                raise
+            if locked != fd:
+                os.close(fd)  # a hostage: the fresh file that replaced it is what we hold
+            if locked is None:
+                continue  # the file was replaced while we looked: lock what is there now
+            if _same_inode(locked, self.path):
                 try:
-                    _check_is_pidfile(fd, self.path)
+                    _check_is_pidfile(locked, self.path)
                 except BaseException:
-                    os.close(fd)  # never keep a lock on a file we refused
+                    os.close(locked)  # never keep a lock on a file we refused
                     raise
-                _make_readable(fd)
-                return fd
-            os.close(fd)  # unlinked or replaced between open and flock: lock the new one
+                _make_readable(locked)
+                return locked
+            os.close(locked)  # unlinked or replaced between open and lock: lock the new one
         raise PidfileError(f"{self.path}: keeps being replaced by another process")
 
-
-def _lock_until(fd: int, deadline: float) -> bool:
-    """Try to take the exclusive lock, retrying until ``deadline`` (polling, bounded)."""
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
+    def _lock_until(self, fd: int, deadline: float, waiting: bool) -> int | None:
+        """The locked descriptor: ``fd``, or a fresh file's that replaced a hostage; None if
+        the file changed under us. Raises AlreadyLocked/LockTimeout if a daemon holds it past
+        ``deadline`` (polling, bounded)."""
+        while True:
+            if filelock.try_write_lock(fd):
+                return fd
+            if not filelock.write_locked(fd):
+                # Blocked by read locks alone: someone who may only read the file holds it
+                # hostage (a daemon only ever takes write locks). Nobody runs: replace it.
+                return self._replace_hostage()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                if waiting:
+                    raise lockfile.LockTimeout(f"{self.path} is locked by another process")
+                raise lockfile.AlreadyLocked(f"{self.path} is locked by another process")
             time.sleep(min(0.01, remaining))
+
+    def _replace_hostage(self) -> int | None:
+        """Put a fresh, locked file at the path in place of one only read locks hold.
+
+        The names are swapped atomically and what was swapped out is looked at: if it turns
+        out to be write-locked (another ``start`` locked it a moment ago), the swap is undone
+        at once, so no two processes ever both hold a lock on the inode at the path.
+        """
+        fresh = f"{self.path}.{secrets.token_hex(8)}.new"
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            if not filelock.try_write_lock(fd):
+                return None  # read-locked before we could lock it: look at the path again
+            filelock.exchange(fresh, self.path)
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(fresh)
+            raise PidfileError(f"{self.path} is read-locked by another process, which is not a "
+                               f"daemon, and cannot be replaced ({exc.strerror}): remove "
+                               "it") from exc
+        swapped_out = os.open(fresh, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            live = filelock.write_locked(swapped_out)
+        finally:
+            os.close(swapped_out)
+        if live:
+            filelock.exchange(fresh, self.path)  # give it back; ours is at `fresh` again
+            os.unlink(fresh)
+            os.close(fd)
+            return None
+        os.unlink(fresh)  # the hostage, now without a name
+        return fd
+
+    def _check_safe(self, fd: int) -> None:
+        """Refuse a pidfile another user could rewrite, or unlink to let a second start in."""
+        owner = os.fstat(fd).st_uid
+        if owner not in self.trusted_uids:
+            raise PidfileError(f"{self.path} belongs to uid {owner}, not to this user "
+                               "(refused: its owner could write any pid into it)")
+        directory = os.path.dirname(self.path)
+        info = os.stat(directory)
+        others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if info.st_uid not in self.trusted_uids or (others_write
+                                                   and not info.st_mode & stat.S_ISVTX):
+            raise PidfileError(f"{directory} may be written by other users (refused: they "
+                               "could replace the pidfile); use a directory of your own")
+
+
+def _pid_in(fd: int) -> int | None:
+    first_line = os.pread(fd, 64, 0).split(b"\n", 1)[0].strip()
+    return int(first_line) if first_line.isdigit() and int(first_line) > 0 else None
 
 
 def _same_inode(fd: int, path: str) -> bool:
@@ -304,10 +396,6 @@ def _same_inode(fd: int, path: str) -> bool:
         return False
     held = os.fstat(fd)
     return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
-
-
-#: what a pidfile may contain: nothing, or a pid and a newline (a few bytes)
-_MAX_PIDFILE_SIZE = 32
 
 
 def _check_is_pidfile(fd: int, path: str) -> None:
@@ -334,24 +422,6 @@ def _refuse_special_file(path: str) -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a symlink is refused by O_NOFOLLOW
         raise PidfileError(f"{path} is not a regular file (refused as a pidfile)")
-
-
-def _process_holds(pid: int, inode: tuple[int, int]) -> bool:
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        descriptors = os.listdir(fd_dir)
-    except FileNotFoundError:
-        return False
-    except PermissionError:
-        return True  # cannot verify; see holder_pid
-    for name in descriptors:
-        try:
-            target = os.stat(f"{fd_dir}/{name}")
-        except OSError:
-            continue  # closed meanwhile, or a descriptor we may not stat
-        if (target.st_dev, target.st_ino) == inode:
-            return True
-    return False
 
 
 def _make_readable(fd: int) -> None:

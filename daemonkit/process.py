@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import time
 
 
@@ -36,12 +37,52 @@ def wait_pidfd(pidfd: int, timeout_s: float) -> bool:
 def send_signal(pidfd: int, signum: int) -> bool:
     """Signal through the pidfd (never a recycled pid); False if the process already exited."""
     try:
-        import signal
-
         signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         return False
     return True
+
+
+def terminate(pid: int, timeout_s: float) -> str:
+    """SIGTERM, wait, SIGKILL, wait: ``"stopped"``, ``"killed"``, ``"gone"`` or ``"unkillable"``.
+
+    Signals go through a pidfd, so a pid recycled while we wait is never hit. Raises
+    PermissionError when the process is not ours to signal.
+    """
+    pidfd = open_pidfd(pid)
+    if pidfd is None:
+        return "gone"
+    try:
+        if not send_signal(pidfd, signal.SIGTERM):
+            return "gone"
+        if wait_pidfd(pidfd, timeout_s):
+            return "stopped"
+        send_signal(pidfd, signal.SIGKILL)
+        return "killed" if wait_pidfd(pidfd, 10.0) else "unkillable"
+    finally:
+        os.close(pidfd)
+
+
+def make_sure_gone(pid: int | None, timeout_s: float, grace_s: float) -> None:
+    """A process that must not linger (a daemon that failed to start), whatever its state.
+
+    One that is exiting by itself gets ``grace_s`` to finish its cleanup before the signals.
+    A process we may not signal (it dropped to another user) is left to exit on its own.
+    """
+    if pid is None:
+        return
+    pidfd = open_pidfd(pid)
+    if pidfd is None:
+        return
+    try:
+        if wait_pidfd(pidfd, grace_s):
+            return
+    finally:
+        os.close(pidfd)
+    try:
+        terminate(pid, min(timeout_s, 5.0))
+    except PermissionError:
+        pass
 
 
 def uptime_s(pid: int) -> float | None:

@@ -39,12 +39,13 @@ def world_runtime() -> Iterator[WorldRuntime]:
 
 @pytest.fixture
 def world_tmp() -> Iterator[Path]:
-    """A temp dir every user may write (pytest's own tmp root is private to root)."""
+    """A temp dir every user may write (pytest's own tmp root is private to root), sticky as
+    /tmp is: a pidfile there stays its owner's (daemonkit refuses a directory without it)."""
     import shutil
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix="daemonkit-test-"))
-    path.chmod(0o777)
+    path.chmod(0o1777)
     try:
         yield path
     finally:

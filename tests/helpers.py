@@ -114,12 +114,11 @@ class Service:
         from daemonkit import PidFile, PidfileError
 
         try:
-            held = PidFile(self.pidfile).holder_locked()
+            holder = PidFile(self.pidfile).observe()
         except PidfileError:
             return
-        pid = self.pid()
-        if held and pid is not None and pid > 1:
-            self.started_pids.add(pid)
+        if holder.locked and holder.pid is not None and holder.pid > 1:
+            self.started_pids.add(holder.pid)
 
     def pid(self) -> int | None:
         return read_pidfile(self.pidfile)

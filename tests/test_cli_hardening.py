@@ -5,7 +5,6 @@ Each test comes from a black-box trial of the CLI (see the issue notes).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,9 +47,10 @@ def test_stop_refuses_a_pid_that_does_not_hold_the_pidfile(probe: Service) -> No
     """Someone who can write the pidfile's directory names an unrelated process in it."""
     victim = subprocess.Popen(["sleep", "300"])
     code = textwrap.dedent(f"""
-        import fcntl, os, sys
+        import os, sys
+        from daemonkit.filelock import try_write_lock
         fd = os.open({str(probe.pidfile)!r}, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert try_write_lock(fd)
         os.write(fd, b"{victim.pid}\\n")
         print("locked", flush=True)
         sys.stdin.read()
@@ -248,19 +247,48 @@ def test_stop_by_the_service_user_succeeds_with_a_warning(world_runtime: WorldRu
         wait_for(lambda: not pid_alive(pid))
 
 
-def test_lock_probe_does_not_disturb_a_held_lock(tmp_path: Path) -> None:
-    """holder_locked() takes a shared lock for an instant: never while a holder exists."""
-    path = tmp_path / "x.pid"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    from daemonkit import PidFile
+def test_observing_the_pidfile_never_disturbs_a_start(tmp_path: Path) -> None:
+    """status used to probe with a shared flock, which made a concurrent start fail for an
+    instant; observe() takes no lock at all."""
+    import threading
 
-    began = time.monotonic()
-    assert PidFile(path).holder_locked()
-    assert time.monotonic() - began < 1
-    assert PidFile(path).holder_pid() == os.getpid()
-    os.close(fd)
+    from daemonkit import PidFile
+    from daemonkit.filelock import try_write_lock
+
+    path = tmp_path / "x.pid"
+    path.write_text("")
+    done = threading.Event()
+
+    def observe_until_done() -> None:
+        while not done.is_set():
+            PidFile(path).observe()
+
+    observer = threading.Thread(target=observe_until_done)
+    observer.start()
+    failures = 0
+    try:
+        for _ in range(2000):
+            fd = os.open(path, os.O_RDWR)
+            failures += not try_write_lock(fd)
+            os.close(fd)
+    finally:
+        done.set()
+        observer.join()
+    assert failures == 0
+
+
+def test_a_held_lock_is_observed_with_its_verified_pid(tmp_path: Path) -> None:
+    from daemonkit import PidFile
+    from daemonkit.pidfile import HolderState
+
+    holder = PidFile(tmp_path / "y.pid")
+    holder.acquire()
+    try:
+        seen = PidFile(tmp_path / "y.pid").observe()
+        assert (seen.state, seen.pid) == (HolderState.VERIFIED, os.getpid())
+    finally:
+        holder.release()
+    assert PidFile(tmp_path / "y.pid").observe().state is HolderState.NOBODY
 
 
 def test_stop_deferred_by_a_failing_critical_block_is_not_lost(probe: Service) -> None:
@@ -317,8 +345,10 @@ def test_refused_file_does_not_stay_locked(tmp_path: Path) -> None:
             raise AssertionError("acquired a non-pidfile")
         except PidfileError:
             pass
-    fd = os.open(path, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would fail if a refused lock leaked
+    from daemonkit.filelock import try_write_lock
+
+    fd = os.open(path, os.O_RDWR)
+    assert try_write_lock(fd)  # would fail if a refused lock leaked
     os.close(fd)
 
 

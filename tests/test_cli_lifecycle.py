@@ -57,8 +57,9 @@ def test_detached_process_shape(probe: Service) -> None:
     assert os.readlink(f"/proc/{pid}/fd/2") == str(probe.log_file)
     targets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert str(probe.pidfile) in targets
-    # stdio, pidfile, log, control socket, signal pipe: nothing inherited from the test
-    assert len(os.listdir(f"/proc/{pid}/fd")) <= 10, targets
+    # stdio, pidfile, log, exit record, control socket and its epoll, signal pipe: nothing
+    # inherited from the test
+    assert len(os.listdir(f"/proc/{pid}/fd")) <= 11, targets
     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
         assert cmdline.read().startswith(b"probe: main")
 
@@ -72,7 +73,9 @@ def test_kill_9_then_start(probe: Service) -> None:
     assert probe.pidfile.exists(), "SIGKILL leaves the file behind..."
     status = probe.cli("status")
     assert status.returncode == 1
-    assert status.stdout.strip() == f"probe is not running, but pidfile {probe.pidfile} exists"
+    assert status.stdout.startswith(f"probe is not running, but pidfile {probe.pidfile} exists "
+                                    f"(last run: pid {old_pid}, started ")
+    assert "ended without a word (killed by SIGKILL" in status.stdout
     started = probe.cli("start")  # ...but never a stale lock
     assert started.returncode == 0, started.stderr
     assert probe.pid() not in (None, old_pid)

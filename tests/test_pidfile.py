@@ -146,15 +146,15 @@ def test_remove_if_unlocked_takes_the_companion_only_under_the_lock(tmp_path: Pa
     holder = PidFile(str(path))
     holder.acquire()
     try:
-        assert PidFile(str(path)).remove_if_unlocked(str(companion)) is False
+        assert PidFile(str(path)).remove_if_unlocked([str(companion)]) is False
         assert companion.exists() and path.exists()
     finally:
         holder.release()
     assert not path.exists()
-    assert PidFile(str(path)).remove_if_unlocked(str(companion)) is True
+    assert PidFile(str(path)).remove_if_unlocked([str(companion)]) is True
     assert not companion.exists() and not path.exists()
     stuck = tmp_path / "stuck.ctl"  # unlink() refuses a directory
     stuck.mkdir()
     with pytest.raises(OSError):
-        PidFile(str(path)).remove_if_unlocked(str(stuck))
+        PidFile(str(path)).remove_if_unlocked([str(stuck)])
     assert stuck.exists() and not path.exists()

@@ -71,7 +71,9 @@ def test_setup_failing_after_the_drop_leaves_no_files(world_runtime: WorldRuntim
     assert failed.returncode == 1
     assert "no database for you" in failed.stderr
     assert any(e.startswith("setup uid=65534") for e in read_events(world_tmp / "events.log"))
-    assert sorted(os.listdir(run_dir)) == []
+    # only the exit record stays, to tell `status` later how the daemon ended
+    assert sorted(os.listdir(run_dir)) == ["probe.exit"]
+    assert "no database for you" in (run_dir / "probe.exit").read_text()
 
 
 def test_unknown_user_is_one_line_and_nothing_starts(world_runtime: WorldRuntime,

@@ -188,7 +188,8 @@ class Supervisor(Daemon):
                     return {"ok": False, "error": str(exc)}
 
             return engine.call(reload_now, 60.0)
-        return super().handle_control(request)
+        not_ours: dict[str, Any] = super().handle_control(request)
+        return not_ours
 
 
 def _set_title(title: str) -> None:

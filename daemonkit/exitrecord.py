@@ -1,0 +1,97 @@
+"""How the last daemon ended: a one-line JSON record beside the pidfile.
+
+When a daemon's ``run()`` crashes, its pidfile and control socket go with it, and ``status``
+could only say "not running". The record keeps the answer: pid, start and end times, exit
+status, why (the exception, the signal), and where the log is. It is opened by the daemon
+while still privileged (the directory may be root's) and written through that descriptor at
+the start and at the end, so a daemon that dropped privileges can still write it. A daemon
+killed by SIGKILL never writes its end: the record then shows a start without an end, which
+``status`` reports as such.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from typing import Any
+
+#: a record is one short line; anything longer is not ours
+_MAX_RECORD = 8192
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ExitRecordWriter:
+    """The daemon's end of the record."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._fields: dict[str, Any] = {}
+
+    def open(self, pid: int, log_file: str | None) -> None:
+        """Create or take over the record and note the start; raises OSError on a file that
+        is not a regular file of ours (never blocks, never follows a symlink)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK, 0o644)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()):
+            os.close(fd)
+            raise OSError(f"{self.path} is not a regular file of this user")
+        self._fd = fd
+        self._fields = {"pid": pid, "started_at": _now(), "log_file": log_file}
+        self._write()
+
+    def close(self, exit_status: int, reason: str) -> None:
+        """Note the end (exit status and why) and close the record."""
+        if self._fd is None:
+            return
+        self._fields.update(ended_at=_now(), exit_status=exit_status, reason=reason)
+        try:
+            self._write()
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self) -> None:
+        assert self._fd is not None
+        data = json.dumps(self._fields).encode() + b"\n"
+        os.pwrite(self._fd, data[:_MAX_RECORD], 0)
+        os.ftruncate(self._fd, min(len(data), _MAX_RECORD))
+
+
+def read_exit_record(path: str) -> dict[str, Any] | None:
+    """The last record, or None if there is none (or it is not a record of ours)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_RECORD)
+    finally:
+        os.close(fd)
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def describe_end(record: dict[str, Any]) -> str | None:
+    """A status line's note for an end worth telling: a failure, or no end at all."""
+    pid = record["pid"]
+    log_file = record.get("log_file")
+    where = f"; log: {log_file}" if isinstance(log_file, str) else ""
+    if "exit_status" not in record:
+        return (f"pid {pid}, started {record.get('started_at')}, ended without a word "
+                f"(killed by SIGKILL, or the machine went down){where}")
+    if record.get("exit_status") == 0:
+        return None
+    return (f"pid {pid} exited with status {record['exit_status']} at {record.get('ended_at')}: "
+            f"{record.get('reason')}{where}")

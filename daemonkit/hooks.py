@@ -1,0 +1,88 @@
+"""Calling a service's hooks, sync or ``async def``, from wherever they must run.
+
+A service may write any hook as a coroutine function, and mix both kinds. The daemon has one
+event loop for its whole life (what ``setup()`` creates, ``run()`` and ``shutdown()`` use):
+
+* when ``run()`` is a coroutine the loop runs all the time, in the main thread; sync hooks are
+  plain calls in it, async ones are awaited;
+* when ``run()`` is sync, the main thread runs it and the loop runs only while an async hook
+  does (``asyncio.Runner.run``), so async hooks still share one loop.
+
+Hooks that run in other threads (``status_info``, ``handle_control`` in the control thread,
+``healthy`` in the watchdog's) are handed to the loop when it runs, so an asyncio service
+never needs thread-safe state, and a stuck loop shows as an unanswered hook; otherwise they
+are called in their thread (a coroutine then gets a loop of that thread for the call).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+def is_async(hook: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(hook)
+
+
+class HookCaller:
+    """Owns the daemon's event loop and calls hooks on it when they need it."""
+
+    def __init__(self) -> None:
+        self._runner: asyncio.Runner | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set while run() is a coroutine
+
+    def runner(self) -> asyncio.Runner:
+        if self._runner is None:
+            import asyncio
+
+            self._runner = asyncio.Runner()
+        return self._runner
+
+    def call(self, hook: Callable[..., Any], *args: Any) -> Any:
+        """Main thread, loop not running: a sync hook is called, an async one run to its end."""
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            return self.runner().run(_await(result))
+        return result
+
+    async def call_async(self, hook: Callable[..., Any], *args: Any) -> Any:
+        """In the loop: a sync hook is called (it blocks the loop while it runs), an async one
+        awaited."""
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def call_from_thread(self, hook: Callable[..., Any], timeout_s: float, *args: Any) -> Any:
+        """Another thread: on the loop if it runs (TimeoutError if it does not answer in
+        ``timeout_s``), else in this thread."""
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            import asyncio
+
+            future = asyncio.run_coroutine_threadsafe(self.call_async(hook, *args), loop)
+            try:
+                return future.result(timeout_s)
+            except TimeoutError:
+                future.cancel()
+                raise TimeoutError(f"the event loop did not run {hook.__name__}() within "
+                                   f"{timeout_s:g}s") from None
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            import asyncio
+
+            return asyncio.run(_await(result))
+        return result
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
