@@ -131,8 +131,10 @@ class Runtime:
         try:
             gate.open()  # serves a HUP that arrived during setup(), or a deferred stop
             self.daemon.run()
+            if gate.stop_signal is not None:  # run() saw `stopping` and returned by itself
+                self._stopped_by(gate.stop_signal)
         except StopDaemon as stop:
-            self.end_reason = f"stopped by {_signal_name(stop.signum)}"
+            self._stopped_by(stop.signum)
         except SystemExit as exc:
             exit_code = _exit_status(exc)
             self.end_reason = f"run() called sys.exit({exc.code!r})"
@@ -179,6 +181,8 @@ class Runtime:
         gate.open(run_task)
         try:
             await run_task  # a stop cancels run_task, never this task
+            if gate.stop_signal is not None:  # run() saw `stopping` and returned by itself
+                self.end_reason = f"stopped by {_signal_name(gate.stop_signal)}"
         except asyncio.CancelledError:
             if gate.stop_signal is None:
                 raise  # cancelled by someone else: let asyncio report it
@@ -248,13 +252,19 @@ class Runtime:
         return exit_code or 1
 
     def _on_stop_signal(self, signum: int) -> None:
-        """The sync gate's watcher thread, once per stop."""
-        self.log.info("received %s, stopping", _signal_name(signum))
+        """The sync gate's watcher thread, once per stop: systemd hears of it at once (the
+        main thread logs it, once, when the stop takes effect: this thread may not get to
+        run before the process ends)."""
         self.notifier.stopping()
+
+    def _stopped_by(self, signum: int) -> None:
+        self.log.info("received %s, stopping", _signal_name(signum))
+        self.end_reason = f"stopped by {_signal_name(signum)}"
 
     def _on_stop_signal_in_loop(self, signum: int) -> None:
         self.daemon.stopping.set()
-        self._on_stop_signal(signum)
+        self.notifier.stopping()
+        self.log.info("received %s, stopping", _signal_name(signum))
 
     def critical(self) -> Critical | AsyncCritical:
         if self.gate is None:

@@ -87,3 +87,12 @@ def test_a_log_target_prepared_before_a_rotation_opens_the_new_file(tmp_path: Pa
     assert os.fstat(target.fd).st_ino == path.stat().st_ino != rotated_inode
     os.close(target.fd)
 
+
+
+def test_a_stop_is_logged_once(hello: Service) -> None:
+    assert hello.cli("start").returncode == 0
+    pid = hello.pid()
+    assert hello.cli("stop").returncode == 0
+    lines = [line for line in hello.log_text().splitlines() if f"[{pid}]" in line]
+    assert [line.split(": ", 1)[1] for line in lines[-2:]] == [
+        "received SIGTERM, stopping", "hello exiting with status 0"]
