@@ -41,7 +41,8 @@ class AsyncGate:
         self.stop_signal: int | None = None  # the first stop signal received
         self._loop: asyncio.AbstractEventLoop | None = None
         self._target: asyncio.Task[object] | None = None  # what a stop cancels
-        self._critical_depth = 0
+        self._critical_depth = 0  # open blocks, all tasks together
+        self._depth_by_task: dict[asyncio.Task[object] | None, int] = {}
         self._pending: list[str] = []
         self._acting: asyncio.Task[None] | None = None
         self._open = False  # actions are served between the end of setup and shutdown
@@ -135,16 +136,26 @@ class AsyncGate:
 
 class AsyncCritical:
     """``async with self.critical():`` (or plain ``with``) in an async service; nests, and
-    counts across tasks: the stop waits until no task is inside a block."""
+    counts across tasks: the stop waits until no task is inside a block.
+
+    Once a stop is asked, no new unit of work begins: entering a block that is not nested in
+    one of the same task raises ``CancelledError`` (entering does not await, so the pending
+    cancellation would otherwise land at the first ``await`` inside the new block).
+    """
 
     def __init__(self, gate: AsyncGate) -> None:
         self.gate = gate
 
     def __enter__(self) -> None:
-        loop = self.gate._loop
-        if loop is None or threading.current_thread() is not threading.main_thread():
+        gate = self.gate
+        if gate._loop is None or threading.current_thread() is not threading.main_thread():
             raise RuntimeError("critical() is for the daemon's event loop")
-        self.gate._critical_depth += 1
+        task = asyncio.current_task()
+        depth = gate._depth_by_task.get(task, 0)
+        if depth == 0 and gate.stop_signal is not None and not gate._shutting_down:
+            raise asyncio.CancelledError("the daemon is stopping")
+        gate._depth_by_task[task] = depth + 1
+        gate._critical_depth += 1
 
     def __exit__(
         self,
@@ -152,9 +163,14 @@ class AsyncCritical:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.gate._critical_depth -= 1
-        if self.gate._critical_depth == 0:
-            self.gate._cancel_if_safe()  # lands at the target's next await, not here
+        gate = self.gate
+        task = asyncio.current_task()
+        depth = gate._depth_by_task.pop(task) - 1
+        if depth:
+            gate._depth_by_task[task] = depth
+        gate._critical_depth -= 1
+        if gate._critical_depth == 0:
+            gate._cancel_if_safe()  # lands at the target's next await, not here
 
     async def __aenter__(self) -> None:
         self.__enter__()

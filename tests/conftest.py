@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SERVICES, Service, WorldRuntime
+from helpers import ROOT, SERVICES, FakeSystemd, Service, WorldRuntime
 
 
 @pytest.fixture
@@ -22,6 +23,17 @@ def hello(tmp_path: Path) -> Iterator[Service]:
     service = Service(ROOT / "examples" / "hello.py", tmp_path, "hello", events_option=False)
     yield service
     service.cleanup()
+
+
+@pytest.fixture(params=["path", "abstract"])
+def fake_systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSystemd]:
+    if request.param == "path":
+        address = str(tmp_path / "notify.sock")
+    else:
+        address = f"@daemonkit-test-{uuid.uuid4().hex}"
+    fake = FakeSystemd(address)
+    yield fake
+    fake.sock.close()
 
 
 @pytest.fixture(scope="session")

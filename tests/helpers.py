@@ -203,3 +203,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class FakeSystemd:
+    """Collects sd_notify datagrams, as PID 1 would."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.05)
+        self.messages: list[dict[str, str]] = []
+
+    def collect(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                return self.messages
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append(fields)
+
+    def wait_for_field(self, key: str, value: str | None = None, after: int = 0,
+                       timeout: float = 10) -> dict[str, str]:
+        def found() -> dict[str, str] | None:
+            for message in self.collect()[after:]:
+                if key in message and (value is None or message[key] == value):
+                    return message
+            return None
+
+        return wait_for(found, timeout, message=f"{key}={value} from the service")

@@ -4,56 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from helpers import Service, wait_for
-
-
-class FakeSystemd:
-    """Collects sd_notify datagrams, as PID 1 would."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.settimeout(0.05)
-        self.messages: list[dict[str, str]] = []
-
-    def collect(self) -> list[dict[str, str]]:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                return self.messages
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.messages.append(fields)
-
-    def wait_for_field(self, key: str, value: str | None = None, after: int = 0,
-                       timeout: float = 10) -> dict[str, str]:
-        def found() -> dict[str, str] | None:
-            for message in self.collect()[after:]:
-                if key in message and (value is None or message[key] == value):
-                    return message
-            return None
-
-        return wait_for(found, timeout, message=f"{key}={value} from the service")
-
-
-@pytest.fixture(params=["path", "abstract"])
-def fake_systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSystemd]:
-    if request.param == "path":
-        address = str(tmp_path / "notify.sock")
-    else:
-        address = f"@daemonkit-test-{uuid.uuid4().hex}"
-    fake = FakeSystemd(address)
-    yield fake
-    fake.sock.close()
+from helpers import FakeSystemd, Service
 
 
 def test_ready_reload_watchdog_stopping(probe: Service, fake_systemd: FakeSystemd) -> None:

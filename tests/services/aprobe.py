@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""An asyncio test service: every hook that may be ``async def`` is, and records events.
+
+Events are appended, one per line, to ``--events FILE`` so tests can poll for them. setup()
+starts a TCP server on the loop that run() and shutdown() use: the loop lives for the daemon's
+whole life. The service also names its own methods ``serve``, ``state``, ``runtime`` and
+``control``, names daemonkit must leave to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from daemonkit import Daemon
+
+
+class AsyncProbe(Daemon):
+    name = "aprobe"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--events", required=True)
+        parser.add_argument("--setup-fail", help="raise ValueError(MESSAGE) in setup()")
+        parser.add_argument("--setup-sleep", type=float, default=0.0)
+        parser.add_argument("--naive-loop", action="store_true",
+                            help="run() is `while True: await asyncio.sleep(1)`")
+        parser.add_argument("--critical-seconds", type=float, default=0.0,
+                            help="run() loops over `async with critical()` blocks this long")
+        parser.add_argument("--run-raises", action="store_true")
+        parser.add_argument("--run-returns", action="store_true")
+        parser.add_argument("--reload-fail-file", help="reload() raises if this file exists")
+        parser.add_argument("--reload-seconds", type=float, default=0.0)
+        parser.add_argument("--unhealthy-file", help="healthy() is False while this file exists")
+        parser.add_argument("--sync-reload", action="store_true",
+                            help="reload() is a plain function (hooks of both kinds mixed)")
+        parser.add_argument("--wait-stopping", action="store_true",
+                            help="a task of run()'s awaits self.stopping.wait_async()")
+
+    def event(self, text: str) -> None:
+        with open(self.options.events, "a") as events:
+            events.write(f"{text}\n")
+
+    def configure(self) -> None:
+        self.options.events = os.path.abspath(self.options.events)
+        if self.options.sync_reload:
+            self.reload = self.sync_reload  # type: ignore[method-assign]
+
+    # -- the service's own names (they must not collide with daemonkit's machinery) ------------
+
+    def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.state["connections"] += 1
+        writer.write(b"hello\n")
+        writer.close()
+
+    runtime = "the service's own attribute"
+    control = "the service's own attribute"
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.state = {"connections": 0, "reloads": 0, "jobs": 0}
+        self.lock = asyncio.Lock()  # run() and reload() share it: no interruption caveat
+        self.server = await asyncio.start_server(self.serve_client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.event(f"setup pid={os.getpid()} port={self.port}")
+        if self.options.setup_sleep:
+            await asyncio.sleep(self.options.setup_sleep)
+        if self.options.setup_fail:
+            raise ValueError(self.options.setup_fail)
+        self.event("setup done")
+
+    async def serve_client(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        self.serve(reader, writer)
+        await writer.wait_closed()
+
+    async def run(self) -> None:
+        self.event("run")
+        if self.options.run_raises:
+            raise RuntimeError("run exploded")
+        if self.options.run_returns:
+            return
+        if self.options.wait_stopping:
+            self.worker = asyncio.create_task(self.drain_on_stop())
+        if self.options.critical_seconds:
+            number = 0
+            while True:
+                async with self.critical(), self.lock:
+                    self.event(f"begin {number}")
+                    await asyncio.sleep(self.options.critical_seconds)
+                    self.state["jobs"] += 1
+                    self.event(f"end {number}")
+                number += 1
+        try:
+            while True:
+                await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            self.event("cancelled")
+            raise
+
+    async def drain_on_stop(self) -> None:
+        await self.stopping.wait_async()
+        self.event("stopping awaited")
+
+    async def reload(self) -> None:
+        self.event("reload begin")
+        async with self.lock:
+            if self.options.reload_seconds:
+                await asyncio.sleep(self.options.reload_seconds)
+            if self.options.reload_fail_file and os.path.exists(self.options.reload_fail_file):
+                raise ValueError("bad configuration in reload")
+            self.state["reloads"] += 1
+        self.event(f"reload done {self.state['reloads']}")
+
+    def sync_reload(self) -> None:
+        self.state["reloads"] += 1
+        self.event(f"sync reload done {self.state['reloads']}")
+
+    async def reopen_logs(self) -> None:
+        self.event("reopen_logs")
+
+    async def shutdown(self) -> None:
+        if self.options.wait_stopping:
+            await self.worker  # a task of run()'s, which saw the stop through `stopping`
+        self.server.close()  # made by setup() on the same loop
+        await self.server.wait_closed()
+        self.event("shutdown")
+
+    async def status_info(self) -> dict[str, object]:
+        return {**self.state, "port": self.port, "loop_running": asyncio.get_running_loop()
+                .is_running()}
+
+    async def healthy(self) -> bool:
+        return not (self.options.unhealthy_file and os.path.exists(self.options.unhealthy_file))
+
+
+if __name__ == "__main__":
+    AsyncProbe.main()
