@@ -1,0 +1,227 @@
+"""A hostile local user against the core: the control socket, the pidfile, the log file.
+
+Each test is an attack found by an adversarial trial; the attacker runs as ``nobody`` where
+the attack needs another user (``runuser``, with an interpreter ``nobody`` may run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from helpers import Service, WorldRuntime, pid_alive, wait_for
+
+NOBODY = 65534
+
+
+def control_exchange(path: Path, payload: bytes, timeout: float = 10.0) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        reply = sock.makefile("rb").readline()
+    answer = json.loads(reply)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_malformed_control_requests_get_errors_and_the_socket_lives_on(probe: Service) -> None:
+    assert probe.cli("start").returncode == 0
+    control = probe.workdir / "probe.ctl"
+    for payload in (b'{"cmd":"status","timeout":null}\n', b'{"cmd":"status","timeout":[1]}\n',
+                    b'{"cmd":"reload","timeout":1e308}\n', b'{"cmd":"reload","timeout":Infinity}\n',
+                    b'{"cmd":"wait-ready","timeout":1e10}\n', b"[" * 60000 + b"\n",
+                    b'{"cmd":7}\n', b"\xff\xfe\n", b'{"cmd":"status","timeout":true}\n'):
+        answer = control_exchange(control, payload)
+        assert answer["ok"] is False and answer["error"], (payload[:40], answer)
+    oversized = control_exchange(control, b'{"cmd":"status","pad":"' + b"x" * 70000)
+    assert oversized == {"ok": False, "error": "request too large"}
+    # the control thread is alive: status, reload and start on the running daemon all work
+    assert control_exchange(control, b'{"cmd":"status"}\n')["ok"] is True
+    assert probe.cli("reload").returncode == 0
+    again = probe.cli("start")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+
+def test_trickling_clients_never_hold_the_socket(probe: Service) -> None:
+    """Three clients sending a byte every 2 s used to block status for everyone."""
+    assert probe.cli("start").returncode == 0
+    control = str(probe.workdir / "probe.ctl")
+    answers: list[bytes] = []
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(control)
+            for byte in b'{"cmd":"status"}':
+                if stop.wait(2.0):
+                    return
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    break
+            sock.settimeout(5)
+            answers.append(sock.recv(4096))
+
+    tricklers = [threading.Thread(target=trickle) for _ in range(3)]
+    for thread in tricklers:
+        thread.start()
+    try:
+        began = time.monotonic()
+        status = probe.cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "running"
+        assert time.monotonic() - began < 4, "status waited behind the slow clients"
+    finally:
+        for thread in tricklers:
+            thread.join(20)
+        stop.set()
+    assert len(answers) == 3
+    assert all(b"no complete request within 5s" in answer for answer in answers), answers
+
+
+def test_a_flood_of_silent_clients_makes_room_for_status(probe: Service) -> None:
+    assert probe.cli("start").returncode == 0
+    control = str(probe.workdir / "probe.ctl")
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(100)]
+    try:
+        for sock in idle:  # far more than the socket reads at once
+            sock.connect(control)
+        status = probe.cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "running"
+        idle[0].settimeout(5)
+        assert b"too many clients" in idle[0].recv(4096)  # the oldest made room
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def hostile(runtime: WorldRuntime, code: str) -> subprocess.Popen[str]:
+    """A Python process of user nobody; it prints 'ready' once its attack is in place."""
+    process = subprocess.Popen(["runuser", "-u", "nobody", "--", runtime.python, "-c",
+                                textwrap.dedent(code)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=runtime.env)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+@contextmanager
+def attacker(runtime: WorldRuntime, code: str) -> Iterator[subprocess.Popen[str]]:
+    process = hostile(runtime, code)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def probe_command(runtime: WorldRuntime, workdir: Path, pidfile: Path, *args: str
+                  ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([runtime.python, str(runtime.root / "services" / "probe.py"), *args,
+                           "--pidfile", str(pidfile), "--events", str(workdir / "events.log")],
+                          capture_output=True, text=True, env=runtime.env, timeout=60,
+                          check=False)
+
+
+def test_a_pidfile_planted_by_another_user_is_refused(world_runtime: WorldRuntime,
+                                                      world_tmp: Path) -> None:
+    """In a shared directory, nobody creates the pidfile first, to write its own pid into it
+    later (stop would then report success while the daemon runs)."""
+    planted = world_tmp / "probe.pid"
+    subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                    f"touch {planted} && chmod 666 {planted}"], check=True)
+    started = probe_command(world_runtime, world_tmp, planted, "start")
+    assert started.returncode == 1
+    assert started.stderr.strip() == (f"probe: {planted} belongs to uid {NOBODY}, not to this "
+                                      "user (refused: its owner could write any pid into it)")
+    assert planted.read_text() == ""
+    open_dir = world_tmp / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # world-writable without the sticky bit: anyone may replace files
+    refused = probe_command(world_runtime, world_tmp, open_dir / "probe.pid", "start")
+    assert refused.returncode == 1
+    assert "may be written by other users" in refused.stderr
+
+
+def test_default_pidfile_of_a_user_is_private(world_runtime: WorldRuntime,
+                                              world_tmp: Path) -> None:
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    env = {k: v for k, v in world_runtime.env.items() if k != "XDG_RUNTIME_DIR"}
+    command = ["runuser", "-u", "nobody", "--", world_runtime.python,
+               str(world_runtime.root / "services" / "probe.py"), "--events",
+               str(world_tmp / "events.log")]
+    private = Path(f"/tmp/daemonkit-{NOBODY}")
+    started = subprocess.run([*command, "start"], capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+    try:
+        assert started.returncode == 0, started.stderr
+        info = private.stat()
+        assert (info.st_uid, info.st_mode & 0o777) == (NOBODY, 0o700)
+        assert (private / "probe.pid").exists()
+        status = subprocess.run([*command, "status"], capture_output=True, text=True, env=env,
+                                timeout=60, check=False)
+        assert status.returncode == 0 and "is running" in status.stdout
+    finally:
+        subprocess.run([*command, "stop"], capture_output=True, env=env, timeout=60,
+                       check=False)
+    assert not (private / "probe.pid").exists()
+
+
+def test_another_users_lock_on_a_leftover_pidfile_is_not_the_daemon(
+        world_runtime: WorldRuntime, world_tmp: Path) -> None:
+    """A reader of a left-over pidfile (mode 0644) locks it: status used to say running, and
+    start failed. A reader can take a read lock at most, and that never counts."""
+    run_dir = world_tmp / "run"
+    run_dir.mkdir(mode=0o755)
+    pidfile = run_dir / "probe.pid"
+    pidfile.write_text("4242\n")  # left by a daemon killed with -9
+    pidfile.chmod(0o644)
+    attack = f"""
+        import fcntl, os, struct, sys
+        fd = os.open({str(pidfile)!r}, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what worked against the flock pidfile
+        lock = struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)  # all a reader can take of an OFD lock
+        print("ready", flush=True)
+        sys.stdin.read()
+    """
+    with attacker(world_runtime, attack):
+        status = probe_command(world_runtime, world_tmp, pidfile, "status")
+        assert status.returncode == 1, status.stdout
+        assert status.stdout.startswith("probe is not running, but pidfile")
+        started = probe_command(world_runtime, world_tmp, pidfile, "start")
+        assert started.returncode == 0, started.stderr
+        pid = int(pidfile.read_text())
+        try:
+            assert pid != 4242 and pid_alive(pid)
+            running = probe_command(world_runtime, world_tmp, pidfile, "status")
+            assert running.returncode == 0 and f"pid {pid}" in running.stdout
+            assert probe_command(world_runtime, world_tmp, pidfile, "stop").returncode == 0
+            assert not pid_alive(pid)
+        finally:
+            if pid_alive(pid):
+                os.kill(pid, 9)
+                wait_for(lambda: not pid_alive(pid))
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".new")]
+
+
+def test_a_fifo_as_log_file_is_refused_at_once(probe: Service) -> None:
+    fifo = probe.workdir / "probe.log"
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    started = probe.cli("start", timeout=30)
+    assert time.monotonic() - began < 10, "start hung on the FIFO"
+    assert started.returncode == 1
+    assert started.stderr.strip() == f"probe: cannot open log file {fifo}: is not a regular " \
+                                     "file (refused)"
+    assert probe.pid() is None
