@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -282,6 +283,17 @@ def test_uncaught_exception_in_run(probe: Service) -> None:
     log = probe.log_text()
     assert "Traceback" in log and "RuntimeError: run exploded" in log
     assert "exiting with status 1" in log
+    # status says more than "not running": how it ended, when, and where the log is
+    status = probe.cli("status")
+    assert re.fullmatch(
+        rf"probe is not running \(last run: pid \d+ exited with status 1 at "
+        rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ: run\(\) raised RuntimeError: run exploded; "
+        rf"log: {re.escape(str(probe.log_file))}\)", status.stdout.strip()), status.stdout
+    report = json.loads(probe.cli("status", "--json").stdout)
+    assert report["last_exit"]["exit_status"] == 1
+    # a clean stop afterwards is not worth a note
+    assert probe.cli("start").returncode == 0 and probe.cli("stop").returncode == 0
+    assert probe.cli("status").stdout.strip() == "probe is not running"
 
 
 def test_run_returning_ends_the_daemon_cleanly(probe: Service) -> None:
@@ -293,6 +305,11 @@ def test_run_returning_ends_the_daemon_cleanly(probe: Service) -> None:
 def test_bad_command_lines_exit_2(probe: Service) -> None:
     assert probe.cli("frobnicate").returncode == 2
     assert probe.cli("status", "--no-such-option").returncode == 2
+    typo = probe.cli("--stop-timeot", "8000", "start")  # the value once became the "action"
+    assert typo.returncode == 2
+    assert typo.stderr.splitlines()[-1].endswith(
+        "error: unknown option --stop-timeot (did you mean --stop-timeout?)"), typo.stderr
+    assert probe.cli("--pid", "x.pid", "status").returncode == 2, "no silent abbreviations"
     zero_umask = probe.cli("start", "--umask", "0")
     assert zero_umask.returncode == 2 and "umask" in zero_umask.stderr
 
