@@ -9,7 +9,6 @@ is a :class:`DaemonkitError` carrying its own LSB code.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -116,6 +115,8 @@ def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) ->
         option = argument.split("=", 1)[0]
         if option in known or (not option.startswith("--") and option[:2] in known):
             continue
+        import difflib  # only for a command line that fails anyway
+
         close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         parser.error(f"unknown option {option}{hint}")

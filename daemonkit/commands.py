@@ -28,7 +28,6 @@ from .errors import DaemonkitError, PidfileError
 from .exitcodes import Exit
 from .exitrecord import describe_end, read_exit_record
 from .launch import Launch, configured_options, prepare_launch
-from .launcher import launch_detached, serve_foreground
 from .paths import control_path_for, exit_record_path_for
 from .pidfile import Holder, HolderState, PidFile
 
@@ -91,6 +90,8 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
     ``start`` takes over the lock and starts a daemon of its own. ``launch``: already
     prepared (by ``restart``, before it stopped the old daemon).
     """
+    from .launcher import launch_detached  # only start and run need the daemon's side
+
     deadline = time.monotonic() + daemon.options.start_timeout
     running = _ready_holder(daemon, _pidfile(daemon), deadline)
     if running is None:
@@ -415,6 +416,8 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
 
 
 def run_foreground(daemon: Daemon) -> int:
+    from .launcher import serve_foreground
+
     launch = prepare_launch(daemon)
     pidfile = _pidfile(daemon, launch)
     try:

@@ -18,7 +18,6 @@ pid read from the pidfile is believed only if that process holds the write lock 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -102,6 +101,8 @@ def exchange(path_a: str, path_b: str) -> None:
     The one atomic step that lets a file be replaced while checking what was replaced:
     ``rename`` would clobber a file another process locked a moment ago, unseen.
     """
+    import ctypes  # only here: rarely needed, and costly to import
+
     libc = ctypes.CDLL(None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
     if renameat2 is None:

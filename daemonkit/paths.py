@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 
 from .errors import ConfigError
 
@@ -36,7 +35,7 @@ def exit_record_path_for(pidfile_path: str) -> str:
 
 def private_runtime_dir() -> str:
     """The per-user directory for pidfiles when ``$XDG_RUNTIME_DIR`` is not usable."""
-    return os.path.join(tempfile.gettempdir(), f"daemonkit-{os.geteuid()}")
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"daemonkit-{os.geteuid()}")
 
 
 def default_pidfile(name: str) -> str:

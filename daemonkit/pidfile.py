@@ -36,7 +36,6 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterable
@@ -343,7 +342,7 @@ class PidFile:
         out to be write-locked (another ``start`` locked it a moment ago), the swap is undone
         at once, so no two processes ever both hold a lock on the inode at the path.
         """
-        fresh = f"{self.path}.{secrets.token_hex(8)}.new"
+        fresh = f"{self.path}.{os.urandom(8).hex()}.new"
         fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644)
         try:
