@@ -138,9 +138,11 @@ class AsyncCritical:
     """``async with self.critical():`` (or plain ``with``) in an async service; nests, and
     counts across tasks: the stop waits until no task is inside a block.
 
-    Once a stop is asked, no new unit of work begins: entering a block that is not nested in
-    one of the same task raises ``CancelledError`` (entering does not await, so the pending
-    cancellation would otherwise land at the first ``await`` inside the new block).
+    Once the stop has cancelled a task, that task begins no new unit of work: entering a
+    block that is not nested in one of its own raises ``CancelledError`` (entering does not
+    await, so the pending cancellation would otherwise land at the first ``await`` inside the
+    new block). Other tasks (the handlers of connections already accepted) may still enter
+    blocks to finish their work: the stop waits for them.
     """
 
     def __init__(self, gate: AsyncGate) -> None:
@@ -152,7 +154,7 @@ class AsyncCritical:
             raise RuntimeError("critical() is for the daemon's event loop")
         task = asyncio.current_task()
         depth = gate._depth_by_task.get(task, 0)
-        if depth == 0 and gate.stop_signal is not None and not gate._shutting_down:
+        if depth == 0 and gate._cancelled and task is gate._target:
             raise asyncio.CancelledError("the daemon is stopping")
         gate._depth_by_task[task] = depth + 1
         gate._critical_depth += 1

@@ -62,6 +62,9 @@ def build_parser(daemon_class: type[Daemon]) -> argparse.ArgumentParser:
                         help="drop to this user after setup_privileged()")
     parser.add_argument("--group", default=daemon_class.group, metavar="NAME",
                         help="drop to this group (default: the user's primary group)")
+    parser.add_argument("--listen", action="append", metavar="[NAME=]ADDRESS",
+                        help="listen on tcp://HOST:PORT or unix:/path (repeatable; default: "
+                             "the class's `listen`); the sockets are in self.listeners")
     parser.add_argument("--json", action="store_true", help="status: print one JSON object")
     daemon_class.add_arguments(parser)
     return parser
@@ -93,6 +96,8 @@ def parse_options(
         parser.error("--umask: must be between 001 and 777 (a umask of 0 makes files "
                      "world-writable)")
     options.name = service_name(daemon_class)
+    if options.listen is None:
+        options.listen = list(daemon_class.listen)
     options.pidfile = os.path.abspath(options.pidfile or default_pidfile(options.name))
     options.workdir = os.path.abspath(options.workdir)
     if options.log_file is not None:

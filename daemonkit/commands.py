@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
 import sys
 import time
@@ -23,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import lockfile
 
 from . import process
-from .control import ControlDenied, ControlError, request
+from .control import ControlDenied, ControlError, exchange, request
 from .errors import DaemonkitError, PidfileError
 from .exitcodes import Exit
 from .exitrecord import describe_end, read_exit_record
 from .launch import Launch, configured_options, prepare_launch
-from .paths import control_path_for, exit_record_path_for
+from .paths import control_path_for, exit_record_path_for, successor_control_path_for
 from .pidfile import Holder, HolderState, PidFile
 
 if TYPE_CHECKING:
@@ -248,10 +249,112 @@ def restart(daemon: Daemon) -> int:
     if changes:
         _complain(daemon, "note: restarting with other options than the running daemon's: "
                           + "; ".join(changes))
+    if launch.listen and not launch.sockets:  # under socket activation systemd keeps them
+        handed_over = _restart_with_handover(daemon, launch)
+        if handed_over is not None:
+            return handed_over
     stopped = stop(daemon)
     if stopped != Exit.OK:
         return stopped
     return start(daemon, launch)
+
+
+def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
+    """Restart without refusing a connection; None when there is nothing to hand over.
+
+    1. the running daemon passes its listening sockets (over its control socket);
+    2. the new daemon starts beside it on those sockets, as a successor: it holds no lock yet,
+       its control socket is ``NAME.next.ctl``; if it fails, the old one keeps running;
+    3. the old daemon is stopped as ``stop`` would (it stops accepting, finishes what it
+       holds); connections arriving meanwhile wait in the kernel's backlog, which the two
+       share, and the successor accepts them;
+    4. this command takes the pidfile's lock as soon as the old daemon let go of it, and
+       passes the locked descriptor to the successor, which writes its pid and moves its
+       control socket to ``NAME.ctl``: at no moment do two daemons hold the pidfile.
+    """
+    from .launcher import launch_detached
+
+    pidfile = _pidfile(daemon, launch)
+    holder = _observe(pidfile)
+    if holder.state not in (HolderState.VERIFIED, HolderState.UNVERIFIED):
+        return None
+    try:
+        reply, fds = exchange(launch.control_path, {"cmd": "handover"}, timeout_s=10.0)
+    except ControlError:
+        return None  # too old to hand over, or wedged: restart it the plain way
+    if not reply.get("ok"):
+        if reply.get("error") == "another restart is already under way":
+            _complain(daemon, f"cannot restart: {reply['error']}")
+            return Exit.FAILURE
+        return None
+    addresses = reply.get("addresses")
+    handed = [socket.socket(fileno=fd) for fd in fds]
+    if not isinstance(addresses, list) or len(addresses) != len(handed):
+        for sock in handed:
+            sock.close()
+        return None
+    wanted = {address.key for address in launch.listen}
+    launch.sockets = {}
+    for address, sock in zip(addresses, handed, strict=True):
+        if address in wanted:
+            launch.sockets[str(address)] = sock
+        else:
+            sock.close()  # no longer declared: it goes with the old daemon
+    launch.successor = True
+    try:
+        outcome = launch_detached(daemon, pidfile, launch)
+    finally:
+        for sock in launch.sockets.values():
+            sock.close()  # the successor has its own copies
+    if not outcome.ready:
+        _complain(daemon, outcome.error or "failed to start")
+        _complain(daemon, f"the running daemon (pid {holder.pid}) keeps running")
+        return outcome.exit_code or Exit.FAILURE
+    assert holder.pid is not None and outcome.pid is not None
+    return _hand_over_the_pidfile(daemon, pidfile, launch, holder.pid, outcome.pid)
+
+
+def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old_pid: int,
+                           new_pid: int) -> int:
+    """Steps 3 and 4 of a handover restart."""
+    try:
+        result = process.terminate(old_pid, daemon.options.stop_timeout)
+    except PermissionError:
+        result = "not ours"
+    if result in ("not ours", "unkillable"):
+        process.terminate(new_pid, daemon.options.stop_timeout)
+        _complain(daemon, f"could not stop pid {old_pid} ({result}); stopped the new daemon")
+        return Exit.FAILURE
+    deadline = time.monotonic() + daemon.options.start_timeout
+    while True:
+        try:
+            pidfile.lock_for_start()
+            break
+        except lockfile.AlreadyLocked:
+            # the old daemon's lock goes with its last descriptor, or a concurrent start
+            # grabbed it, whose daemon cannot bind the successor's sockets and gives up
+            if time.monotonic() > deadline:
+                process.terminate(new_pid, daemon.options.stop_timeout)
+                _complain(daemon, f"pidfile {pidfile.path} stayed locked after pid {old_pid} "
+                                  "ended; stopped the new daemon")
+                return Exit.FAILURE
+            time.sleep(0.005)
+    assert pidfile.fileno is not None
+    try:
+        reply, _ = exchange(successor_control_path_for(pidfile.path), {"cmd": "take-over"},
+                            timeout_s=10.0, send=[pidfile.fileno])
+    except ControlError as exc:
+        reply = {"ok": False, "error": str(exc)}
+    if not reply.get("ok"):
+        process.terminate(new_pid, daemon.options.stop_timeout)
+        pidfile.release()
+        _complain(daemon, f"the new daemon did not take over: {reply.get('error')}")
+        return Exit.FAILURE
+    pidfile.forget()  # the successor holds the lock now
+    what = "killed after timeout" if result == "killed" else "stopped"
+    _say(daemon, f"restarted (pid {old_pid} {what}, pid {new_pid} took over its listening "
+                 "sockets)")
+    return Exit.OK
 
 
 def _changed_options(daemon: Daemon, launch: Launch | None) -> list[str]:

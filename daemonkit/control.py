@@ -45,8 +45,8 @@ from typing import Any
 from .errors import DaemonkitError
 from .paths import control_path_for
 
-__all__ = ["ControlDenied", "ControlError", "ControlServer", "RequestError", "control_path_for",
-           "number_field", "request"]
+__all__ = ["FDS", "ControlDenied", "ControlError", "ControlServer", "RequestError",
+           "control_path_for", "exchange", "number_field", "request"]
 
 MAX_REQUEST = 64 * 1024
 MAX_REPLY = 4 * 1024 * 1024
@@ -54,6 +54,10 @@ MAX_CONNECTIONS = 32
 MAX_ANSWERING = 8
 REQUEST_DEADLINE_S = 5.0
 REPLY_DEADLINE_S = 10.0
+#: at most this many descriptors ride on one request or reply (SCM_RIGHTS)
+MAX_FDS = 16
+#: the key under which descriptors travel with a request or a reply (never sent as JSON)
+FDS = "__fds__"
 _SUN_PATH_MAX = 100  # a little under 108, for the NUL and safety
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -83,6 +87,14 @@ def number_field(message: dict[str, Any], key: str, default: float, low: float,
     return float(value)
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 @contextmanager
 def _short_path(path: str) -> Iterator[str]:
     if len(path.encode()) <= _SUN_PATH_MAX:
@@ -97,13 +109,26 @@ def _short_path(path: str) -> Iterator[str]:
 
 def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
     """Send one request to the daemon listening at ``path`` and return its reply."""
+    answer, fds = exchange(path, message, timeout_s)
+    _close_all(fds)
+    return answer
+
+
+def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
+             send: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+    """One request with descriptors to pass along (SCM_RIGHTS); the reply and the
+    descriptors that came with it (the caller owns them)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout_s)
     try:
         with _short_path(path) as short:
             sock.connect(short)
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        reply = _read_line(sock, MAX_REPLY)
+        data = json.dumps(message).encode() + b"\n"
+        if send:
+            socket.send_fds(sock, [data], send)
+        else:
+            sock.sendall(data)
+        reply, fds = _read_line(sock, MAX_REPLY)
     except FileNotFoundError:
         raise ControlError(f"no control socket at {path}") from None
     except ConnectionRefusedError:
@@ -119,17 +144,21 @@ def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict
     try:
         answer = json.loads(reply)
     except ValueError:
+        _close_all(fds)
         raise ControlError(f"malformed answer on {path}") from None
     if not isinstance(answer, dict):
+        _close_all(fds)
         raise ControlError(f"malformed answer on {path}")
-    return answer
+    return answer, fds
 
 
-def _read_line(sock: socket.socket, limit: int) -> bytes:
+def _read_line(sock: socket.socket, limit: int) -> tuple[bytes, list[int]]:
     chunks: list[bytes] = []
+    received: list[int] = []
     size = 0
     while True:
-        chunk = sock.recv(65536)
+        chunk, fds, _flags, _address = socket.recv_fds(sock, 65536, MAX_FDS)
+        received += fds
         if not chunk:
             break
         chunks.append(chunk)
@@ -138,8 +167,9 @@ def _read_line(sock: socket.socket, limit: int) -> bytes:
             break
     data = b"".join(chunks)
     if size > limit:
+        _close_all(received)
         raise ControlError("message too large")
-    return data.split(b"\n", 1)[0]
+    return data.split(b"\n", 1)[0], received
 
 
 @dataclass
@@ -148,6 +178,7 @@ class _Connection:
     uid: int
     deadline: float
     buffer: bytearray = field(default_factory=bytearray)
+    fds: list[int] = field(default_factory=list)
 
 
 class ControlServer:
@@ -254,11 +285,12 @@ class ControlServer:
     def _read(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
               connection: _Connection) -> None:
         try:
-            chunk = connection.sock.recv(65536)
+            chunk, fds, _flags, _address = socket.recv_fds(connection.sock, 65536, MAX_FDS)
         except BlockingIOError:
             return
         except OSError:
-            chunk = b""
+            chunk, fds = b"", []
+        connection.fds += fds
         connection.buffer += chunk
         if len(connection.buffer) > MAX_REQUEST:
             self._drop(selector, reading, connection)
@@ -272,6 +304,9 @@ class ControlServer:
               connection: _Connection) -> None:
         selector.unregister(connection.sock)
         del reading[connection.sock.fileno()]
+        if connection.uid not in self.allowed_uids:
+            _close_all(connection.fds)  # never keep what a stranger sent
+            connection.fds = []
 
     def _dispatch(self, connection: _Connection, line: bytes) -> None:
         if not self._answering.acquire(blocking=False):
@@ -285,29 +320,40 @@ class ControlServer:
 
     def _answer_and_reply(self, connection: _Connection, line: bytes) -> None:
         try:
-            reply = self._answer(connection.uid, line)
+            reply = self._answer(connection.uid, line, connection.fds)
+            fds = reply.pop(FDS, [])
             try:
                 data = json.dumps(reply, default=str).encode() + b"\n"
             except ValueError as exc:  # a circular structure from a service's status_info()
                 data = json.dumps({"ok": False, "error": f"unanswerable: {exc}"}).encode() + b"\n"
+                fds = []
             connection.sock.setblocking(True)
             connection.sock.settimeout(REPLY_DEADLINE_S)
-            connection.sock.sendall(data)
+            if fds:
+                socket.send_fds(connection.sock, [data], fds)
+            else:
+                connection.sock.sendall(data)
         except OSError:
             pass  # the client went away, or reads too slowly: nothing more to tell it
         finally:
             connection.sock.close()
             self._answering.release()
 
-    def _answer(self, uid: int, line: bytes) -> dict[str, Any]:
+    def _answer(self, uid: int, line: bytes, fds: list[int]) -> dict[str, Any]:
+        """The handler's answer; descriptors that came with the request are in the message
+        under ``FDS``: a handler that keeps one removes it from that list, the rest are
+        closed once it returns."""
         if uid not in self.allowed_uids:
             return {"ok": False, "error": f"uid {uid} may not control this daemon"}
         try:
             message = json.loads(line)
         except (ValueError, RecursionError):
+            _close_all(fds)
             return {"ok": False, "error": "malformed request: not one JSON object"}
         if not isinstance(message, dict) or not isinstance(message.get("cmd"), str):
+            _close_all(fds)
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
+        message[FDS] = fds
         try:
             return self.handler(message)
         except RequestError as exc:
@@ -315,6 +361,8 @@ class ControlServer:
         except Exception as exc:  # a handler's bug is an answer, not a crash
             log.exception("control request %r failed", message.get("cmd"))
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            _close_all(message.pop(FDS, []))
 
     @staticmethod
     def _reply_now(sock: socket.socket, reply: dict[str, Any]) -> None:
@@ -324,6 +372,13 @@ class ControlServer:
         except OSError:
             pass
         sock.close()
+
+    def move_to(self, path: str) -> None:
+        """Rename the bound socket file: a bound unix socket is reached by its inode, so
+        clients find it at the new name at once (a successor taking its predecessor's)."""
+        with _short_path(self.path) as old, _short_path(path) as new:
+            os.rename(old, new)
+        self.path = path
 
     def close(self, unlink: bool = True) -> None:
         self._closed.set()

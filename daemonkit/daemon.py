@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -42,6 +43,9 @@ class Daemon:
     stop_timeout: ClassVar[float] = 10.0
     log_file: ClassVar[str | None] = None
     log_level: ClassVar[str] = "INFO"
+    #: addresses to listen on (``--listen``): ``tcp://HOST:PORT``, ``unix:/path``, each may
+    #: be named (``http=tcp://...``, matched to systemd's ``FileDescriptorName=``)
+    listen: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         #: every option, resolved (the CLI's and the service's own from add_arguments)
@@ -56,6 +60,10 @@ class Daemon:
         #: set on SIGTERM/SIGINT and when the daemon ends; threads ``wait()`` on it,
         #: coroutines ``await self.stopping.wait_async()``
         self.stopping = StopEvent()
+        #: the listening sockets, in the order of ``listen``: ready before
+        #: ``setup_privileged()``, bound by daemonkit, passed by systemd or by the daemon a
+        #: ``restart`` replaced (the service accepts on them; it never binds them itself)
+        self.listeners: list[socket.socket] = []
 
     # -- hooks for services -------------------------------------------------------------------
 

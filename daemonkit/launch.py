@@ -12,14 +12,21 @@ import argparse
 import errno
 import json
 import os
+import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DaemonkitError
 from .exitcodes import Exit
+from .listen import ListenAddress, from_systemd, parse_address
 from .logsetup import LogTarget
-from .paths import control_path_for, ensure_private_runtime_dir, exit_record_path_for
+from .paths import (
+    control_path_for,
+    ensure_private_runtime_dir,
+    exit_record_path_for,
+    successor_control_path_for,
+)
 from .privileges import Identity, resolve_identity
 
 if TYPE_CHECKING:
@@ -39,6 +46,23 @@ class Launch:
     #: the options as ``configure()`` resolved them: ``status`` reports them, ``restart``
     #: compares its own with the running daemon's
     options: dict[str, Any]
+    #: where the service listens, in its declared order
+    listen: list[ListenAddress] = field(default_factory=list)
+    #: listening sockets already open (systemd's, or the replaced daemon's), by address key;
+    #: the rest of ``listen`` the daemon binds
+    sockets: dict[str, socket.socket] = field(default_factory=dict)
+    #: started by a handover ``restart``: serve beside the running daemon until it is gone
+    #: and the pidfile's lock is handed over (``take-over``)
+    successor: bool = False
+
+    @property
+    def own_control_path(self) -> str:
+        """Where this daemon's control socket is bound first."""
+        return successor_control_path_for(self.pidfile_path) if self.successor else (
+            self.control_path)
+
+    def passed_sockets(self) -> list[socket.socket]:
+        return list(self.sockets.values())
 
 
 def prepare_launch(daemon: Daemon) -> Launch:
@@ -50,6 +74,10 @@ def prepare_launch(daemon: Daemon) -> Launch:
     if options.syslog and not is_socket(options.syslog_socket):
         raise ConfigError(f"--syslog: no syslog socket at {options.syslog_socket}")
     resolved = configured_options(daemon)
+    listen = [parse_address(text) for text in options.listen]
+    keys = [address.key for address in listen]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--listen names the same address twice: {' '.join(keys)}")
     ensure_private_runtime_dir(options.pidfile)
     log = LogTarget(options.log_file, options.log_level,
                     options.syslog_socket if options.syslog else None)
@@ -70,7 +98,35 @@ def prepare_launch(daemon: Daemon) -> Launch:
         log=log,
         identity=identity,
         options=resolved,
+        listen=listen,
+        sockets=_socket_activation(listen),
     )
+
+
+def _socket_activation(listen: list[ListenAddress]) -> dict[str, socket.socket]:
+    """systemd's sockets, if it started this very process from a ``.socket`` unit (then
+    ``LISTEN_PID`` is ours: the command process of a ``Type=forking`` unit, or the process of
+    ``run``); the daemon inherits them. Without declared addresses, every passed socket is
+    taken, in systemd's order."""
+    passed = from_systemd()
+    if passed is None:
+        return {}
+    if not listen:
+        return {f"fd:{position}": sock for position, (_name, sock) in enumerate(passed)}
+    by_name = {name: sock for name, sock in passed if name}
+    matched: dict[str, socket.socket] = {}
+    for position, address in enumerate(listen):
+        if address.name is not None and address.name in by_name:
+            matched[address.key] = by_name[address.name]
+        elif position < len(passed):
+            matched[address.key] = passed[position][1]
+        else:
+            raise ConfigError(f"systemd passed {len(passed)} sockets; {address} is number "
+                              f"{position + 1} of the declared addresses")
+    for _name, sock in passed:
+        if all(sock is not chosen for chosen in matched.values()):
+            sock.close()  # passed, but declared by nobody: not ours to keep open
+    return matched
 
 
 def configured_options(daemon: Daemon) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
 
         log_stream = _log_stream(launch)
         keep = [fd for fd in (pidfile.fileno, ready.fd, launch.log.fd) if fd is not None]
+        keep += [sock.fileno() for sock in launch.passed_sockets()]
         context = python_daemon.DaemonContext(
             detach_process=True,
             working_directory=daemon.options.workdir,
@@ -101,7 +102,8 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
         )
         context.open()
         exit_code = Runtime(daemon, launch, pidfile, ready).serve()
-        pidfile.release()
+        if pidfile.i_am_locking():  # a successor nobody took over never held it
+            pidfile.release()
     except BaseException as exc:  # report anything, whatever it is, then die quietly
         ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
         logging.getLogger("daemonkit").exception("daemon failed")
@@ -174,4 +176,5 @@ def _serve_and_release(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
     try:
         return Runtime(daemon, launch, pidfile, None).serve()
     finally:
-        pidfile.release()
+        if pidfile.i_am_locking():
+            pidfile.release()

@@ -28,6 +28,12 @@ def control_path_for(pidfile_path: str) -> str:
     return _base(pidfile_path) + ".ctl"
 
 
+def successor_control_path_for(pidfile_path: str) -> str:
+    """``/run/x.pid`` -> ``/run/x.next.ctl``: the control socket of the daemon a handover
+    ``restart`` starts, until it takes over the pidfile and ``x.ctl``."""
+    return _base(pidfile_path) + ".next.ctl"
+
+
 def exit_record_path_for(pidfile_path: str) -> str:
     """``/run/x.pid`` -> ``/run/x.exit``: how the last daemon ended (see ``exitrecord``)."""
     return _base(pidfile_path) + ".exit"

@@ -195,6 +195,16 @@ class PidFile:
         self._fd = self._open_and_lock(0.0, for_daemon=True)
         os.ftruncate(self._fd, 0)
 
+    def adopt(self, fd: int) -> None:
+        """Hold the lock of a descriptor another process locked and passed us (SCM_RIGHTS):
+        the lock belongs to the open file description, so it is ours now as well. Refused
+        unless it is the file at our path and its lock is (still) held by that description."""
+        if self._fd is not None:
+            raise lockfile.AlreadyLocked(f"{self.path} is already locked by this object")
+        if not _same_inode(fd, self.path) or not filelock.try_write_lock(fd):
+            raise PidfileError(f"the descriptor handed over is not {self.path}'s lock")
+        self._fd = fd
+
     def write_pid(self, pid: int) -> None:
         """Write over the old content, then cut it: a reader never sees an empty file here,
         and the first line is always a whole pid."""

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from .control import ControlServer, RequestError, number_field
+from . import listen
+from .control import FDS, ControlServer, RequestError, number_field
 from .errors import StopDaemon
 from .exitrecord import ExitRecordWriter
 from .hooks import HookCaller, is_async
@@ -70,10 +73,13 @@ class Runtime:
         self.notifier = Notifier(None)
         self.hooks = HookCaller()
         self.gate: SignalGate | AsyncGate | None = None
-        self.control = ControlServer(launch.control_path, self.answer)
+        self.control = ControlServer(launch.own_control_path, self.answer)
         self.exit_record = ExitRecordWriter(launch.exit_record_path)
         self.asynchronous = is_async(daemon.run)
         self.end_reason = "run() returned"
+        self.listeners: list[socket.socket] = []
+        self._taken_over = threading.Event()
+        self._handover_until = 0.0  # monotonic time until which a handover is under way
 
     # -- the life cycle ------------------------------------------------------------------------
 
@@ -97,20 +103,37 @@ class Runtime:
         return exit_code
 
     def _bind_control(self) -> None:
-        """Step 2; a failure is a failed start, reported like one from setup()."""
+        """Step 2; a failure is a failed start, reported like one from setup(). A successor
+        (handover restart) holds no lock yet: it writes its pid once it takes over."""
         try:
             self.control.bind()
         except BaseException as exc:
             self._report_failure(f"{type(exc).__name__}: {exc}")
             raise
         self.control.start_thread()
-        self.pidfile.write_pid(os.getpid())
+        if not self.launch.successor:
+            self._own_the_pidfile()
         if self.ready is not None:
             self.ready.send(pid=os.getpid())
+
+    def _own_the_pidfile(self) -> None:
+        self.pidfile.write_pid(os.getpid())
         try:
             self.exit_record.open(os.getpid(), self.launch.log.path)
         except OSError as exc:
             self.log.warning("no exit record at %s: %s", self.exit_record.path, exc)
+
+    def _open_listeners(self) -> None:
+        """Before setup_privileged(): sockets passed in are used, the rest bound (as root)."""
+        passed = dict(self.launch.sockets)
+        if not self.launch.listen:
+            self.listeners = list(passed.values())
+        else:
+            self.listeners = [passed.pop(address.key) if address.key in passed
+                              else listen.bind(address) for address in self.launch.listen]
+            for sock in passed.values():
+                sock.close()  # the replaced daemon listened there; this one does not
+        self.daemon.listeners = list(self.listeners)
 
     def _live(self) -> int:
         """Steps 3-7 for a sync ``run()``."""
@@ -119,6 +142,7 @@ class Runtime:
         self.gate = gate
         gate.install()
         try:
+            self._open_listeners()
             self.hooks.call(self.daemon.setup_privileged)
             self._drop_privileges()
             self.hooks.call(self.daemon.setup)
@@ -165,6 +189,7 @@ class Runtime:
         assert life is not None
         gate.install(life)
         try:
+            self._open_listeners()
             await self.hooks.call_async(self.daemon.setup_privileged)
             self._drop_privileges()
             await self.hooks.call_async(self.daemon.setup)
@@ -239,6 +264,8 @@ class Runtime:
             self.ready.close()
         self.notifier.ready(status=f"{self.launch.name} running")
         self._start_watchdog()
+        if self.launch.successor:
+            self._await_take_over()
         self.log.info("%s ready (pid %d)", self.launch.name, os.getpid())
 
     def _enter_shutdown(self) -> None:
@@ -344,6 +371,10 @@ class Runtime:
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request["cmd"]
         timeout_s = number_field(request, "timeout", 30.0, 0.0, _MAX_WAIT_S)
+        if command == "take-over":
+            return self._take_over(request[FDS])
+        if command == "handover":
+            return self._handover()
         if command == "status":
             return self._status_reply(min(timeout_s, 10.0))
         if command == "wait-ready":
@@ -353,7 +384,9 @@ class Runtime:
             return {"ok": False, "error": f"cannot {command}: {self.states.current.value}"}
         if command in ("reload", "reopen-logs"):
             return self._act_and_wait("reload" if command == "reload" else "reopen", timeout_s)
-        reply = self.hooks.call_from_thread(self.daemon.handle_control, timeout_s, request)
+        service_request = {key: value for key, value in request.items() if key != FDS}
+        reply = self.hooks.call_from_thread(self.daemon.handle_control, timeout_s,
+                                            service_request)
         if not isinstance(reply, dict):
             raise RequestError(f"handle_control() answered {type(reply).__name__}, not a dict")
         return reply
@@ -379,6 +412,52 @@ class Runtime:
                     "error": f"not done after {timeout_s:g}s (waiting for a critical() block "
                              "to end); it will run when the block ends"}
         return result
+
+    # -- handover restart ----------------------------------------------------------------------
+
+    def _handover(self) -> dict[str, Any]:
+        """The listening sockets, for the daemon that ``restart`` starts in this one's place:
+        passed (SCM_RIGHTS), never closed, so no connection is refused meanwhile. One
+        restart at a time: another is refused until this one is done or given up."""
+        if self.states.current is not State.RUNNING:
+            return {"ok": False, "error": f"cannot hand over: {self.states.current.value}"}
+        now = time.monotonic()
+        if now < self._handover_until:
+            return {"ok": False, "error": "another restart is already under way"}
+        self._handover_until = now + self._succession_deadline_s()
+        return {"ok": True, "addresses": [listen.address_of(s) for s in self.listeners],
+                FDS: [sock.fileno() for sock in self.listeners]}
+
+    def _take_over(self, fds: list[int]) -> dict[str, Any]:
+        """A successor, once its predecessor is gone: the restart command passes the pidfile's
+        lock (it held it in between); from now on this daemon is the one of the pidfile."""
+        if not self.launch.successor or self.pidfile.i_am_locking():
+            return {"ok": False, "error": "nothing to take over"}
+        if len(fds) != 1:
+            return {"ok": False, "error": "take-over needs the pidfile's locked descriptor"}
+        self.pidfile.adopt(fds.pop())
+        self._own_the_pidfile()
+        self.control.move_to(self.launch.control_path)
+        self._taken_over.set()
+        self.log.info("took over %s (pid %d)", self.pidfile.path, os.getpid())
+        return {"ok": True, "pid": os.getpid()}
+
+    def _await_take_over(self) -> None:
+        """A successor nobody takes over (its restart command died) must not stay beside the
+        daemon it was meant to replace: it stops itself after the longest a restart takes."""
+        deadline_s = self._succession_deadline_s()
+
+        def watch() -> None:
+            if not self._taken_over.wait(deadline_s) and not self.daemon.stopping.is_set():
+                self.log.error("not taken over within %gs: stopping", deadline_s)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="daemonkit-succession", daemon=True).start()
+
+    def _succession_deadline_s(self) -> float:
+        """The longest a handover restart takes: its successor's start, this one's stop."""
+        options = self.daemon.options
+        return float(options.start_timeout + options.stop_timeout + 5.0)
 
     # -- systemd's watchdog ----------------------------------------------------------------
 

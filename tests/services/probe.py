@@ -96,8 +96,9 @@ class Probe(Daemon):
             self.child = subprocess.Popen(["sleep", "600"])
             self.event(f"child={self.child.pid}")
             with open(f"/proc/{self.child.pid}/environ", "rb") as environ:
-                has_notify = b"NOTIFY_SOCKET=" in environ.read()
-            self.event(f"child_has_notify_socket={has_notify}")
+                child_environment = environ.read()
+            self.event(f"child_has_notify_socket={b'NOTIFY_SOCKET=' in child_environment}")
+            self.event(f"child_has_listen_fds={b'LISTEN_FDS=' in child_environment}")
         self.event("setup done")
 
     def run(self) -> None:

@@ -1,0 +1,317 @@
+"""Listening sockets owned by daemonkit: bound before the privilege drop, received from
+systemd's socket activation (sd_listen_fds semantics, exercised the way systemd sets them
+up), and handed over by `restart` without refusing a connection."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, SERVICES, Service, WorldRuntime, free_port, pid_alive, wait_for
+
+ECHO = ROOT / "examples" / "echo.py"
+
+
+@pytest.fixture
+def echo(tmp_path: Path) -> Iterator[Service]:
+    service = Service(ECHO, tmp_path, "echo", events_option=False)
+    service.port = free_port()  # type: ignore[attr-defined]
+    service.extra = ["--listen", f"tcp://127.0.0.1:{service.port}"]  # type: ignore[attr-defined]
+    yield service
+    service.cleanup()
+
+
+def ping(port: int, text: str = "ping", timeout: float = 5.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+        client.sendall(f"{text}\n".encode())
+        return client.makefile().readline()
+
+
+def test_echo_example_serves_on_its_declared_address(echo: Service) -> None:
+    started = echo.cli("start")
+    assert started.returncode == 0, started.stderr
+    assert ping(echo.port) == "ping\n"  # type: ignore[attr-defined]
+    status = json.loads(echo.cli("status", "--json").stdout)
+    assert (status["connections"], status["lines"]) == (1, 1)
+    assert echo.cli("stop").returncode == 0
+    with pytest.raises(ConnectionRefusedError):
+        ping(echo.port)  # type: ignore[attr-defined]
+
+
+def test_a_taken_port_fails_start_with_the_reason(echo: Service) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", echo.port))  # type: ignore[attr-defined]
+        squatter.listen()
+        failed = echo.cli("start")
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (f"echo: DaemonkitError: cannot listen on tcp://127.0.0.1:"
+                                     f"{echo.port}: Address already in use")  # type: ignore
+    assert echo.pid() is None
+
+
+def test_bad_addresses_are_one_line_errors(echo: Service) -> None:
+    for address, why in (("tcp://localhost:80", "is not an IP address"),
+                         ("tcp://127.0.0.1:99999", "from 1 to 65535"),
+                         ("udp://127.0.0.1:53", "expected tcp://HOST:PORT or unix:/path"),
+                         ("tcp://::1:80", "in brackets")):
+        result = echo.cli("start", "--listen", address)
+        assert result.returncode == 6, (address, result.stderr)
+        assert why in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def free_privileged_port() -> int:
+    for port in range(900, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024 on 127.0.0.1")
+
+
+def test_a_privileged_port_with_a_privilege_drop(world_runtime: WorldRuntime,
+                                                 world_tmp: Path) -> None:
+    port = free_privileged_port()
+    command = [world_runtime.python, str(world_runtime.root / "examples" / "echo.py"),
+               "--pidfile", str(world_tmp / "echo.pid"), "--listen",
+               f"tcp://127.0.0.1:{port}", "--user", "nobody"]
+    started = subprocess.run([*command, "start"], capture_output=True, text=True,
+                             env=world_runtime.env, timeout=60, check=False)
+    assert started.returncode == 0, started.stderr
+    pid = int((world_tmp / "echo.pid").read_text())
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            uids = next(line for line in status if line.startswith("Uid:")).split()[1:]
+        assert uids == ["65534"] * 4
+        assert ping(port) == "ping\n"
+    finally:
+        subprocess.run([*command, "stop"], capture_output=True, env=world_runtime.env,
+                       timeout=60, check=False)
+    assert not pid_alive(pid)
+
+
+def test_a_unix_socket_address(tmp_path: Path) -> None:
+    service = Service(ECHO, tmp_path, "echo", events_option=False)
+    path = tmp_path / "echo.sock"
+    service.extra = ["--listen", f"unix:{path}"]
+    try:
+        assert service.cli("start").returncode == 0
+        assert path.stat().st_mode & 0o777 == 0o666
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            client.sendall(b"over unix\n")
+            assert client.makefile().readline() == "over unix\n"
+        assert service.cli("stop").returncode == 0
+    finally:
+        service.cleanup()
+
+
+# -- systemd socket activation -----------------------------------------------------------------
+
+ACTIVATE = textwrap.dedent("""
+    # does what systemd does for a .socket unit: the listening sockets as fds 3, 4, ...,
+    # LISTEN_PID = the pid of the process it executes, LISTEN_FDS, LISTEN_FDNAMES
+    import os, socket, sys
+    ports = [int(p) for p in sys.argv[1].split(",")]
+    names = sys.argv[2]
+    socks = []
+    for port in ports:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        socks.append(sock)
+    high = [os.dup(sock.fileno()) + 100 for sock in socks]  # out of the way of 3, 4, ...
+    for fd, sock in zip(high, socks):
+        os.dup2(sock.fileno(), fd)
+    for target, fd in enumerate(high, start=3):
+        os.dup2(fd, target)
+        os.set_inheritable(target, True)
+    os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(socks)),
+                      LISTEN_FDNAMES=names)
+    os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+""")
+
+
+def activated(ports: list[int], names: str, argv: list[str], **kwargs: object
+              ) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", ACTIVATE, ",".join(map(str, ports)), names,
+                             *argv], text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def test_socket_activation_in_the_foreground_matches_names(tmp_path: Path) -> None:
+    """Two sockets passed in the other order than declared: matched by name."""
+    first, second = free_port(), free_port()
+    pidfile = tmp_path / "echo.pid"
+    service = activated([second, first], "b:a", [
+        str(ECHO), "run", "--pidfile", str(pidfile), "--listen", "a=tcp://127.0.0.1:1",
+        "--listen", "b=tcp://127.0.0.1:2"])
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(service.pid))
+        wait_for((tmp_path / "echo.ctl").exists)
+        status = subprocess.run([sys.executable, str(ECHO), "status", "--pidfile",
+                                 str(pidfile)], capture_output=True, text=True, check=False)
+        assert status.returncode == 0, status.stdout
+        assert ping(first) == "ping\n" and ping(second) == "ping\n"  # nothing bound 1 or 2
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+
+
+def test_socket_activation_of_a_forking_start_passes_them_to_the_daemon(
+        tmp_path: Path) -> None:
+    """Type=forking: LISTEN_PID names the start command, whose daemon inherits the sockets."""
+    port = free_port()
+    service = Service(ECHO, tmp_path, "echo", events_option=False)
+    starter = activated([port], "echo.socket", [str(ECHO), "start", "--pidfile",
+                                                str(service.pidfile)], stdout=subprocess.PIPE)
+    try:
+        out, _ = starter.communicate(timeout=30)
+        assert starter.returncode == 0 and "started" in out
+        service.remember_pid()
+        assert ping(port) == "ping\n"  # no --listen: every passed socket, in systemd's order
+    finally:
+        service.cleanup()
+
+
+def test_processes_the_daemon_starts_do_not_see_the_sockets(probe: Service) -> None:
+    port = free_port()
+    service = activated([port], "x", [str(SERVICES / "probe.py"), "run", "--spawn-child",
+                                      *probe.argv("run")[3:]])
+    try:
+        probe.wait_event("child_has_listen_fds=False")
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+
+
+# -- restart with handover -----------------------------------------------------------------------
+
+
+class Pinger(threading.Thread):
+    """A client connecting, sending a line and reading it back, in a loop."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.done = threading.Event()
+        self.answered = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        for number in range(100_000):
+            if self.done.is_set():
+                return
+            try:
+                if ping(self.port, f"n{number}") != f"n{number}\n":
+                    self.failures.append(f"n{number}: wrong answer")
+                else:
+                    self.answered += 1
+            except OSError as exc:
+                self.failures.append(f"n{number}: {exc!r}")
+
+
+def test_restart_hands_the_sockets_over_and_refuses_no_connection(echo: Service) -> None:
+    assert echo.cli("start").returncode == 0
+    pingers = [Pinger(echo.port) for _ in range(4)]  # type: ignore[attr-defined]
+    for pinger in pingers:
+        pinger.start()
+    pids = [echo.pid()]
+    try:
+        for _ in range(5):
+            wait_for(lambda: all(p.answered for p in pingers))
+            restarted = echo.cli("restart")
+            assert restarted.returncode == 0, restarted.stderr
+            assert "took over its listening sockets" in restarted.stdout
+            echo.remember_pid()
+            pids.append(echo.pid())
+    finally:
+        for pinger in pingers:
+            pinger.done.set()
+        for pinger in pingers:
+            pinger.join(30)
+    assert len(set(pids)) == 6, pids
+    assert not any(pid_alive(pid) for pid in pids[:-1] if pid is not None)
+    assert [f for p in pingers for f in p.failures] == []
+    assert sum(p.answered for p in pingers) > 20
+    assert (echo.workdir / "echo.ctl").exists() and not (echo.workdir / "echo.next.ctl").exists()
+    status = json.loads(echo.cli("status", "--json").stdout)
+    assert status["pid"] == pids[-1] and status["state"] == "running"
+    assert echo.cli("stop").returncode == 0
+
+
+def test_a_failing_successor_leaves_the_old_daemon_running(tmp_path: Path) -> None:
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    port = free_port()
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{port}"]
+    try:
+        assert probe.cli("start").returncode == 0
+        old = probe.pid()
+        failed = probe.cli("restart", "--setup-fail", "the new version cannot start")
+        assert failed.returncode == 1
+        assert failed.stderr.splitlines()[-2:] == [
+            "probe: ValueError: the new version cannot start",
+            f"probe: the running daemon (pid {old}) keeps running"]
+        assert probe.pid() == old and pid_alive(old)
+        assert json.loads(probe.cli("status", "--json").stdout)["pid"] == old
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the socket is still open: connections queue for the old daemon
+        assert not (tmp_path / "probe.next.ctl").exists()
+    finally:
+        probe.cleanup()
+
+
+def test_a_successor_nobody_takes_over_stops_itself(tmp_path: Path) -> None:
+    """The restart command dies while the old daemon drains: the successor must not stay."""
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--start-timeout", "1",
+                   "--stop-timeout", "5"]
+    try:
+        assert probe.cli("start", "--ignore-term").returncode == 0
+        old = probe.pid()
+        restart = subprocess.Popen(probe.argv("restart"), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        successor = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
+                                      if e.startswith("setup uid") and f"pid={old}" not in e])
+        new = successor[0]
+        probe.started_pids.add(new)
+        wait_for((tmp_path / "probe.next.ctl").exists)
+        restart.kill()  # while it waits for the old daemon, which ignores SIGTERM
+        restart.wait()
+        wait_for(lambda: not pid_alive(new), timeout=20, message="the successor stopped")
+        assert pid_alive(old) and probe.pid() == old
+        assert "not taken over within" in probe.log_text()
+    finally:
+        probe.cleanup()
+
+
+def test_only_one_restart_at_a_time(echo: Service) -> None:
+    assert echo.cli("start").returncode == 0
+    first = subprocess.Popen(echo.argv("restart"), text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    second = echo.cli("restart")
+    out, err = first.communicate(timeout=60)
+    outcomes = sorted([first.returncode, second.returncode])
+    assert outcomes in ([0, 0], [0, 1]), (out, err, second.stdout, second.stderr)
+    if outcomes == [0, 1]:
+        loser = err if first.returncode else second.stderr
+        assert "cannot restart: another restart is already under way" in loser, loser
+    echo.remember_pid()
+    assert ping(echo.port) == "ping\n"  # type: ignore[attr-defined]
+    daemons = [pid for pid in echo.started_pids if pid_alive(pid)]
+    assert len(daemons) == 1, daemons
