@@ -48,14 +48,24 @@ class Echo(Daemon):
             writer.close()
 
     async def run(self) -> None:
-        await asyncio.gather(*(server.serve_forever() for server in self.servers))
+        await self.stopping.wait_async()  # the servers serve; a stop cancels this await
 
     async def shutdown(self) -> None:
         """Stop accepting (the socket lives on in a successor), then finish what we hold:
-        every connection already accepted gets its answers, within half the stop timeout."""
+        every connection already accepted gets its answers, within half the stop timeout.
+
+        Not ``server.close()`` first: a connection accepted in the same loop turn would get
+        no transport (asyncio refuses to attach it to a closed server) and be reset when the
+        process exits. Stop reading the listening sockets, let the accepted connections
+        attach, then close.
+        """
+        loop = asyncio.get_running_loop()
+        for sock in self.listeners:
+            loop.remove_reader(sock.fileno())
+        for _ in range(2):  # accepted connections: transport in one turn, handler in the next
+            await asyncio.sleep(0)
         for server in self.servers:
             server.close()
-        await asyncio.sleep(0.01)  # a connection accepted just before gets its handler
         if self.handlers:
             await asyncio.wait(self.handlers, timeout=self.options.stop_timeout / 2)
 
