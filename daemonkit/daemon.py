@@ -8,7 +8,7 @@ runtime (``runtime``) do the rest; their order is documented in ``runtime``.
 The class keeps only the documented names, so a service may name its own methods and
 attributes as it likes (``serve``, ``state``, ``runtime``, ``control``, ...). Reserved:
 the hooks below, the class attributes below, and ``options``, ``log``, ``stopping``,
-``critical``, ``main``.
+``listeners``, ``critical``, ``main``.
 """
 
 from __future__ import annotations

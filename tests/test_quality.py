@@ -102,13 +102,13 @@ def test_daemon_keeps_only_its_documented_names() -> None:
 
     names = {name for name in vars(Daemon) if not name.startswith("__")}
     documented = {"name", "pidfile", "user", "group", "workdir", "umask", "start_timeout",
-                  "stop_timeout", "log_file", "log_level", "add_arguments", "configure",
+                  "stop_timeout", "log_file", "log_level", "listen", "add_arguments", "configure",
                   "setup_privileged", "setup", "run", "reload", "shutdown", "reopen_logs",
                   "status_info", "handle_control", "handle_command", "healthy", "critical",
                   "main"}
     assert names == documented
     instance = Daemon()
-    assert set(vars(instance)) == {"options", "log", "stopping"}
+    assert set(vars(instance)) == {"options", "log", "stopping", "listeners"}
     readme = (ROOT / "README.md").read_text()
     reserved = readme.split("### Reserved names", 1)[1].split("\n#", 1)[0]
     missing = sorted(n for n in documented | set(vars(instance)) if f"`{n}`" not in reserved)
