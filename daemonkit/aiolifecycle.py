@@ -1,14 +1,19 @@
 """Signals in, safe actions out, for a service whose ``run()`` is a coroutine.
 
-The same promises as ``lifecycle`` (stop never cuts a ``critical()`` block, reload never runs
-before ``setup()`` finished nor during ``shutdown()``, a reload counts as critical), kept the
-asyncio way: signals arrive through ``loop.add_signal_handler`` (asyncio's wakeup fd: the
-handler only records, the callback runs in the loop), and a stop *cancels* the task it
-targets at its current ``await`` instead of raising between two bytecodes:
+The same promises as ``lifecycle`` (a stop never cuts a ``critical()`` block, a reload never
+runs before ``setup()`` finished nor during ``shutdown()``, a reload counts as critical),
+kept the asyncio way: signals arrive through ``loop.add_signal_handler`` (asyncio's wakeup
+fd: the handler only records, the callback runs in the loop), and a stop *cancels* the task
+it targets at its current ``await`` instead of raising between two bytecodes:
 
 * while ``setup()`` runs, the target is the task awaiting it: a stop there ends the start;
-* once the service runs, the target is the ``run()`` task. The cancellation waits while any
-  ``critical()`` block is open, in any task, or while a reload runs; it happens once.
+  it waits while a ``critical()`` block is open anywhere;
+* once the service runs, the target is the ``run()`` task. The cancellation waits while a
+  block is open in ``run()`` or in a task it started (they inherit a context variable, so a
+  ``TaskGroup``'s children count), and from the stop on those tasks begin no new block: a
+  cancellation of ``run()`` reaching its children never lands inside one. Tasks that are
+  not ``run()``'s (the handlers of a server started in ``setup()``) may still enter blocks
+  to finish what they hold; the runtime waits for their open blocks before the loop ends.
 
 A reload (HUP, or the control socket's ``reload``) is a task of its own that awaits the
 service's ``reload()``; requests arriving meanwhile coalesce and run one after the other.
@@ -19,13 +24,16 @@ caveat: ``reload()`` may take any lock ``run()`` uses.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-_ACTIONS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from .lifecycle import ACTION_SIGNALS, STOP_SIGNALS, EarlySignals
+
+#: True in the run() task and in every task started from it
+_IN_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("daemonkit_in_run", default=False)
 
 
 class AsyncGate:
@@ -41,28 +49,32 @@ class AsyncGate:
         self.stop_signal: int | None = None  # the first stop signal received
         self._loop: asyncio.AbstractEventLoop | None = None
         self._target: asyncio.Task[object] | None = None  # what a stop cancels
-        self._critical_depth = 0  # open blocks, all tasks together
+        self._in_run_phase = False  # open() called: the target is the run() task
+        self._open_blocks = 0  # all tasks together
+        self._open_run_blocks = 0  # in run() and the tasks it started
         self._depth_by_task: dict[asyncio.Task[object] | None, int] = {}
+        self._no_blocks_open = asyncio.Event()
+        self._no_blocks_open.set()
         self._pending: list[str] = []
         self._acting: asyncio.Task[None] | None = None
         self._open = False  # actions are served between the end of setup and shutdown
         self._shutting_down = False
         self._cancelled = False  # a stop cancels once: a second TERM must not cut unwinding
 
-    def install(self, target: asyncio.Task[object]) -> None:
-        """In the loop: take over the signals; ``target`` is the task running setup()."""
+    def install(self, target: asyncio.Task[object], early: EarlySignals) -> None:
+        """In the loop: take over the signals; ``target`` is the task running setup(); what
+        ``early`` recorded before counts as received now."""
         self._loop = asyncio.get_running_loop()
         self._target = target
-        for signum in _STOP_SIGNALS:
+        for signum in STOP_SIGNALS:
             self._loop.add_signal_handler(signum, self._on_stop, signum)
-        for signum, action in _ACTIONS.items():
+        for signum, action in ACTION_SIGNALS.items():
             self._loop.add_signal_handler(signum, self._on_action, action)
-
-    def uninstall(self) -> None:
-        if self._loop is None:
-            return
-        for signum in (*_STOP_SIGNALS, *_ACTIONS):
-            self._loop.remove_signal_handler(signum)
+        for received in early.take():
+            if received in STOP_SIGNALS:
+                self._on_stop(received)
+            else:
+                self._on_action(ACTION_SIGNALS[signal.Signals(received)])
 
     # -- callbacks in the loop ---------------------------------------------------------------
 
@@ -93,8 +105,9 @@ class AsyncGate:
             self._cancel_if_safe()
 
     def _cancel_if_safe(self) -> None:
-        if (self.stop_signal is None or self._cancelled or self._shutting_down
-                or self._critical_depth or self._acting is not None or self._target is None):
+        blocks = self._open_run_blocks if self._in_run_phase else self._open_blocks
+        if (self.stop_signal is None or self._cancelled or self._shutting_down or blocks
+                or self._acting is not None or self._target is None):
             return
         self._cancelled = True
         self._target.cancel()
@@ -106,12 +119,21 @@ class AsyncGate:
         announce readiness must not be cut: shutdown() would be skipped)."""
         self._target = None
 
-    def open(self, run_task: asyncio.Task[object]) -> None:
-        """run() is running: a stop now cancels it; serve what arrived meanwhile."""
-        self._target = run_task
+    def start_run(self, run: Callable[[], Awaitable[object]]) -> asyncio.Task[object]:
+        """The run() task, marked so that the tasks it starts are known as its own; a stop
+        now cancels it. What arrived meanwhile is served."""
+
+        async def marked() -> object:
+            _IN_RUN.set(True)
+            return await run()
+
+        task = asyncio.get_running_loop().create_task(marked())
+        self._target = task
+        self._in_run_phase = True
         self._open = True
         self._serve_pending()
         self._cancel_if_safe()
+        return task
 
     def begin_shutdown(self) -> None:
         """From now on stop requests are only recorded: shutdown() must run to its end."""
@@ -119,6 +141,10 @@ class AsyncGate:
         self._open = False
         self._pending.clear()
         self._target = None
+
+    async def blocks_closed(self) -> None:
+        """Until no critical() block is open in any task (a handler finishing its reply)."""
+        await self._no_blocks_open.wait()
 
     @property
     def acting(self) -> asyncio.Task[None] | None:
@@ -133,31 +159,47 @@ class AsyncGate:
     def critical(self) -> AsyncCritical:
         return AsyncCritical(self)
 
+    # -- critical() bookkeeping ----------------------------------------------------------------
+
+    def _enter_block(self) -> None:
+        task = asyncio.current_task()
+        depth = self._depth_by_task.get(task, 0)
+        in_run = _IN_RUN.get()
+        stopping = self.stop_signal is not None and not self._shutting_down
+        if depth == 0 and stopping and (in_run or task is self._target):
+            raise asyncio.CancelledError("the daemon is stopping")
+        self._depth_by_task[task] = depth + 1
+        self._open_blocks += 1
+        self._open_run_blocks += in_run
+        self._no_blocks_open.clear()
+
+    def _leave_block(self) -> None:
+        task = asyncio.current_task()
+        depth = self._depth_by_task.pop(task) - 1
+        if depth:
+            self._depth_by_task[task] = depth
+        self._open_blocks -= 1
+        self._open_run_blocks -= _IN_RUN.get()
+        if not self._open_blocks:
+            self._no_blocks_open.set()
+        self._cancel_if_safe()  # lands at the target's next await, not here
+
 
 class AsyncCritical:
-    """``async with self.critical():`` (or plain ``with``) in an async service; nests, and
-    counts across tasks: the stop waits until no task is inside a block.
+    """``async with self.critical():`` (or plain ``with``) in an async service; nests.
 
-    Once the stop has cancelled a task, that task begins no new unit of work: entering a
-    block that is not nested in one of its own raises ``CancelledError`` (entering does not
-    await, so the pending cancellation would otherwise land at the first ``await`` inside the
-    new block). Other tasks (the handlers of connections already accepted) may still enter
-    blocks to finish their work: the stop waits for them.
+    Entering never awaits, so a pending cancellation would land at the first ``await``
+    inside the block: that is why ``run()``'s tasks begin no new block once a stop is asked
+    (entering raises ``CancelledError``), see the module docstring.
     """
 
     def __init__(self, gate: AsyncGate) -> None:
         self.gate = gate
 
     def __enter__(self) -> None:
-        gate = self.gate
-        if gate._loop is None or threading.current_thread() is not threading.main_thread():
+        if self.gate._loop is None or threading.current_thread() is not threading.main_thread():
             raise RuntimeError("critical() is for the daemon's event loop")
-        task = asyncio.current_task()
-        depth = gate._depth_by_task.get(task, 0)
-        if depth == 0 and gate._cancelled and task is gate._target:
-            raise asyncio.CancelledError("the daemon is stopping")
-        gate._depth_by_task[task] = depth + 1
-        gate._critical_depth += 1
+        self.gate._enter_block()
 
     def __exit__(
         self,
@@ -165,14 +207,7 @@ class AsyncCritical:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        gate = self.gate
-        task = asyncio.current_task()
-        depth = gate._depth_by_task.pop(task) - 1
-        if depth:
-            gate._depth_by_task[task] = depth
-        gate._critical_depth -= 1
-        if gate._critical_depth == 0:
-            gate._cancel_if_safe()  # lands at the target's next await, not here
+        self.gate._leave_block()
 
     async def __aenter__(self) -> None:
         self.__enter__()

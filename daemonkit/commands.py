@@ -29,7 +29,12 @@ from .errors import DaemonkitError, PidfileError
 from .exitcodes import Exit
 from .exitrecord import describe_end, read_exit_record
 from .launch import Launch, configured_options, prepare_launch
-from .paths import control_path_for, exit_record_path_for, successor_control_path_for
+from .paths import (
+    control_path_for,
+    exit_record_path_for,
+    successor_control_path_for,
+    successor_pidfile_for,
+)
 from .pidfile import Holder, HolderState, PidFile
 
 if TYPE_CHECKING:
@@ -166,6 +171,11 @@ def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | No
             return holder.pid
         if reply.get("state") in ("failed", "stopping"):
             _wait_released(pidfile, max(0.0, deadline - time.monotonic()))
+        elif reply.get("busy"):
+            time.sleep(0.05)  # its answering threads are all taken: ask again, bounded above
+        elif "state" not in reply:
+            raise DaemonkitError(f"the running daemon (pid {holder.pid}) answered: "
+                                 f"{reply.get('error')}")
 
 
 # -- stop --------------------------------------------------------------------------------------
@@ -174,13 +184,15 @@ def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | No
 def stop(daemon: Daemon) -> int:
     pidfile = _pidfile(daemon)
     try:
+        successor = _stop_successor(daemon, pidfile)
         holder = _observe(pidfile)
     except PidfileError as exc:
         _complain(daemon, str(exc))
         return exc.exit_code
     if not holder.locked:
         _clean_leftovers(daemon, pidfile)
-        _say(daemon, "is not running")
+        _say(daemon, "is not running" if successor is None else f"stopped (pid {successor}, "
+                                                                "the daemon of a restart)")
         return Exit.OK
     if holder.state is HolderState.STARTING:
         _complain(daemon, f"pidfile {pidfile.path} is locked, but no pid was written into it "
@@ -207,6 +219,21 @@ def stop(daemon: Daemon) -> int:
     return Exit.OK
 
 
+def _stop_successor(daemon: Daemon, pidfile: PidFile) -> int | None:
+    """A restart under way has a second daemon, not yet holding the pidfile (it locks
+    ``NAME.next.pid``): stop it first, so the restart cannot hand it the service after the
+    stop. Its pid if there was one."""
+    successor = _observe(PidFile(successor_pidfile_for(pidfile.path)), 1.0)
+    if successor.state not in (HolderState.VERIFIED, HolderState.UNVERIFIED):
+        return None
+    assert successor.pid is not None
+    try:
+        process.terminate(successor.pid, daemon.options.stop_timeout)
+    except PermissionError:
+        _complain(daemon, f"not allowed to signal pid {successor.pid}, the daemon of a restart")
+    return successor.pid
+
+
 def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     """Remove a pidfile and control socket nobody holds (a daemon after a privilege drop
     cannot unlink them from a root-owned directory; a SIGKILLed one never tried).
@@ -216,7 +243,9 @@ def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     stays: it is how ``status`` tells later how the daemon ended.
     """
     control_path = control_path_for(pidfile.path)
-    companions = [control_path] if _is_socket_path(control_path) else []
+    companions = [path for path in (control_path, successor_control_path_for(pidfile.path))
+                  if _is_socket_path(path)]
+    PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
     try:
         pidfile.remove_if_unlocked(companions)
     except (PidfileError, OSError) as exc:
@@ -306,12 +335,35 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
     finally:
         for sock in launch.sockets.values():
             sock.close()  # the successor has its own copies
-    if not outcome.ready:
+    assert holder.pid is not None
+    if not outcome.ready or not _serving(pidfile, outcome.pid):
+        if outcome.ready:
+            process.terminate(outcome.pid or 0, daemon.options.stop_timeout)
+            outcome.error = f"the new daemon (pid {outcome.pid}) went away before it took over"
+        _abort_handover(launch)
         _complain(daemon, outcome.error or "failed to start")
         _complain(daemon, f"the running daemon (pid {holder.pid}) keeps running")
         return outcome.exit_code or Exit.FAILURE
-    assert holder.pid is not None and outcome.pid is not None
+    assert outcome.pid is not None
     return _hand_over_the_pidfile(daemon, pidfile, launch, holder.pid, outcome.pid)
+
+
+def _serving(pidfile: PidFile, pid: int | None) -> bool:
+    """The successor still runs and answers, right before its predecessor is stopped."""
+    try:
+        reply = request(successor_control_path_for(pidfile.path),
+                        {"cmd": "wait-ready", "timeout": 1.0}, timeout_s=5.0)
+    except ControlError:
+        return False
+    return reply.get("state") == "running" and reply.get("pid") == pid
+
+
+def _abort_handover(launch: Launch) -> None:
+    """Let the running daemon hand its sockets over again (to the next restart) at once."""
+    try:
+        request(launch.control_path, {"cmd": "handover-abort"}, timeout_s=5.0)
+    except ControlError:
+        pass
 
 
 def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old_pid: int,
@@ -351,6 +403,12 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
         _complain(daemon, f"the new daemon did not take over: {reply.get('error')}")
         return Exit.FAILURE
     pidfile.forget()  # the successor holds the lock now
+    # the successor may have dropped privileges: this command moves its socket into place
+    # (over the old daemon's, which may not have been able to remove it)
+    moved = successor_control_path_for(pidfile.path)
+    if _is_socket_path(moved):
+        os.rename(moved, launch.control_path)
+    PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
     what = "killed after timeout" if result == "killed" else "stopped"
     _say(daemon, f"restarted (pid {old_pid} {what}, pid {new_pid} took over its listening "
                  "sockets)")
@@ -417,6 +475,11 @@ def status(daemon: Daemon) -> int:
         report.update(running=None, state=None, error=str(exc))
         return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
     if not holder.locked:
+        successor = _observe(PidFile(successor_pidfile_for(pidfile.path)), 1.0)
+        if successor.pid is not None and successor.state is not HolderState.IMPOSTOR:
+            report.update(running=True, pid=successor.pid, state="restarting")
+            return _print_status(daemon, report, Exit.OK,
+                                 f"is restarting (pid {successor.pid} takes over)")
         return _status_stopped(daemon, pidfile, report)
     if holder.state is HolderState.IMPOSTOR:
         error = _impostor(pidfile, holder).replace(": refusing to signal anything", "")
@@ -450,7 +513,13 @@ def status(daemon: Daemon) -> int:
 def _status_stopped(daemon: Daemon, pidfile: PidFile, report: dict[str, Any]) -> int:
     """Not running: say so, and how the last daemon ended if that is worth knowing."""
     report["state"] = "stopped"
-    record = read_exit_record(exit_record_path_for(pidfile.path))
+    owners = {0, os.geteuid()}  # and the owner of the daemon's directory (and pidfile): the
+    for path in (os.path.dirname(pidfile.path), pidfile.path):  # service user's, say
+        try:
+            owners.add(os.lstat(path).st_uid)
+        except OSError:
+            pass
+    record = read_exit_record(exit_record_path_for(pidfile.path), owners)
     note = describe_end(record) if record is not None else None
     if record is not None:
         report["last_exit"] = record

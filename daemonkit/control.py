@@ -54,10 +54,18 @@ MAX_CONNECTIONS = 32
 MAX_ANSWERING = 8
 REQUEST_DEADLINE_S = 5.0
 REPLY_DEADLINE_S = 10.0
-#: at most this many descriptors ride on one request or reply (SCM_RIGHTS)
-MAX_FDS = 16
-#: the key under which descriptors travel with a request or a reply (never sent as JSON)
+#: descriptors a request may carry (SCM_RIGHTS): one, the pidfile lock of a take-over; more
+#: are closed on arrival, so no client can fill the daemon's descriptor table
+MAX_REQUEST_FDS = 1
+#: descriptors a reply may carry (a handover's listening sockets): the kernel's SCM_MAX_FD
+MAX_REPLY_FDS = 253
+#: the keys under which descriptors travel with a request or a reply, and the peer's uid
+#: comes with a request (neither is ever sent as JSON)
 FDS = "__fds__"
+PEER_UID = "__peer_uid__"
+#: requests answered at once by threads of their own, per kind: a slow reload never keeps
+#: status from answering
+QUICK_COMMANDS = frozenset({"status", "wait-ready"})
 _SUN_PATH_MAX = 100  # a little under 108, for the NUL and safety
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -85,6 +93,32 @@ def number_field(message: dict[str, Any], key: str, default: float, low: float,
     if not low <= value <= high:
         raise RequestError(f"{key}: must be between {low:g} and {high:g}")
     return float(value)
+
+
+def _recv_with_fds(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    """Data and the descriptors passed with it, close-on-exec from the start (what a daemon
+    execs must never inherit a lock or a listener). Descriptors beyond ``max_fds`` do not fit
+    the ancillary buffer and the kernel closes them. (``socket.recv_fds`` would do, but it
+    drops its ``flags`` argument.)"""
+    size = socket.CMSG_SPACE(max_fds * struct.calcsize("i"))
+    data, ancillary, _flags, _address = sock.recvmsg(65536, size, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % struct.calcsize("i")
+            fds += struct.unpack(f"{usable // struct.calcsize('i')}i", payload[:usable])
+    return data, fds
+
+
+def _command_of(line: bytes) -> str | None:
+    """The request's ``cmd``, told cheaply and without trusting the line (it is parsed for
+    real by the answering thread)."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    command = message.get("cmd") if isinstance(message, dict) else None
+    return command if isinstance(command, str) else None
 
 
 def _close_all(fds: list[int]) -> None:
@@ -117,9 +151,11 @@ def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict
 def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
              send: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
     """One request with descriptors to pass along (SCM_RIGHTS); the reply and the
-    descriptors that came with it (the caller owns them)."""
+    descriptors that came with it (the caller owns them). ``timeout_s`` bounds the whole
+    exchange, however slowly the answer trickles in."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout_s)
+    deadline = time.monotonic() + timeout_s
     try:
         with _short_path(path) as short:
             sock.connect(short)
@@ -128,7 +164,7 @@ def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
             socket.send_fds(sock, [data], send)
         else:
             sock.sendall(data)
-        reply, fds = _read_line(sock, MAX_REPLY)
+        reply, fds = _read_line(sock, MAX_REPLY, deadline)
     except FileNotFoundError:
         raise ControlError(f"no control socket at {path}") from None
     except ConnectionRefusedError:
@@ -152,12 +188,17 @@ def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
     return answer, fds
 
 
-def _read_line(sock: socket.socket, limit: int) -> tuple[bytes, list[int]]:
+def _read_line(sock: socket.socket, limit: int, deadline: float) -> tuple[bytes, list[int]]:
     chunks: list[bytes] = []
     received: list[int] = []
     size = 0
     while True:
-        chunk, fds, _flags, _address = socket.recv_fds(sock, 65536, MAX_FDS)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _close_all(received)
+            raise TimeoutError
+        sock.settimeout(remaining)
+        chunk, fds = _recv_with_fds(sock, MAX_REPLY_FDS)
         received += fds
         if not chunk:
             break
@@ -174,11 +215,19 @@ def _read_line(sock: socket.socket, limit: int) -> tuple[bytes, list[int]]:
 
 @dataclass
 class _Connection:
+    """A client being read or answered; it owns the descriptors it brought until a handler
+    takes them (removes them from ``fds``)."""
+
     sock: socket.socket
     uid: int
     deadline: float
     buffer: bytearray = field(default_factory=bytearray)
     fds: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        _close_all(self.fds)
+        self.fds.clear()
+        self.sock.close()
 
 
 class ControlServer:
@@ -191,7 +240,9 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
-        self._answering = threading.BoundedSemaphore(MAX_ANSWERING)
+        self._answering = {True: threading.BoundedSemaphore(MAX_ANSWERING),  # quick commands
+                           False: threading.BoundedSemaphore(MAX_ANSWERING)}
+        self._inode: tuple[int, int] | None = None  # the socket file we bound
 
     def bind(self) -> None:
         """Create the socket (mode 0600). We hold the pidfile lock, so a stale file is ours."""
@@ -211,6 +262,8 @@ class ControlServer:
         sock.listen(64)
         sock.setblocking(False)
         self._sock = sock
+        bound = os.lstat(self.path)
+        self._inode = (bound.st_dev, bound.st_ino)
 
     def hand_over(self, uid: int, gid: int) -> None:
         """Give the socket file to the service user before dropping privileges to it.
@@ -218,9 +271,17 @@ class ControlServer:
         Never follows a symlink: the service user may own the directory and could have
         replaced the socket with a link to a root-owned file meanwhile.
         """
-        if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
-            raise ControlError(f"{self.path} was replaced by something that is not our socket")
-        os.chown(self.path, uid, gid, follow_symlinks=False)
+        fd = os.open(self.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            held = os.fstat(fd)
+            if (not stat.S_ISSOCK(held.st_mode) or (held.st_dev, held.st_ino) != self._inode
+                    or held.st_nlink != 1):
+                raise ControlError(f"{self.path} was replaced by something that is not our "
+                                   "socket")
+            # through the descriptor: the very inode checked, whatever the path holds now
+            os.chown(f"/proc/self/fd/{fd}", uid, gid)
+        finally:
+            os.close(fd)
         self.allowed_uids.add(uid)
 
     def start_thread(self) -> None:
@@ -244,7 +305,7 @@ class ControlServer:
                 log.exception("control socket: unexpected error (serving on)")
                 self._closed.wait(0.05)  # out of descriptors, say: back off, do not spin
         for connection in reading.values():
-            connection.sock.close()
+            connection.close()
         selector.close()
 
     def _turn(self, selector: selectors.BaseSelector, listener: socket.socket,
@@ -256,13 +317,13 @@ class ControlServer:
                 return
             if key.fileobj is listener:
                 self._accept(selector, listener, reading)
-            else:
+            elif key.fd in reading:  # not dropped for a newcomer earlier in this turn
                 self._read(selector, reading, reading[key.fd])
         now = time.monotonic()
         for connection in [c for c in reading.values() if c.deadline <= now]:
             self._drop(selector, reading, connection)
-            self._reply_now(connection.sock, {"ok": False, "error": "no complete request within "
-                                                                    f"{REQUEST_DEADLINE_S:g}s"})
+            self._reply_now(connection, {"ok": False, "error": "no complete request within "
+                                                               f"{REQUEST_DEADLINE_S:g}s"})
 
     def _accept(self, selector: selectors.BaseSelector, listener: socket.socket,
                 reading: dict[int, _Connection]) -> None:
@@ -277,7 +338,7 @@ class ControlServer:
             if len(reading) >= MAX_CONNECTIONS:  # the oldest, slowest client makes room
                 oldest = min(reading.values(), key=lambda c: c.deadline)
                 self._drop(selector, reading, oldest)
-                self._reply_now(oldest.sock, {"ok": False, "error": "too many clients"})
+                self._reply_now(oldest, {"ok": False, "error": "too many clients"})
             connection = _Connection(sock, uid, time.monotonic() + REQUEST_DEADLINE_S)
             reading[sock.fileno()] = connection
             selector.register(sock, selectors.EVENT_READ)
@@ -285,16 +346,18 @@ class ControlServer:
     def _read(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
               connection: _Connection) -> None:
         try:
-            chunk, fds, _flags, _address = socket.recv_fds(connection.sock, 65536, MAX_FDS)
+            chunk, fds = _recv_with_fds(connection.sock, MAX_REQUEST_FDS)
         except BlockingIOError:
             return
         except OSError:
             chunk, fds = b"", []
-        connection.fds += fds
+        keep = MAX_REQUEST_FDS - len(connection.fds)
+        connection.fds += fds[:keep]
+        _close_all(fds[keep:])
         connection.buffer += chunk
         if len(connection.buffer) > MAX_REQUEST:
             self._drop(selector, reading, connection)
-            self._reply_now(connection.sock, {"ok": False, "error": "request too large"})
+            self._reply_now(connection, {"ok": False, "error": "request too large"})
         elif b"\n" in connection.buffer or not chunk:
             self._drop(selector, reading, connection)
             line = bytes(connection.buffer).split(b"\n", 1)[0]
@@ -302,25 +365,26 @@ class ControlServer:
 
     def _drop(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
               connection: _Connection) -> None:
+        """No longer read: it is answered now, or dispatched to a thread that answers it."""
         selector.unregister(connection.sock)
         del reading[connection.sock.fileno()]
-        if connection.uid not in self.allowed_uids:
-            _close_all(connection.fds)  # never keep what a stranger sent
-            connection.fds = []
 
     def _dispatch(self, connection: _Connection, line: bytes) -> None:
-        if not self._answering.acquire(blocking=False):
-            self._reply_now(connection.sock, {"ok": False, "error": "busy: too many requests "
-                                                                    "being answered"})
+        quick = _command_of(line) in QUICK_COMMANDS
+        slots = self._answering[quick]
+        if not slots.acquire(blocking=False):
+            self._reply_now(connection, {"ok": False, "busy": True,
+                                         "error": "busy: too many requests being answered"})
             return
-        threading.Thread(target=self._answer_and_reply, args=(connection, line),
+        threading.Thread(target=self._answer_and_reply, args=(connection, line, slots),
                          name="daemonkit-control-answer", daemon=True).start()
 
     # -- answering threads -------------------------------------------------------------------
 
-    def _answer_and_reply(self, connection: _Connection, line: bytes) -> None:
+    def _answer_and_reply(self, connection: _Connection, line: bytes,
+                          slots: threading.BoundedSemaphore) -> None:
         try:
-            reply = self._answer(connection.uid, line, connection.fds)
+            reply = self._answer(connection, line)
             fds = reply.pop(FDS, [])
             try:
                 data = json.dumps(reply, default=str).encode() + b"\n"
@@ -336,24 +400,23 @@ class ControlServer:
         except OSError:
             pass  # the client went away, or reads too slowly: nothing more to tell it
         finally:
-            connection.sock.close()
-            self._answering.release()
+            connection.close()
+            slots.release()
 
-    def _answer(self, uid: int, line: bytes, fds: list[int]) -> dict[str, Any]:
-        """The handler's answer; descriptors that came with the request are in the message
-        under ``FDS``: a handler that keeps one removes it from that list, the rest are
-        closed once it returns."""
-        if uid not in self.allowed_uids:
-            return {"ok": False, "error": f"uid {uid} may not control this daemon"}
+    def _answer(self, connection: _Connection, line: bytes) -> dict[str, Any]:
+        """The handler's answer. The message carries the peer's uid under ``PEER_UID`` and
+        the descriptors that came with the request under ``FDS`` (the connection's own list:
+        a handler that keeps one removes it; the rest are closed with the connection)."""
+        if connection.uid not in self.allowed_uids:
+            return {"ok": False, "error": f"uid {connection.uid} may not control this daemon"}
         try:
             message = json.loads(line)
         except (ValueError, RecursionError):
-            _close_all(fds)
             return {"ok": False, "error": "malformed request: not one JSON object"}
         if not isinstance(message, dict) or not isinstance(message.get("cmd"), str):
-            _close_all(fds)
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
-        message[FDS] = fds
+        message[FDS] = connection.fds
+        message[PEER_UID] = connection.uid
         try:
             return self.handler(message)
         except RequestError as exc:
@@ -361,17 +424,15 @@ class ControlServer:
         except Exception as exc:  # a handler's bug is an answer, not a crash
             log.exception("control request %r failed", message.get("cmd"))
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        finally:
-            _close_all(message.pop(FDS, []))
 
     @staticmethod
-    def _reply_now(sock: socket.socket, reply: dict[str, Any]) -> None:
+    def _reply_now(connection: _Connection, reply: dict[str, Any]) -> None:
         """An answer that needs no handler, sent without waiting (best effort), then close."""
         try:
-            sock.send(json.dumps(reply).encode() + b"\n")
+            connection.sock.send(json.dumps(reply).encode() + b"\n")
         except OSError:
             pass
-        sock.close()
+        connection.close()
 
     def move_to(self, path: str) -> None:
         """Rename the bound socket file: a bound unix socket is reached by its inode, so

@@ -33,22 +33,33 @@ class ExitRecordWriter:
         self._fd: int | None = None
         self._fields: dict[str, Any] = {}
 
-    def open(self, pid: int, log_file: str | None) -> None:
-        """Create or take over the record and note the start; raises OSError on a file that
-        is not a regular file of ours (never blocks, never follows a symlink)."""
+    def prepare(self) -> None:
+        """Create or take over the record file, while still privileged (its directory may be
+        root's); raises OSError on anything but a small regular file of ours with one name
+        (never blocks, never follows a symlink, never writes through a hard link)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                      | os.O_NONBLOCK, 0o644)
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()):
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid())
+                or info.st_nlink != 1 or info.st_size > _MAX_RECORD):
             os.close(fd)
-            raise OSError(f"{self.path} is not a regular file of this user")
+            raise OSError(f"{self.path} is not a record file of this user (refused)")
         self._fd = fd
+
+    def start(self, pid: int, log_file: str | None) -> None:
+        """Note the start of the daemon (it owns the pidfile from now on)."""
+        if self._fd is None:
+            return
         self._fields = {"pid": pid, "started_at": _now(), "log_file": log_file}
         self._write()
 
     def close(self, exit_status: int, reason: str) -> None:
         """Note the end (exit status and why) and close the record."""
         if self._fd is None:
+            return
+        if not self._fields:  # prepared, never started (a successor never taken over)
+            os.close(self._fd)
+            self._fd = None
             return
         self._fields.update(ended_at=_now(), exit_status=exit_status, reason=reason)
         try:
@@ -64,14 +75,17 @@ class ExitRecordWriter:
         os.ftruncate(self._fd, min(len(data), _MAX_RECORD))
 
 
-def read_exit_record(path: str) -> dict[str, Any] | None:
-    """The last record, or None if there is none (or it is not a record of ours)."""
+def read_exit_record(path: str, owners: set[int]) -> dict[str, Any] | None:
+    """The last record, or None if there is none, or it is not one of the daemon's: a file
+    owned by someone else than ``owners`` (root, the pidfile's owner) is another user's
+    fabrication (in a sticky shared directory anyone may create it)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in owners:
             return None
         data = os.read(fd, _MAX_RECORD)
     finally:

@@ -87,9 +87,25 @@ class HookCaller:
         return result
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
+        """End the loop without waiting for its executor's threads (a thread blocked for
+        good would otherwise keep the process past its stop timeout, and SIGKILL would look
+        like a crash). Tasks still pending get a cancellation and a moment to unwind."""
+        if self._runner is None:
+            return
+        import asyncio
+
+        loop = self._runner.get_loop()
+        self._runner = None
+        self.loop = None
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # shuts the default executor down without joining its threads
 
 
 async def _await(awaitable: Any) -> Any:

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from . import process
 from .pidfile import PidFile
@@ -108,13 +108,7 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
         ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
         logging.getLogger("daemonkit").exception("daemon failed")
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(exit_code)  # never return into the command's code (or its atexit handlers)
+        _exit(exit_code)
 
 
 def _log_stream(launch: Launch) -> BinaryIO | None:
@@ -173,8 +167,24 @@ def serve_foreground(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
 
 
 def _serve_and_release(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
+    """Serve, release, and end the process as the detached daemon does: nothing of the
+    service (a thread stuck in a blocking call, an atexit handler) outlives its shutdown."""
+    exit_code = 1
     try:
-        return Runtime(daemon, launch, pidfile, None).serve()
+        exit_code = Runtime(daemon, launch, pidfile, None).serve()
+    except BaseException:  # logged; the exit status says it failed
+        logging.getLogger("daemonkit").exception("daemon failed")
     finally:
         if pidfile.i_am_locking():
             pidfile.release()
+        _exit(exit_code)
+
+
+def _exit(exit_code: int) -> NoReturn:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(exit_code)  # never return into the command's code (or its atexit handlers)

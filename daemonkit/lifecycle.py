@@ -35,8 +35,32 @@ if TYPE_CHECKING:  # asyncio is imported only by services that use it: it costs 
     import asyncio
 
 #: the requests that run a hook, in the order they are served when several are pending
-_ACTIONS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ACTION_SIGNALS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class EarlySignals:
+    """Record-only handlers for the first steps of a daemon, before a gate is installed.
+
+    A signal's default action would kill the process (SIGTERM, SIGHUP) without a word to
+    ``start`` and without an exit record; from the moment the pid is visible, a signal must
+    be recorded and then acted on by the gate, as if it had arrived a moment later.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> EarlySignals:
+        for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
+            signal.signal(signum, self._record)
+        return self
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)  # a list append: safe in a handler, no lock taken
+
+    def take(self) -> list[int]:
+        received, self.received = self.received, []
+        return received
 
 
 class SignalGate:
@@ -61,12 +85,19 @@ class SignalGate:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._main = threading.main_thread()
 
-    def install(self) -> None:
-        for signum in _STOP_SIGNALS:
-            signal.signal(signum, self._on_stop)
-        for signum in _ACTIONS:
-            signal.signal(signum, self._on_action)
+    def install(self, early: EarlySignals | None = None) -> None:
+        """Take the signals over; what ``early`` recorded meanwhile counts as received now
+        (a stop is then raised at the first safe point: at once, outside critical())."""
         threading.Thread(target=self._watch, name="daemonkit-signals", daemon=True).start()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
+        for signum in ACTION_SIGNALS:
+            signal.signal(signum, self._on_action)
+        for received in early.take() if early is not None else []:
+            if received in STOP_SIGNALS:
+                self._on_stop(received, None)
+            else:
+                self._on_action(received, None)
 
     # -- handlers: record, then (for stop) unwind -----------------------------------------
 
@@ -81,7 +112,7 @@ class SignalGate:
     def _on_action(self, signum: int, frame: FrameType | None) -> None:
         if not self._raise_on_stop:
             return  # shutting down: nothing to reload any more
-        action = _ACTIONS[signal.Signals(signum)]
+        action = ACTION_SIGNALS[signal.Signals(signum)]
         if action not in self._pending:
             self._pending.append(action)
         self.serve_pending()
@@ -100,7 +131,7 @@ class SignalGate:
             except BlockingIOError:
                 continue
             for signum in data:
-                if signum in _STOP_SIGNALS and not self.stopping.is_set():
+                if signum in STOP_SIGNALS and not self.stopping.is_set():
                     self.stopping.set()
                     if self.on_stop_signal is not None:
                         self.on_stop_signal(signum)
@@ -156,7 +187,7 @@ class SignalGate:
 
     def request(self, action: str) -> None:
         """Ask for an action from another thread: delivered as the matching signal."""
-        signum = {name: num for num, name in _ACTIONS.items()}[action]
+        signum = {name: num for num, name in ACTION_SIGNALS.items()}[action]
         signal.pthread_kill(self._main.ident or 0, signum)
 
 

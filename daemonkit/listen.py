@@ -30,6 +30,9 @@ from .errors import ConfigError, DaemonkitError
 #: sd_listen_fds(3): passed descriptors start here
 LISTEN_FDS_START = 3
 BACKLOG = 1024
+#: a listener's Python timeout: its descriptor is non-blocking (a restart's two daemons share
+#: it, and an asyncio one sets that anyway), so a sync service's accept() waits this long
+ACCEPT_TIMEOUT_S = 86400.0
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,12 @@ def successor_control_path_for(pidfile_path: str) -> str:
     return _base(pidfile_path) + ".next.ctl"
 
 
+def successor_pidfile_for(pidfile_path: str) -> str:
+    """``/run/x.pid`` -> ``/run/x.next.pid``: locked by that successor while it runs beside
+    the daemon it replaces, so ``stop`` and ``status`` see it too."""
+    return _base(pidfile_path) + ".next.pid"
+
+
 def exit_record_path_for(pidfile_path: str) -> str:
     """``/run/x.pid`` -> ``/run/x.exit``: how the last daemon ended (see ``exitrecord``)."""
     return _base(pidfile_path) + ".exit"

@@ -197,12 +197,14 @@ class PidFile:
 
     def adopt(self, fd: int) -> None:
         """Hold the lock of a descriptor another process locked and passed us (SCM_RIGHTS):
-        the lock belongs to the open file description, so it is ours now as well. Refused
-        unless it is the file at our path and its lock is (still) held by that description."""
+        the lock belongs to the open file description, so it is ours now as well (taken on
+        it, if it was not yet). Refused if it is not the file at our path, or another
+        description holds a lock on it. Never inherited by an exec'd child."""
         if self._fd is not None:
             raise lockfile.AlreadyLocked(f"{self.path} is already locked by this object")
         if not _same_inode(fd, self.path) or not filelock.try_write_lock(fd):
             raise PidfileError(f"the descriptor handed over is not {self.path}'s lock")
+        os.set_inheritable(fd, False)
         self._fd = fd
 
     def write_pid(self, pid: int) -> None:
@@ -357,6 +359,8 @@ class PidFile:
                      0o644)
         try:
             if not filelock.try_write_lock(fd):
+                os.close(fd)
+                os.unlink(fresh)
                 return None  # read-locked before we could lock it: look at the path again
             filelock.exchange(fresh, self.path)
         except OSError as exc:

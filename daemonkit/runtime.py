@@ -4,21 +4,27 @@ The machinery lives here and not in the ``Daemon`` class, so the names a service
 its own methods (``serve``, ``state``, ``control``, ...) can never collide with it. What runs,
 in order (:meth:`Runtime.serve`):
 
-1. logging, process title, systemd notifier;
-2. the control socket is bound (still privileged, beside the pidfile); only then is the pid
+1. logging, process title, systemd notifier; record-only signal handlers (``EarlySignals``),
+   so a signal from the moment the pid is visible is acted on, not fatal;
+2. signal handling proper: the main-thread gate (``lifecycle``) for a sync ``run()``, the
+   loop's (``aiolifecycle``) for an async one;
+3. the control socket is bound (still privileged, beside the pidfile); only then is the pid
    written into the pidfile, so whoever reads a pid finds the socket that answers for it;
-   the exit record is opened (``exitrecord``);
-3. signal handling: the main-thread gate (``lifecycle``) for a sync ``run()``, the loop's
-   (``aiolifecycle``) for an async one;
+   the exit record is opened (``exitrecord``); the listening sockets are bound or taken
+   (``listen``);
 4. ``setup_privileged()``; then the uid/gid drop, if one was asked for;
 5. ``setup()``; only now does ``start`` return, or ``READY=1`` go to systemd;
 6. ``run()``, until it returns, raises, or a stop request unwinds (or cancels) it;
 7. ``shutdown()``, always, with stop requests no longer interrupting anything;
-8. the exit record says how it ended.
+8. the exit record says how it ended; the loop is closed without waiting for its threads.
 
-An exception in 4 or 5 is reported to ``start`` (type and message) and the daemon exits 1.
+An exception in 3 to 5 is reported to ``start`` (type and message) and the daemon exits 1.
 ``shutdown()`` is not called then: a half-done setup cleans up after itself, as a context
 manager's ``__enter__`` does.
+
+A successor (the daemon a handover ``restart`` starts beside the running one) binds its
+control socket as ``NAME.next.ctl`` and locks ``NAME.next.pid`` instead of the pidfile, until
+the restart command hands it the pidfile's lock (``take-over``).
 """
 
 from __future__ import annotations
@@ -28,15 +34,18 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import listen
-from .control import FDS, ControlServer, RequestError, number_field
+from .control import FDS, PEER_UID, ControlServer, RequestError, number_field
 from .errors import StopDaemon
 from .exitrecord import ExitRecordWriter
 from .hooks import HookCaller, is_async
-from .lifecycle import Critical, SignalGate
+from .lifecycle import Critical, EarlySignals, SignalGate
 from .notify import Notifier, watchdog_interval_s
+from .paths import successor_pidfile_for
+from .pidfile import PidFile
 from .privileges import drop_privileges
 from .states import ActionTracker, State, StateMachine
 
@@ -44,14 +53,13 @@ if TYPE_CHECKING:
     from .aiolifecycle import AsyncCritical, AsyncGate
     from .daemon import Daemon
     from .launch import Launch
-    from .pidfile import PidFile
     from .readiness import ReadinessWriter
 
 #: the one runtime of this process (a process holds one pidfile and one set of handlers)
 _current: Runtime | None = None
 
-#: longest wait a control request may ask for
-_MAX_WAIT_S = 3600.0
+#: longest wait a control request may ask for (the CLI's --start-timeout allows as much)
+_MAX_WAIT_S = 86400.0
 
 
 def current_runtime() -> Runtime | None:
@@ -78,7 +86,12 @@ class Runtime:
         self.asynchronous = is_async(daemon.run)
         self.end_reason = "run() returned"
         self.listeners: list[socket.socket] = []
-        self._taken_over = threading.Event()
+        #: who may hand the sockets over or take over: root and whoever started the daemon
+        #: (not the service user it dropped to, which may only ask for status and reloads)
+        self.owner_uids = {0, os.getuid()}
+        self.successor_lock: PidFile | None = None  # NAME.next.pid, held by a successor
+        self._succession = threading.Lock()  # take-over and giving it up exclude each other
+        self._succession_over = False  # taken over, or given up
         self._handover_until = 0.0  # monotonic time until which a handover is under way
 
     # -- the life cycle ------------------------------------------------------------------------
@@ -86,45 +99,53 @@ class Runtime:
     def serve(self) -> int:
         global _current
         _current = self
+        early = EarlySignals().install()
         self.launch.log.configure_logging()
         _set_process_title(f"{self.launch.name}: main")
         self.notifier = Notifier.from_environment()
         try:
-            self._bind_control()
             if self.asynchronous:
-                exit_code = self.hooks.runner().run(self._live_async())
+                exit_code = self.hooks.runner().run(self._live_async(early))
             else:
-                exit_code = self._live()
+                exit_code = self._live(early)
         finally:
             self.control.close()
-            self.hooks.close()
         self.log.info("%s exiting with status %d", self.launch.name, exit_code)
         self.exit_record.close(exit_code, self.end_reason)
+        if self.successor_lock is not None and self.successor_lock.i_am_locking():
+            self.successor_lock.release()  # a successor nobody took over
+        self.hooks.close()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)  # the process is done: nothing may kill it
         return exit_code
 
-    def _bind_control(self) -> None:
-        """Step 2; a failure is a failed start, reported like one from setup(). A successor
-        (handover restart) holds no lock yet: it writes its pid once it takes over."""
-        try:
-            self.control.bind()
-        except BaseException as exc:
-            self._report_failure(f"{type(exc).__name__}: {exc}")
-            raise
+    def _prepare(self) -> None:
+        """Step 3, still privileged."""
+        self.control.bind()
         self.control.start_thread()
-        if not self.launch.successor:
+        try:
+            self.exit_record.prepare()
+        except OSError as exc:
+            self.log.warning("no exit record at %s: %s", self.exit_record.path, exc)
+        if self.launch.successor:
+            self.successor_lock = PidFile(successor_pidfile_for(self.pidfile.path),
+                                          trusted_uids=self.pidfile.trusted_uids)
+            self.successor_lock.lock_for_start()
+            self.successor_lock.write_pid(os.getpid())
+        else:
             self._own_the_pidfile()
         if self.ready is not None:
             self.ready.send(pid=os.getpid())
+        self._open_listeners()
 
     def _own_the_pidfile(self) -> None:
         self.pidfile.write_pid(os.getpid())
-        try:
-            self.exit_record.open(os.getpid(), self.launch.log.path)
-        except OSError as exc:
-            self.log.warning("no exit record at %s: %s", self.exit_record.path, exc)
+        self.exit_record.start(os.getpid(), self.launch.log.path)
 
     def _open_listeners(self) -> None:
-        """Before setup_privileged(): sockets passed in are used, the rest bound (as root)."""
+        """Sockets passed in are used, the rest bound (as root). All of them are handed to the
+        service non-blocking at the descriptor, which a restart's two daemons share, with a
+        Python timeout that makes a sync service's ``accept()`` wait as usual."""
         passed = dict(self.launch.sockets)
         if not self.launch.listen:
             self.listeners = list(passed.values())
@@ -133,16 +154,18 @@ class Runtime:
                               else listen.bind(address) for address in self.launch.listen]
             for sock in passed.values():
                 sock.close()  # the replaced daemon listened there; this one does not
+        for sock in self.listeners:
+            sock.settimeout(listen.ACCEPT_TIMEOUT_S)
         self.daemon.listeners = list(self.listeners)
 
-    def _live(self) -> int:
-        """Steps 3-7 for a sync ``run()``."""
+    def _live(self, early: EarlySignals) -> int:
+        """Steps 2-7 for a sync ``run()``."""
         gate = SignalGate({"reload": self._reload, "reopen": self._reopen},
                           on_stop_signal=self._on_stop_signal, stopping=self.daemon.stopping)
         self.gate = gate
-        gate.install()
         try:
-            self._open_listeners()
+            gate.install(early)
+            self._prepare()
             self.hooks.call(self.daemon.setup_privileged)
             self._drop_privileges()
             self.hooks.call(self.daemon.setup)
@@ -154,18 +177,16 @@ class Runtime:
         exit_code = 0
         try:
             gate.open()  # serves a HUP that arrived during setup(), or a deferred stop
-            self.daemon.run()
-            if gate.stop_signal is not None:  # run() saw `stopping` and returned by itself
+            # (a setup() that swallowed the stop never gets to run())
+            if gate.stop_signal is None and self.daemon.run() is not None:
+                self.log.error("run() returned a value: a coroutine? declare it async def")
+                exit_code, self.end_reason = 1, "run() is not a plain function"
+            if gate.stop_signal is not None:
                 self._stopped_by(gate.stop_signal)
         except StopDaemon as stop:
             self._stopped_by(stop.signum)
-        except SystemExit as exc:
-            exit_code = _exit_status(exc)
-            self.end_reason = f"run() called sys.exit({exc.code!r})"
-        except BaseException as exc:
-            self.log.exception("uncaught exception in run()")
-            exit_code = 1
-            self.end_reason = f"run() raised {type(exc).__name__}: {exc}"
+        except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+            exit_code = self._run_ended_by(exc)
         finally:
             gate.begin_shutdown()
             self._enter_shutdown()
@@ -175,8 +196,8 @@ class Runtime:
             return self._shutdown_failed(exc, exit_code)
         return exit_code
 
-    async def _live_async(self) -> int:
-        """Steps 3-7 for an async ``run()``, in the loop the runtime keeps for the daemon."""
+    async def _live_async(self, early: EarlySignals) -> int:
+        """Steps 2-7 for an async ``run()``, in the loop the runtime keeps for the daemon."""
         import asyncio
 
         from .aiolifecycle import AsyncGate
@@ -187,9 +208,9 @@ class Runtime:
         self.gate = gate
         life = asyncio.current_task()
         assert life is not None
-        gate.install(life)
         try:
-            self._open_listeners()
+            gate.install(life, early)
+            self._prepare()
             await self.hooks.call_async(self.daemon.setup_privileged)
             self._drop_privileges()
             await self.hooks.call_async(self.daemon.setup)
@@ -202,35 +223,38 @@ class Runtime:
         gate.hold()
         self._announce_ready()
         exit_code = 0
-        run_task = asyncio.ensure_future(self.hooks.call_async(self.daemon.run))
-        gate.open(run_task)
-        try:
-            await run_task  # a stop cancels run_task, never this task
-            if gate.stop_signal is not None:  # run() saw `stopping` and returned by itself
-                self.end_reason = f"stopped by {_signal_name(gate.stop_signal)}"
-        except asyncio.CancelledError:
-            if gate.stop_signal is None:
-                raise  # cancelled by someone else: let asyncio report it
+        if gate.stop_signal is None:  # (a setup() that swallowed the stop: honour it)
+            run_task = gate.start_run(self._run_async)
+            try:
+                ended = await run_task  # a stop cancels run_task, never this task
+                if isinstance(ended, BaseException):
+                    exit_code = self._run_ended_by(ended)
+            except asyncio.CancelledError:
+                if gate.stop_signal is None:
+                    raise  # cancelled by someone else: let asyncio report it
+            except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+                exit_code = self._run_ended_by(exc)
+        if gate.stop_signal is not None and exit_code == 0:
             self.end_reason = f"stopped by {_signal_name(gate.stop_signal)}"
-        except SystemExit as exc:
-            exit_code = _exit_status(exc)
-            self.end_reason = f"run() called sys.exit({exc.code!r})"
-        except BaseException as exc:  # logged, and the exit status says so
-            self.log.error("uncaught exception in run()", exc_info=exc)
-            exit_code = 1
-            self.end_reason = f"run() raised {type(exc).__name__}: {exc}"
-        finally:
-            gate.begin_shutdown()
-            self._enter_shutdown()
+        gate.begin_shutdown()
+        self._enter_shutdown()
         if gate.acting is not None:  # a reload or reopen started before the stop ends first
             await asyncio.wait([gate.acting])
         try:
             await self.hooks.call_async(self.daemon.shutdown)
         except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
-            return self._shutdown_failed(exc, exit_code)
-        finally:
-            gate.uninstall()
+            exit_code = self._shutdown_failed(exc, exit_code)
+        await gate.blocks_closed()  # a handler's unit of work is never cut by the loop's end
         return exit_code
+
+    async def _run_async(self) -> BaseException | None:
+        """The service's run(), with what asyncio would not let end a task quietly:
+        SystemExit and KeyboardInterrupt escaping a task are re-raised out of the loop."""
+        try:
+            await self.hooks.call_async(self.daemon.run)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            return exc
+        return None
 
     def _drop_privileges(self) -> None:
         identity = self.launch.identity
@@ -249,13 +273,19 @@ class Runtime:
             self.log.error("setup failed", exc_info=exc)
         self.end_reason = f"setup() failed: {message}"
         self.states.enter(State.FAILED)
-        self._report_failure(message)
-        return 1
-
-    def _report_failure(self, message: str) -> None:
         if self.ready is not None:
             self.ready.send(error=message, exit=1)
             self.ready.close()
+        return 1
+
+    def _run_ended_by(self, exc: BaseException) -> int:
+        """The exit status and reason for a run() that ended with ``exc``."""
+        if isinstance(exc, SystemExit):
+            self.end_reason = f"run() called sys.exit({exc.code!r})"
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        self.log.error("uncaught exception in run()", exc_info=exc)
+        self.end_reason = f"run() raised {type(exc).__name__}: {exc}"
+        return 1
 
     def _announce_ready(self) -> None:
         self.states.enter(State.RUNNING)
@@ -299,59 +329,54 @@ class Runtime:
         return self.gate.critical()
 
     # -- reload and reopen -------------------------------------------------------------------
+    # The sync variants run in the main thread at a safe point (see lifecycle), the async ones
+    # as a task of the loop; both never raise, and report through the action tracker.
 
     def _reload(self) -> None:
-        """Main thread, at a safe point (see lifecycle). Never raises."""
-        self.actions.begin("reload")
-        self.notifier.reloading()
-        try:
-            self.hooks.call(self.daemon.reload)
-            result = self._reloaded()
-        except BaseException as exc:  # noqa: BLE001 - even SystemExit: the daemon lives on
-            result = self._reload_failed(exc)
-        self.notifier.ready()
-        self.actions.finish("reload", result)
+        self._begin_reload()
+        self._end_reload(_failure_of(lambda: self.hooks.call(self.daemon.reload)))
 
     async def _reload_async(self) -> None:
-        self.actions.begin("reload")
-        self.notifier.reloading()
+        self._begin_reload()
         try:
             await self.hooks.call_async(self.daemon.reload)
-            result = self._reloaded()
+            failure: BaseException | None = None
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: the daemon lives on
-            result = self._reload_failed(exc)
+            failure = exc
+        self._end_reload(failure)
+
+    def _begin_reload(self) -> None:
+        self.actions.begin("reload")
+        self.notifier.reloading()
+
+    def _end_reload(self, failure: BaseException | None) -> None:
+        if failure is None:
+            self.log.info("reloaded")
+            result: dict[str, Any] = {"ok": True}
+        else:
+            error = f"{type(failure).__name__}: {failure}"
+            self.log.error("reload failed, keeping the old state: %s", error)
+            result = {"ok": False, "error": error}
         self.notifier.ready()
         self.actions.finish("reload", result)
 
-    def _reloaded(self) -> dict[str, Any]:
-        self.log.info("reloaded")
-        return {"ok": True}
-
-    def _reload_failed(self, exc: BaseException) -> dict[str, Any]:
-        error = f"{type(exc).__name__}: {exc}"
-        self.log.error("reload failed, keeping the old state: %s", error)
-        return {"ok": False, "error": error}
-
     def _reopen(self) -> None:
-        """Main thread, at a safe point. A failed reopen keeps writing to the old file."""
         self.actions.begin("reopen")
         result = self._reopen_core_log()
-        try:
-            self.hooks.call(self.daemon.reopen_logs)
-        except Exception as exc:  # noqa: BLE001 - it runs wherever the main thread was
-            result = self._reopen_failed(exc)
-        self.actions.finish("reopen", result)
+        self._end_reopen(result, _failure_of(lambda: self.hooks.call(self.daemon.reopen_logs)))
 
     async def _reopen_async(self) -> None:
         self.actions.begin("reopen")
         result = self._reopen_core_log()
         try:
             await self.hooks.call_async(self.daemon.reopen_logs)
-        except Exception as exc:  # noqa: BLE001 - reported to reopen-logs
-            result = self._reopen_failed(exc)
-        self.actions.finish("reopen", result)
+            failure: BaseException | None = None
+        except BaseException as exc:  # noqa: BLE001 - reported to reopen-logs
+            failure = exc
+        self._end_reopen(result, failure)
 
     def _reopen_core_log(self) -> dict[str, Any]:
+        """A failed reopen keeps writing to the old file."""
         log = self.launch.log
         try:
             log.reopen()
@@ -361,19 +386,26 @@ class Runtime:
             return {"ok": False, "error": error}
         return {"ok": True}
 
-    def _reopen_failed(self, exc: Exception) -> dict[str, Any]:
-        error = f"reopen_logs(): {type(exc).__name__}: {exc}"
-        self.log.error("%s", error)
-        return {"ok": False, "error": error}
+    def _end_reopen(self, result: dict[str, Any], failure: BaseException | None) -> None:
+        if failure is not None:
+            result = {"ok": False,
+                      "error": f"reopen_logs(): {type(failure).__name__}: {failure}"}
+            self.log.error("%s", result["error"])
+        self.actions.finish("reopen", result)
 
     # -- the control socket (its threads) ------------------------------------------------------
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request["cmd"]
         timeout_s = number_field(request, "timeout", 30.0, 0.0, _MAX_WAIT_S)
-        if command == "take-over":
-            return self._take_over(request[FDS])
-        if command == "handover":
+        if command in ("take-over", "handover", "handover-abort"):
+            if request[PEER_UID] not in self.owner_uids:
+                return {"ok": False, "error": f"uid {request[PEER_UID]} may not {command}"}
+            if command == "take-over":
+                return self._take_over(request[FDS])
+            if command == "handover-abort":
+                self._handover_until = 0.0
+                return {"ok": True}
             return self._handover()
         if command == "status":
             return self._status_reply(min(timeout_s, 10.0))
@@ -384,7 +416,8 @@ class Runtime:
             return {"ok": False, "error": f"cannot {command}: {self.states.current.value}"}
         if command in ("reload", "reopen-logs"):
             return self._act_and_wait("reload" if command == "reload" else "reopen", timeout_s)
-        service_request = {key: value for key, value in request.items() if key != FDS}
+        service_request = {key: value for key, value in request.items()
+                           if key not in (FDS, PEER_UID)}
         reply = self.hooks.call_from_thread(self.daemon.handle_control, timeout_s,
                                             service_request)
         if not isinstance(reply, dict):
@@ -407,18 +440,20 @@ class Runtime:
         ticket = self.actions.ticket(action)
         self.gate.request(action)
         result = self.actions.wait(action, ticket, timeout_s)
-        if result is None:
-            return {"ok": False, "pending": True,
-                    "error": f"not done after {timeout_s:g}s (waiting for a critical() block "
-                             "to end); it will run when the block ends"}
-        return result
+        if result is not None:
+            return result
+        if self.states.current is not State.RUNNING:
+            return {"ok": False, "error": f"not done: the daemon is {self.states.current.value}"}
+        return {"ok": False, "pending": True,
+                "error": f"not done after {timeout_s:g}s (waiting for a critical() block to "
+                         "end); it will run when the block ends"}
 
     # -- handover restart ----------------------------------------------------------------------
 
     def _handover(self) -> dict[str, Any]:
         """The listening sockets, for the daemon that ``restart`` starts in this one's place:
         passed (SCM_RIGHTS), never closed, so no connection is refused meanwhile. One
-        restart at a time: another is refused until this one is done or given up."""
+        restart at a time: another is refused until this one is done, aborted, or given up."""
         if self.states.current is not State.RUNNING:
             return {"ok": False, "error": f"cannot hand over: {self.states.current.value}"}
         now = time.monotonic()
@@ -430,15 +465,21 @@ class Runtime:
 
     def _take_over(self, fds: list[int]) -> dict[str, Any]:
         """A successor, once its predecessor is gone: the restart command passes the pidfile's
-        lock (it held it in between); from now on this daemon is the one of the pidfile."""
-        if not self.launch.successor or self.pidfile.i_am_locking():
-            return {"ok": False, "error": "nothing to take over"}
-        if len(fds) != 1:
-            return {"ok": False, "error": "take-over needs the pidfile's locked descriptor"}
-        self.pidfile.adopt(fds.pop())
+        lock (it held it in between) and moves the control socket into place (it may write
+        the directory; this daemon may have dropped privileges). From now on this daemon is
+        the one of the pidfile."""
+        with self._succession:
+            if not self.launch.successor or self._succession_over:
+                return {"ok": False, "error": "nothing to take over"}
+            if len(fds) != 1:
+                return {"ok": False, "error": "take-over needs the pidfile's locked descriptor"}
+            self.pidfile.adopt(fds[0])
+            fds.clear()  # ours now
+            self._succession_over = True
         self._own_the_pidfile()
-        self.control.move_to(self.launch.control_path)
-        self._taken_over.set()
+        self.control.path = self.launch.control_path  # the restart command renames the file
+        if self.successor_lock is not None:
+            self.successor_lock.forget()  # its file is the restart command's to remove
         self.log.info("took over %s (pid %d)", self.pidfile.path, os.getpid())
         return {"ok": True, "pid": os.getpid()}
 
@@ -448,9 +489,13 @@ class Runtime:
         deadline_s = self._succession_deadline_s()
 
         def watch() -> None:
-            if not self._taken_over.wait(deadline_s) and not self.daemon.stopping.is_set():
-                self.log.error("not taken over within %gs: stopping", deadline_s)
-                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(deadline_s)  # a thread of its own, whose only job is this deadline
+            with self._succession:
+                if self._succession_over or self.daemon.stopping.is_set():
+                    return
+                self._succession_over = True
+            self.log.error("not taken over within %gs: stopping", deadline_s)
+            os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=watch, name="daemonkit-succession", daemon=True).start()
 
@@ -482,8 +527,13 @@ class Runtime:
             return False
 
 
-def _exit_status(exc: SystemExit) -> int:
-    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+def _failure_of(call: Callable[[], object]) -> BaseException | None:
+    """Run a hook that must not take the daemon down: what it raised, or None."""
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - even SystemExit: the daemon lives on
+        return exc
+    return None
 
 
 def _signal_name(signum: int) -> str:
@@ -499,4 +549,3 @@ def _set_process_title(title: str) -> None:
     except ImportError:
         return
     setproctitle.setproctitle(title)
-

@@ -198,3 +198,31 @@ def test_async_hello_example_as_the_tutorial_shows(tmp_path: Path) -> None:
         assert stopped.stdout.strip() == f"ahello stopped (pid {pid})"
     finally:
         hello.cleanup()
+
+
+def test_taskgroup_workers_never_have_a_block_cut(aprobe: Service) -> None:
+    """The cancellation of run() reaches a TaskGroup's children: never inside a block."""
+    for _ in range(3):
+        assert aprobe.cli("start", "--workers", "4").returncode == 0
+        wait_for(lambda: sum("end" in e for e in aprobe.events_seen()) > 20)
+        assert "stopped" in aprobe.cli("stop").stdout
+    events = aprobe.events_seen()
+    assert not [e for e in events if "CUT IN HALF" in e]
+    for number in range(4):
+        mine = [e for e in events if e.startswith(f"worker {number} ")]
+        assert mine.count(f"worker {number} begin") == mine.count(f"worker {number} end")
+
+
+def test_sys_exit_in_async_run_ends_the_daemon_with_its_status(aprobe: Service) -> None:
+    assert aprobe.cli("start", "--sys-exit", "3").returncode == 0
+    wait_for(lambda: "shutdown" in aprobe.events_seen(), message="shutdown() ran")
+    status = wait_for(lambda: (s := aprobe.cli("status")).returncode == 3 and s)
+    assert "exited with status 3" in status.stdout and "sys.exit(3)" in status.stdout
+    assert not aprobe.pidfile.exists()
+
+
+def test_a_thread_stuck_forever_does_not_turn_a_stop_into_a_kill(aprobe: Service) -> None:
+    assert aprobe.cli("start", "--stuck-thread").returncode == 0
+    stopped = aprobe.cli("stop", "--stop-timeout", "5")
+    assert "stopped (pid" in stopped.stdout, stopped.stdout
+    assert aprobe.cli("status").stdout.strip() == "aprobe is not running"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import textwrap
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from helpers import Service, WorldRuntime, pid_alive, wait_for
+from helpers import Service, WorldRuntime, free_port, pid_alive, wait_for
 
 NOBODY = 65534
 
@@ -225,3 +226,111 @@ def test_a_fifo_as_log_file_is_refused_at_once(probe: Service) -> None:
     assert started.stderr.strip() == f"probe: cannot open log file {fifo}: is not a regular " \
                                      "file (refused)"
     assert probe.pid() is None
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_descriptors_sent_with_requests_never_pile_up(probe: Service) -> None:
+    """SCM_RIGHTS on rejected requests (too large, too slow, malformed) used to stay open in
+    the daemon: a client could fill its descriptor table."""
+    assert probe.cli("start").returncode == 0
+    pid = probe.pid()
+    assert pid is not None
+    before = fd_count(pid)
+    control = str(probe.workdir / "probe.ctl")
+    junk = [os.open("/dev/null", os.O_RDONLY) for _ in range(16)]
+    try:
+        for payload in (b'{"cmd":"status","pad":"' + b"x" * 70000, b"not json\n",
+                        b'{"cmd":"take-over"}\n', b'{"cmd":"status"}\n'):
+            for _ in range(5):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(10)
+                    sock.connect(control)
+                    socket.send_fds(sock, [payload[:60000]], junk)
+                    if len(payload) > 60000:
+                        sock.sendall(payload[60000:])
+                    sock.makefile("rb").readline()
+    finally:
+        for fd in junk:
+            os.close(fd)
+    wait_for(lambda: fd_count(pid) <= before, message="the daemon's descriptors back to "
+                                                      f"{before}")
+
+
+def test_the_service_user_may_not_take_the_sockets_or_block_restarts(
+        world_runtime: WorldRuntime, world_tmp: Path) -> None:
+    """handover passes the listening sockets: only root or who started the daemon may ask."""
+    run_dir = world_tmp / "run"
+    run_dir.mkdir(mode=0o755)
+    port = free_port()
+    command = [world_runtime.python, str(world_runtime.root / "examples" / "echo.py"),
+               "--pidfile", str(run_dir / "echo.pid"), "--listen", f"tcp://127.0.0.1:{port}",
+               "--user", "nobody"]
+    assert subprocess.run([*command, "start"], env=world_runtime.env, capture_output=True,
+                          timeout=60, check=False).returncode == 0
+    pid = int((run_dir / "echo.pid").read_text())
+    try:
+        attack = f"""
+            from daemonkit.control import exchange
+            reply, fds = exchange({str(run_dir / "echo.ctl")!r}, {{"cmd": "handover"}})
+            print("ready", flush=True)
+            print(reply, len(fds), flush=True)
+        """
+        with attacker(world_runtime, attack) as process:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+        assert "may not handover" in line and line.strip().endswith(" 0"), line
+        restarted = subprocess.run([*command, "restart"], env=world_runtime.env,
+                                   capture_output=True, text=True, timeout=60, check=False)
+        assert restarted.returncode == 0, restarted.stderr
+        pid = int((run_dir / "echo.pid").read_text())
+    finally:
+        subprocess.run([*command, "stop"], env=world_runtime.env, capture_output=True,
+                       timeout=60, check=False)
+    assert not pid_alive(pid)
+
+
+def test_a_hard_linked_exit_record_is_not_written_through(world_runtime: WorldRuntime,
+                                                          world_tmp: Path) -> None:
+    run_dir = world_tmp / "run"
+    run_dir.mkdir()
+    victim = world_tmp / "root-only"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    os.link(victim, run_dir / "probe.exit")  # what the owner of the directory could plant
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    started = probe_command(world_runtime, world_tmp, run_dir / "probe.pid", "start")
+    assert started.returncode == 0, started.stderr
+    assert probe_command(world_runtime, world_tmp, run_dir / "probe.pid", "stop").returncode == 0
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_stop_right_after_the_pid_appears_is_not_fatal_silence(tmp_path: Path) -> None:
+    """From the moment the pid is in the pidfile, SIGTERM is recorded and acted on: start
+    says the daemon was stopped during setup, and the exit record has an end. An asyncio
+    service sets its loop up after the pid is written: the window is widest there."""
+    from helpers import SERVICES
+
+    aprobe = Service(SERVICES / "aprobe.py", tmp_path, "aprobe")
+    try:
+        starting = subprocess.Popen(aprobe.argv("start", "--setup-sleep", "5"),
+                                    stderr=subprocess.PIPE, text=True)
+        pid = wait_for(aprobe.pid, interval=0.0005)
+        os.kill(pid, signal.SIGTERM)
+        _, err = starting.communicate(timeout=30)
+        assert starting.returncode == 1
+        assert "stopped by signal 15 during setup()" in err, err
+        record = json.loads((aprobe.workdir / "aprobe.exit").read_text())
+        assert record["pid"] == pid and "stopped by signal 15" in record["reason"]
+    finally:
+        aprobe.cleanup()
+
+
+def test_a_long_start_timeout_on_a_running_daemon(probe: Service) -> None:
+    assert probe.cli("start").returncode == 0
+    again = probe.cli("start", "--start-timeout", "4000", timeout=30)
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert probe.cli("reload", "--start-timeout", "4000").returncode == 0

@@ -5,6 +5,7 @@ up), and handed over by `restart` without refusing a connection."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -315,3 +316,136 @@ def test_only_one_restart_at_a_time(echo: Service) -> None:
     assert ping(echo.port) == "ping\n"  # type: ignore[attr-defined]
     daemons = [pid for pid in echo.started_pids if pid_alive(pid)]
     assert len(daemons) == 1, daemons
+
+
+def test_restart_between_a_sync_and_an_async_version(tmp_path: Path) -> None:
+    """The handed-over socket works for a blocking accept() and for asyncio alike."""
+    port = free_port()
+    sync = Service(SERVICES / "sync_echo.py", tmp_path, "echo", events_option=False)
+    asynchronous = Service(ECHO, tmp_path, "echo", events_option=False)
+    for service in (sync, asynchronous):
+        service.extra = ["--listen", f"tcp://127.0.0.1:{port}"]
+    pingers = [Pinger(port) for _ in range(2)]
+    try:
+        assert sync.cli("start").returncode == 0
+        first = sync.pid()
+        for pinger in pingers:
+            pinger.start()
+        for service in (asynchronous, sync, asynchronous):
+            wait_for(lambda: all(p.answered for p in pingers))
+            before = [p.answered for p in pingers]
+            restarted = service.cli("restart")
+            assert restarted.returncode == 0, restarted.stderr
+            service.remember_pid()
+            wait_for(lambda before=before: all(
+                p.answered > b + 5 for p, b in zip(pingers, before, strict=True)))
+    finally:
+        for pinger in pingers:
+            pinger.done.set()
+        for pinger in pingers:
+            pinger.join(30)
+        sync.started_pids |= asynchronous.started_pids
+        sync.cleanup()
+    assert [f for p in pingers for f in p.failures] == []
+    log = sync.log_text()
+    assert f"echo[{first}]: echo exiting with status 0" in log, log
+    assert "uncaught exception" not in log
+
+
+def test_handover_of_a_daemon_that_dropped_privileges(world_runtime: WorldRuntime,
+                                                      world_tmp: Path) -> None:
+    """The successor runs as nobody in a root-owned directory: the restart command (root)
+    moves its control socket into place, and the exit record still follows."""
+    run_dir = world_tmp / "run"
+    run_dir.mkdir(mode=0o755)
+    port = free_port()
+    command = [world_runtime.python, str(world_runtime.root / "examples" / "echo.py"),
+               "--pidfile", str(run_dir / "echo.pid"), "--listen", f"tcp://127.0.0.1:{port}",
+               "--user", "nobody"]
+
+    def cli(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, action], capture_output=True, text=True,
+                              env=world_runtime.env, timeout=60, check=False)
+
+    assert cli("start").returncode == 0
+    pids = {int((run_dir / "echo.pid").read_text())}
+    try:
+        restarted = cli("restart")
+        assert restarted.returncode == 0, restarted.stderr
+        new = int((run_dir / "echo.pid").read_text())
+        pids.add(new)
+        assert ping(port) == "ping\n"
+        status = cli("status")
+        assert status.returncode == 0 and f"pid {new}" in status.stdout, status.stdout
+        assert json.loads((run_dir / "echo.exit").read_text())["pid"] == new
+        assert sorted(os.listdir(run_dir)) == ["echo.ctl", "echo.exit", "echo.pid"]
+        # what a successor gets over SCM_RIGHTS is never inherited by what it execs
+        for fd in os.listdir(f"/proc/{new}/fd"):
+            target = os.readlink(f"/proc/{new}/fd/{fd}")
+            if target == str(run_dir / "echo.pid") or target.startswith("socket:"):
+                with open(f"/proc/{new}/fdinfo/{fd}") as info:
+                    flags = int(info.read().split("flags:")[1].split()[0], 8)
+                assert flags & os.O_CLOEXEC, (fd, target)
+        assert cli("stop").returncode == 0
+    finally:
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_stop_during_a_restart_stops_both_daemons(tmp_path: Path) -> None:
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}"]
+    try:
+        assert probe.cli("start").returncode == 0
+        old = probe.pid()
+        restart = subprocess.Popen(probe.argv("restart", "--setup-sleep", "2"), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        new = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
+                                if e.startswith("setup uid") and f"pid={old}" not in e])[0]
+        probe.started_pids.add(new)
+        stopped = probe.cli("stop")
+        _, err = restart.communicate(timeout=60)
+        assert stopped.returncode == 0
+        assert not pid_alive(new) and not pid_alive(old)
+        assert restart.returncode != 0, err
+        assert probe.cli("status").returncode == 3
+    finally:
+        probe.cleanup()
+
+
+def test_a_failed_handover_does_not_block_the_next_restart(tmp_path: Path) -> None:
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}"]
+    try:
+        assert probe.cli("start").returncode == 0
+        assert probe.cli("restart", "--setup-fail", "db down").returncode == 1
+        again = probe.cli("restart")
+        assert again.returncode == 0, again.stderr
+        assert "took over its listening sockets" in again.stdout
+    finally:
+        probe.cleanup()
+
+
+def test_a_plain_accept_survives_a_listener_made_non_blocking_elsewhere(probe: Service) -> None:
+    """During a restart the two daemons share each listener's file status flags; an asyncio
+    one makes it non-blocking. A sync service's plain accept() must still wait."""
+    import fcntl
+
+    from daemonkit.control import exchange
+
+    port = free_port()
+    assert probe.cli("start", "--accept-loop", "--listen", f"tcp://127.0.0.1:{port}"
+                     ).returncode == 0
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    probe.wait_event("accepted 1")
+    reply, fds = exchange(str(probe.workdir / "probe.ctl"), {"cmd": "handover"})
+    assert reply["ok"] and len(fds) == 1
+    flags = fcntl.fcntl(fds[0], fcntl.F_GETFL)
+    fcntl.fcntl(fds[0], fcntl.F_SETFL, flags | os.O_NONBLOCK)  # as asyncio's setblocking
+    exchange(str(probe.workdir / "probe.ctl"), {"cmd": "handover-abort"})
+    os.close(fds[0])
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    probe.wait_event("accepted 2")
+    assert "uncaught exception" not in probe.log_text()

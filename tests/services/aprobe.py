@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
+import threading
 
 from daemonkit import Daemon
 
@@ -37,6 +39,11 @@ class AsyncProbe(Daemon):
                             help="reload() is a plain function (hooks of both kinds mixed)")
         parser.add_argument("--wait-stopping", action="store_true",
                             help="a task of run()'s awaits self.stopping.wait_async()")
+        parser.add_argument("--workers", type=int, default=0,
+                            help="run() is a TaskGroup of workers looping critical() blocks")
+        parser.add_argument("--sys-exit", type=int, help="run() calls sys.exit(CODE)")
+        parser.add_argument("--stuck-thread", action="store_true",
+                            help="run() awaits a thread that never returns (to_thread)")
 
     def event(self, text: str) -> None:
         with open(self.options.events, "a") as events:
@@ -84,6 +91,15 @@ class AsyncProbe(Daemon):
             return
         if self.options.wait_stopping:
             self.worker = asyncio.create_task(self.drain_on_stop())
+        if self.options.sys_exit is not None:
+            await asyncio.sleep(0.1)
+            sys.exit(self.options.sys_exit)
+        if self.options.stuck_thread:
+            await asyncio.to_thread(threading.Event().wait)
+        if self.options.workers:
+            async with asyncio.TaskGroup() as group:
+                for number in range(self.options.workers):
+                    group.create_task(self.work(number))
         if self.options.critical_seconds:
             number = 0
             while True:
@@ -99,6 +115,17 @@ class AsyncProbe(Daemon):
         except asyncio.CancelledError:
             self.event("cancelled")
             raise
+
+    async def work(self, number: int) -> None:
+        while True:
+            async with self.critical():
+                self.event(f"worker {number} begin")
+                try:
+                    await asyncio.sleep(0.005)
+                except asyncio.CancelledError:
+                    self.event(f"worker {number} CUT IN HALF")
+                    raise
+                self.event(f"worker {number} end")
 
     async def drain_on_stop(self) -> None:
         await self.stopping.wait_async()

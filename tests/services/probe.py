@@ -43,6 +43,8 @@ class Probe(Daemon):
         parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
         parser.add_argument("--make-orphan", action="store_true",
                             help="setup() leaves an orphan `sleep 0.3` behind (for PID 1 tests)")
+        parser.add_argument("--accept-loop", action="store_true",
+                            help="run() accepts on its first listener with a plain accept()")
         parser.add_argument("--spawn-child", action="store_true",
                             help="setup() starts `sleep 600` and records its environment")
 
@@ -103,6 +105,11 @@ class Probe(Daemon):
 
     def run(self) -> None:
         self.event("run")
+        if self.options.accept_loop:
+            for number in range(1, 1000):
+                connection, _ = self.listeners[0].accept()
+                connection.close()
+                self.event(f"accepted {number}")
         if self.options.run_raises:
             raise RuntimeError("run exploded")
         if self.options.run_returns:
