@@ -20,7 +20,9 @@ by pid and checks that no process of its PID namespace remains.
 
 Commands run inside through ``nsenter -t PID -a`` (PID: the container's systemd, as the host
 sees it) with a clean environment. Tests drive units with ``systemctl`` and read
-``journalctl``, as an administrator would.
+``journalctl``, as an administrator would (:class:`InstalledUnits` puts units in and takes
+them out again). A client for a service runs inside too (``machine.run``): the container's
+loopback is its own.
 
 daemonkit is installed inside with pip, from a copy of this checkout, into
 ``/opt/daemonkit/venv`` with the machine's own ``/usr/bin/python3``; the examples are at
@@ -503,6 +505,33 @@ class Machine:
     def python_version(self) -> str:
         return self.run(PYTHON, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])",
                         check=True).stdout.strip()
+
+
+class InstalledUnits:
+    """Units a test installs; :meth:`cleanup` stops and removes them, whatever the outcome."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.installed: list[str] = []
+
+    def install(self, name: str, text: str) -> str:
+        """Any unit (``.service``, ``.socket``...) into /etc/systemd/system; returns its name."""
+        self.installed.append(name)
+        self.machine.install_unit(name, text)
+        return name
+
+    def init_files(self, script: str, name: str, kind: str, *service_args: str, user: str,
+                   options: tuple[str, ...] = ()) -> str:
+        """``daemonkit init-files --only KIND`` for ``script`` (a path inside), run inside with
+        the venv's interpreter, installed as ``NAME.service`` (as the file's comment says)."""
+        text = self.machine.run(
+            PYTHON, "-m", "daemonkit", "init-files", script, "--user", user, "--name", name,
+            "--only", kind, *options, "--", *service_args, check=True).stdout
+        return self.install(f"{name}.service", text)
+
+    def cleanup(self) -> None:
+        for name in reversed(self.installed):
+            self.machine.remove_unit(name)
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,8 @@ examples cannot show a behaviour (a setup that fails, a switchable ``healthy()``
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, wait_for
-from systemd_machine import EXAMPLES, PYTHON, SERVICES, SRC, Machine
+from helpers import ROOT, pid_alive, wait_for
+from systemd_machine import EXAMPLES, PYTHON, SERVICES, SRC, InstalledUnits, Machine
 
 # the Debian machine is built inside the first test that uses it (debootstrap, pip)
 pytestmark = pytest.mark.timeout(900)
@@ -41,30 +43,16 @@ CORE_TEST_FILES = (
 debian_only = pytest.mark.parametrize("systemd_machine", ["debian"], indirect=True)
 
 
-class Units:
-    """The units a test installed; stopped and removed afterwards, whatever the outcome."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-        self.installed: list[str] = []
-
-    def install(self, name: str, text: str) -> str:
-        self.installed.append(name)
-        self.machine.install_unit(name, text)
-        return name
+class Units(InstalledUnits):
+    """The machine's units for one test, with sdprobe (the user's script) at hand."""
 
     def generate(self, name: str, kind: str, *service_args: str,
                  init_files_args: tuple[str, ...] = ()) -> str:
-        """``daemonkit init-files`` for sdprobe, run inside; installs the unit, returns its name."""
-        text = self.machine.run(
-            PYTHON, "-m", "daemonkit", "init-files", f"{SERVICES}/sdprobe.py", "--user",
-            "sdprobe", "--name", name, "--only", kind, "--start-timeout", "10",
-            "--stop-timeout", "15", *init_files_args, "--", *service_args, check=True).stdout
-        return self.install(f"{name}.service", text)  # as the file's own comment says
-
-    def cleanup(self) -> None:
-        for name in self.installed:
-            self.machine.remove_unit(name)
+        """The unit ``daemonkit init-files`` writes for sdprobe, installed."""
+        return self.init_files(f"{SERVICES}/sdprobe.py", name, kind, *service_args,
+                               user="sdprobe", options=("--start-timeout", "10",
+                                                        "--stop-timeout", "15",
+                                                        *init_files_args))
 
 
 @pytest.fixture
@@ -449,34 +437,30 @@ def test_a_dead_test_runner_takes_its_container_with_it(tmp_path: Path) -> None:
     """SIGKILL the process that booted a container: the kernel ends every process in it."""
     import systemd_machine as machines
 
-    if machines.missing_tools():
-        pytest.skip("needs " + ", ".join(machines.missing_tools()))
+    if os.geteuid() != 0 or machines.missing_tools():
+        pytest.skip("needs root and " + ", ".join(machines.missing_tools()))
     script = tmp_path / "runner.py"
     script.write_text(RUNNER_SCRIPT)
     runner = subprocess.Popen([sys.executable, str(script), str(ROOT / "tests")],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert runner.stdout is not None
-        line = runner.stdout.readline().split()
-        assert line and line[0] == "booted", line
-        workdir, nspawn, systemd, namespace = line[1], int(line[2]), int(line[3]), line[4]
+        words = runner.stdout.readline().split()
+        assert words and words[0] == "booted", words
+        workdir, nspawn, namespace = words[1], int(words[2]), words[3]
     finally:
         runner.kill()
         runner.wait()
 
-    def in_namespace() -> list[int]:
-        return [pid for pid in map(int, filter(str.isdigit, (e.name for e in Path("/proc")
-                                                               .iterdir())))
-                if _namespace(pid) == namespace]
+    def left() -> list[int]:
+        pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if _pid_namespace(pid) == namespace]
+        return [*pids, nspawn] if pid_alive(nspawn) else pids
 
     try:
-        wait_for(lambda: not in_namespace() and not _alive(nspawn), 15, 0.05,
-                 "every process of the orphaned container gone")
-        assert not _alive(systemd)
+        wait_for(lambda: not left(), 15, 0.05, "every process of the orphaned container gone")
     finally:
-        import shutil
-
-        if not in_namespace():
+        if not left():
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -488,22 +472,14 @@ workdir = machines.new_workdir("orphan")
 machine = machines.Machine("orphan", workdir / "root", workdir, bind_usr=True)
 machines.build_host_root(machine.root)
 machine.boot()
-print("booted", workdir, machine.nspawn_pid, machine.pid,
-      os.readlink(f"/proc/{machine.pid}/ns/pid"), flush=True)
+print("booted", workdir, machine.nspawn_pid, os.readlink(f"/proc/{machine.pid}/ns/pid"),
+      flush=True)
 time.sleep(600)
 """
 
 
-def _namespace(pid: int) -> str | None:
-    import os
-
+def _pid_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    from helpers import pid_alive
-
-    return pid_alive(pid)
