@@ -566,5 +566,18 @@ def booted(label: str, debian_suite: str | None = None, with_tests: bool = False
         yield machine
     finally:
         machine.shutdown()
-        if not machine.processes_left():
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, machine)
+
+
+def remove_workdir(workdir: Path, machine: Machine) -> None:
+    """Delete a machine's directory, never while anything of it runs or is mounted there (the
+    host root's ``usr`` is bound only inside the container, but a bind that leaked out would
+    make this delete the host's /usr)."""
+    if machine.processes_left():
+        raise MachineError(f"{machine.name} still has processes: {workdir} kept")
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounted = [line.split()[4] for line in mountinfo
+                   if line.split()[4].startswith(str(workdir))]
+    if mounted:
+        raise MachineError(f"mounted under {workdir}: {', '.join(mounted)}; not deleting it")
+    shutil.rmtree(workdir, ignore_errors=True)

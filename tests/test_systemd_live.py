@@ -457,11 +457,10 @@ def test_a_dead_test_runner_takes_its_container_with_it(tmp_path: Path) -> None:
                 if _pid_namespace(pid) == namespace]
         return [*pids, nspawn] if pid_alive(nspawn) else pids
 
-    try:
-        wait_for(lambda: not left(), 15, 0.05, "every process of the orphaned container gone")
-    finally:
-        if not left():
-            shutil.rmtree(workdir, ignore_errors=True)
+    wait_for(lambda: not left(), 15, 0.05, "every process of the orphaned container gone")
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert workdir not in mountinfo.read()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 RUNNER_SCRIPT = """\
