@@ -77,11 +77,13 @@ def start(machine: Machine, unit: str) -> int:
 
 def stop(machine: Machine, unit: str) -> None:
     """``systemctl stop``, which must succeed cleanly: the daemon exited 0, nothing killed."""
+    cursor = machine.cursor()
     result = machine.systemctl("stop", unit)
-    assert result.returncode == 0, result.stderr
     state = machine.show(unit, "ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
-    assert state["ActiveState"] == "inactive", state
-    assert state["Result"] == "success", state
+    journal = "\n".join(machine.journal(unit, cursor))
+    assert result.returncode == 0, f"{result.stderr}\n{journal}"
+    assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), (
+        f"{state}\n{journal}")
 
 
 def reload(machine: Machine, unit: str) -> tuple[subprocess.CompletedProcess[str], float]:
