@@ -342,11 +342,7 @@ class Machine:
                 os.kill(self.pid, signal.SIGKILL)  # gone already, unless something is very wrong
         wait_for(lambda: not self.processes_left(), 10, 0.05,
                  f"every process of container {self.name} gone")
-        propagate = Path("/run/systemd/nspawn/propagate") / self.name
-        with contextlib.suppress(OSError):
-            for leftover in propagate.iterdir():
-                leftover.rmdir()
-            propagate.rmdir()  # nspawn leaves it when killed; rmdir never follows into anything
+        remove_nspawn_leftovers(self.name)
 
     def processes_left(self) -> list[int]:
         """Pids of processes still in the container's PID namespace (or nspawn itself)."""
@@ -532,6 +528,16 @@ class InstalledUnits:
     def cleanup(self) -> None:
         for name in reversed(self.installed):
             self.machine.remove_unit(name)
+
+
+def remove_nspawn_leftovers(name: str) -> None:
+    """The host directory nspawn makes for a machine and leaves behind when it is killed
+    (``rmdir`` only: it never follows into anything)."""
+    propagate = Path("/run/systemd/nspawn/propagate") / name
+    with contextlib.suppress(OSError):
+        for leftover in propagate.iterdir():
+            leftover.rmdir()
+        propagate.rmdir()
 
 
 def _alive(pid: int) -> bool:

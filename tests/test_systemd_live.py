@@ -22,14 +22,14 @@ import pytest
 from helpers import ROOT, pid_alive, wait_for
 from systemd_machine import EXAMPLES, PYTHON, SERVICES, SRC, InstalledUnits, Machine
 
+from daemonkit.initfiles import NOTIFY_RELOAD_SINCE
+
 # the Debian machine is built inside the first test that uses it (debootstrap, pip)
 pytestmark = pytest.mark.timeout(900)
 
 INIT_SYSTEMD = ROOT / "init" / "systemd"
 #: what a reload must take at least when systemd waits for it (sdprobe's reload-seconds)
 SLOW_RELOAD_S = 1.5
-#: systemd's first version with Type=notify-reload
-NOTIFY_RELOAD_SINCE = 253
 #: the core test files that also run inside the Debian machine (its Python); extend freely
 CORE_TEST_FILES = (
     "tests/test_pidfile.py",
@@ -449,7 +449,7 @@ def test_a_dead_test_runner_takes_its_container_with_it(tmp_path: Path) -> None:
         assert runner.stdout is not None
         words = runner.stdout.readline().split()
         assert words and words[0] == "booted", words
-        workdir, nspawn, namespace = words[1], int(words[2]), words[3]
+        workdir, name, nspawn, namespace = words[1], words[2], int(words[3]), words[4]
     finally:
         runner.kill()
         runner.wait()
@@ -463,6 +463,7 @@ def test_a_dead_test_runner_takes_its_container_with_it(tmp_path: Path) -> None:
     with open("/proc/self/mountinfo") as mountinfo:
         assert workdir not in mountinfo.read()
     shutil.rmtree(workdir, ignore_errors=True)
+    machines.remove_nspawn_leftovers(name)
 
 
 RUNNER_SCRIPT = """\
@@ -473,8 +474,8 @@ workdir = machines.new_workdir("orphan")
 machine = machines.Machine("orphan", workdir / "root", workdir, bind_usr=True)
 machines.build_host_root(machine.root)
 machine.boot()
-print("booted", workdir, machine.nspawn_pid, os.readlink(f"/proc/{machine.pid}/ns/pid"),
-      flush=True)
+print("booted", workdir, machine.name, machine.nspawn_pid,
+      os.readlink(f"/proc/{machine.pid}/ns/pid"), flush=True)
 time.sleep(600)
 """
 
