@@ -7,6 +7,13 @@ in: systemd splits ``ExecStart=`` itself and expands ``%`` and ``$``, the shell 
 rules. Paths that go into directives which cannot be quoted (``PIDFile=``...) are refused
 when they hold blanks or quotes, rather than written into a unit that means something else.
 
+The notify unit is ``Type=notify-reload`` (systemd sends SIGHUP and waits for the daemon's
+``RELOADING=1`` and ``READY=1``: no helper process) when the systemd the units are for has it
+(253 and later: ``--systemd-version``, default the one installed here), else ``Type=notify``
+with ``ExecReload=`` running the service's synchronous ``reload``. The difference users see:
+systemd (257 at least) has no way to hear that a reload failed under notify-reload, so there
+``systemctl reload`` exits 0 even when ``reload()`` raised; under ``ExecReload=`` it fails.
+
 The service's name comes from ``--name``, else from a ``name = "..."`` class attribute in
 the script (read with ``ast``: the script is never imported, importing runs its code), else
 from the file name. The shipped ``init/`` files are this command's output (see
@@ -20,6 +27,7 @@ import ast
 import os
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -31,6 +39,9 @@ KINDS: dict[str, tuple[str, str, int]] = {
     "sysv": ("sysv-init.sh.in", "sysv/{name}", 0o755),
     "logrotate": ("logrotate.in", "logrotate/{name}", 0o644),
 }
+
+#: the first systemd with ``Type=notify-reload`` and ``ReloadSignal=``
+NOTIFY_RELOAD_SINCE = 253
 
 #: extra seconds systemd grants beyond the daemon's own timeouts, so the daemon's clean
 #: outcome (a reported setup error, a SIGKILL after --stop-timeout) comes before systemd's
@@ -66,6 +77,12 @@ class Settings:
     stop_timeout: int
     watchdog_sec: int
     service_args: tuple[str, ...]
+    #: the systemd the units are for; None: unknown, write what every systemd understands
+    systemd_version: int | None = None
+
+    @property
+    def notify_reload(self) -> bool:
+        return self.systemd_version is not None and self.systemd_version >= NOTIFY_RELOAD_SINCE
 
     @property
     def group_name(self) -> str:
@@ -156,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long stop waits before SIGKILL (default %(default)s)")
     parser.add_argument("--watchdog-sec", type=int, default=30, metavar="SECONDS",
                         help="systemd WatchdogSec= of the notify unit (default %(default)s)")
+    parser.add_argument("--systemd-version", type=int, metavar="N",
+                        help="the systemd the units are for (default: the one installed here, "
+                             f"{installed_systemd_version() or 'none'}); from "
+                             f"{NOTIFY_RELOAD_SINCE} on the notify unit is Type=notify-reload")
     parser.add_argument("--only", choices=tuple(KINDS), help="print or write just this file")
     parser.add_argument("--output-dir", metavar="DIR", help="write DIR/systemd/NAME.service, "
                         "DIR/systemd/NAME-forking.service, DIR/sysv/NAME and DIR/logrotate/NAME "
@@ -182,6 +203,11 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
                          ("--watchdog-sec", options.watchdog_sec)):
         if not 0 < value < 86400:
             raise InitFilesError(f"{label} {value}: out of range 1..86399")
+    systemd_version = options.systemd_version
+    if systemd_version is None:
+        systemd_version = installed_systemd_version()
+    elif not 0 < systemd_version < 10000:
+        raise InitFilesError(f"--systemd-version {systemd_version}: not a systemd version")
     description = options.description or summary or f"{name} (daemonkit service)"
     if "\n" in description:
         raise InitFilesError("--description must be one line")
@@ -206,7 +232,19 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         stop_timeout=options.stop_timeout,
         watchdog_sec=options.watchdog_sec,
         service_args=tuple(service_args),
+        systemd_version=systemd_version,
     )
+
+
+def installed_systemd_version() -> int | None:
+    """The version of systemd installed on this machine (running or not), None without one."""
+    try:
+        result = subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
+                                timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.match(r"systemd (\d+)\b", result.stdout)
+    return int(match.group(1)) if match else None
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -223,6 +261,28 @@ def _read_write_paths(settings: Settings) -> str:
         if directory not in managed and directory not in needed:
             needed.append(directory)
     return "ReadWritePaths=" + " ".join(needed) if needed else ""
+
+
+def _reload_directives(settings: Settings, command: str) -> str:
+    """How ``systemctl reload`` reaches ``reload()`` in a notify unit, with why, for the file."""
+    if settings.notify_reload:
+        lines = [
+            "# `systemctl reload` sends SIGHUP (ReloadSignal=) and waits for the daemon's",
+            "# RELOADING=1 and READY=1 around reload(). systemd cannot be told that reload()",
+            "# failed: the daemon keeps its old state and logs why (journalctl -u "
+            f"{settings.name}),",
+            "# but `systemctl reload` exits 0. For an exit status that says so, generate the",
+            "# unit with --systemd-version 252 (ExecReload= runs the synchronous `reload`).",
+            "ReloadSignal=SIGHUP",
+        ]
+    else:
+        lines = [
+            "# The service's own reload action is synchronous: it returns once reload() has "
+            "run in the",
+            "# daemon and fails (exit 1, old configuration kept) if reload() raised.",
+            f"ExecReload={command} --pidfile {settings.pidfile} reload",
+        ]
+    return "\n".join(lines)
 
 
 def _protect_home(settings: Settings) -> str:
@@ -250,6 +310,8 @@ def placeholders(settings: Settings) -> dict[str, str]:
         "PYTHON": shlex.quote(settings.python),
         "SCRIPT": shlex.quote(settings.script),
         "COMMAND": command,
+        "NOTIFY_TYPE": "notify-reload" if settings.notify_reload else "notify",
+        "NOTIFY_RELOAD": _reload_directives(settings, command),
         "PIDFILE": settings.pidfile,
         "LOGFILE": settings.log_file,
         "STATEDIR": settings.workdir,

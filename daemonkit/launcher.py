@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from . import process
 from .pidfile import PidFile
@@ -88,6 +88,7 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
     try:
         import daemon as python_daemon
 
+        _no_needless_owner_change(python_daemon)
         log_stream = _log_stream(launch)
         keep = [fd for fd in (pidfile.fileno, ready.fd, launch.log.fd) if fd is not None]
         keep += [sock.fileno() for sock in launch.passed_sockets()]
@@ -109,6 +110,26 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
         logging.getLogger("daemonkit").exception("daemon failed")
     finally:
         _exit(exit_code)
+
+
+def _no_needless_owner_change(python_daemon: Any) -> None:
+    """Keep ``DaemonContext.open()`` from calling setgid/setuid when there is nothing to change.
+
+    It always calls them, with the ids the process already has when none are given. Under a
+    hardened systemd unit (``SystemCallFilter=~@privileged`` with ``SystemCallErrorNumber=
+    EPERM``, as in init/systemd/*-forking.service) setuid fails even then, and ``start`` died
+    with "Unable to change process owner". daemonkit asks DaemonContext for no owner change
+    (its own drop, with supplementary groups, is ``privileges.drop_privileges``). Patched in
+    this process only: C, which never returns to the command's code.
+    """
+    change_process_owner = python_daemon.daemon.change_process_owner
+
+    def change_owner_if_needed(uid: int, gid: int, initgroups: bool = False) -> None:
+        if set(os.getresuid()) == {uid} and set(os.getresgid()) == {gid}:
+            return
+        change_process_owner(uid, gid, initgroups)
+
+    python_daemon.daemon.change_process_owner = change_owner_if_needed
 
 
 def _log_stream(launch: Launch) -> BinaryIO | None:

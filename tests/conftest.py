@@ -6,9 +6,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import ROOT, SERVICES, FakeSystemd, Service, WorldRuntime
+
+if TYPE_CHECKING:
+    from systemd_machine import Machine
 
 
 @pytest.fixture
@@ -62,6 +66,25 @@ def world_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=["host", "debian"])
+def systemd_machine(request: pytest.FixtureRequest) -> Iterator[Machine]:
+    """A booted systemd with daemonkit in /opt/daemonkit (see systemd_machine.py): the host's
+    own systemd, then Debian's next release (``debootstrap``ed fresh, ~1-2 min). One at a
+    time; a test that needs one kind: ``@pytest.mark.parametrize("systemd_machine",
+    ["debian"], indirect=True)``."""
+    import systemd_machine as machines
+
+    debian = request.param == "debian"
+    missing = machines.missing_tools(debian=debian)
+    if os.geteuid() != 0:
+        pytest.skip("booting a systemd container needs root")
+    if missing:
+        pytest.skip("booting a systemd container needs " + ", ".join(missing))
+    with machines.booted(request.param, machines.DEBIAN_SUITE if debian else None,
+                         with_tests=debian) as machine:
+        yield machine
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -228,6 +228,43 @@ def test_generated_units_for_a_real_script_verify_without_any_message(tmp_path: 
     assert f"PYTHON={shlex.quote(sys.executable)}\n" in sysv.read_text()
 
 
+@pytest.mark.parametrize(("version", "notify_reload"), [("252", False), ("253", True),
+                                                       ("257", True)])
+def test_the_notify_unit_follows_the_systemd_version(version: str, notify_reload: bool) -> None:
+    """notify-reload from 253 on; before, ExecReload= with the synchronous `reload`. Proven
+    under real systemd 252 and 257 in test_systemd_live.py."""
+    result = init_files(str(HELLO), "--user", "svc", "--only", "notify", "--systemd-version",
+                        version)
+    assert result.returncode == 0, result.stderr
+    directives = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    if notify_reload:
+        assert "Type=notify-reload" in directives
+        assert "ReloadSignal=SIGHUP" in directives
+        assert not any(line.startswith("ExecReload=") for line in directives)
+        assert "exits 0" in result.stdout  # the unit says what a failed reload() gives
+    else:
+        assert "Type=notify" in directives
+        assert any(line.startswith("ExecReload=") and line.endswith(" reload")
+                   for line in directives)
+        assert not any(line.startswith("ReloadSignal=") for line in directives)
+
+
+def test_the_default_systemd_version_is_the_installed_one() -> None:
+    from daemonkit.initfiles import installed_systemd_version
+
+    version = installed_systemd_version()
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        assert version is None
+        return
+    output = subprocess.run([systemctl, "--version"], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.startswith(f"systemd {version} ")
+    result = init_files(str(HELLO), "--user", "svc", "--only", "notify")
+    expected = "notify-reload" if version is not None and version >= 253 else "notify"
+    assert f"\nType={expected}\n" in result.stdout
+
+
 def test_awkward_paths_are_quoted_for_systemd_and_for_the_shell(tmp_path: Path) -> None:
     directory = tmp_path / "my services 100%"
     directory.mkdir()
@@ -285,6 +322,7 @@ def test_printing_gives_every_file_with_a_header() -> None:
     (["--user", "svc", "--python", "python3"], "absolute path"),
     (["--user", "svc", "--stop-timeout", "0"], "--stop-timeout"),
     (["--user", "bad user"], "not a valid name"),
+    (["--user", "svc", "--systemd-version", "0"], "--systemd-version"),
 ])
 def test_bad_values_are_refused_with_one_line(args: list[str], complaint: str,
                                               tmp_path: Path) -> None:
@@ -333,6 +371,7 @@ def unit_sandbox(world_runtime: WorldRuntime, world_tmp: Path,
                         "--pidfile", str(world_tmp / "run" / "hello.pid"),
                         "--log-file", str(world_tmp / "log" / "hello.log"),
                         "--workdir", str(world_tmp / "lib"), "--stop-timeout", "5",
+                        "--systemd-version", "252",  # the ExecReload= variant is tested here
                         "--output-dir", str(world_tmp / "out"), "--", "--interval", "0.05")
     assert result.returncode == 0, result.stderr
     yield world_tmp, world_runtime.env

@@ -181,6 +181,8 @@ class Ingestd(Daemon):
         deadline = started + max(1.0, self.options.stop_timeout - SHUTDOWN_MARGIN_S)
         self.intake.stop_intake(deadline)
         self.intake.finished.wait(max(0.0, deadline - time.monotonic()) + 1.0)
+        # `finished` is the I/O thread's last act: a moment more and it has returned too
+        self.intake.join(max(0.2, deadline - time.monotonic()))
         if not self.intake.drained_cleanly:
             # normally the I/O thread queued these behind the work; if it died, nobody did
             # (one more STOP for a writer that already stopped is never read: harmless)
