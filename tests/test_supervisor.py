@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ROOT, WorldRuntime, pid_alive, wait_for
 
 from daemonkit.supervisor.strays import pids_with_environment
-from tests.conftest import ROOT, WorldRuntime, pid_alive, wait_for
 
 
 def tagged_pids(tag: str) -> list[int]:

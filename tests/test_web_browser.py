@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pid_alive, wait_for
 
-from tests.conftest import pid_alive, wait_for
 from tests.test_web_supervisor import RunningSupervisor
 
 CHROMIUM = "/usr/bin/chromium"

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pid_alive, wait_for
 
 from daemonkit import ConfigError
 from daemonkit.web.config import WebConfig, parse_web_section
 from daemonkit.web.server import WebServer
-from tests.conftest import pid_alive, wait_for
 
 TOKEN = "correct-horse-battery"
 

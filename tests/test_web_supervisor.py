@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ROOT, pid_alive, wait_for
 
 from daemonkit.supervisor.strays import pids_with_environment
-from tests.conftest import ROOT, pid_alive, wait_for
 
 PROGRAMS = """
 [program:worker]
