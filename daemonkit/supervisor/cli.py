@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -69,7 +70,13 @@ class SupervisorCLI(Supervisor):
         return core_action(self, action)
 
 
+#: the interpreter the supervisor runs with, for files that start Python programs
+#: (``command = %(ENV_DAEMONKIT_PYTHON)s app.py``) without an activated virtualenv
+PYTHON_ENV = "DAEMONKIT_PYTHON"
+
+
 def main(argv: list[str]) -> int:
+    os.environ.setdefault(PYTHON_ENV, sys.executable)
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("-c", "--config")
     early.add_argument("--strict", action="store_true")

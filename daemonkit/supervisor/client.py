@@ -111,9 +111,12 @@ def guarded(action: Callable[[], int]) -> int:
     """Run one client command; its typed failures become one line and an exit code."""
     try:
         return action()
+    except NoSuchName as exc:
+        complain(f"no such program or instance: {exc.detail}")
+        return int(Exit.NOT_RUNNING_STATUS)
     except SupervisorError as exc:
-        complain(exc.detail or exc.text)
-        return int(Exit.NOT_RUNNING_STATUS if isinstance(exc, NoSuchName) else Exit.FAILURE)
+        complain(exc.text)
+        return int(Exit.FAILURE)
     except DaemonkitError as exc:
         complain(str(exc))
         return int(exc.exit_code)

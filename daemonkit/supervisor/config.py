@@ -30,9 +30,12 @@ from .expand import ExpansionError, base_values, expand, with_environment
 from .keys import Key, Stage, Support
 
 DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
-#: a main log file with one of these names is the supervisor's own stdout/stderr
+#: a main log file with one of these names is the supervisor's own stdout/stderr (or
+#: nothing): no log file for the core, whose stdout/stderr stay what they are (the
+#: terminal under `run`, as supervisord's in the foreground), so children logging to
+#: /dev/stdout reach the container's log
 STDIO_PATHS = frozenset({"/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2",
-                         "/proc/self/fd/1", "/proc/self/fd/2"})
+                         "/proc/self/fd/1", "/proc/self/fd/2", "/dev/null"})
 #: the default name of an instance of a program with numprocs > 1 (supervisord has none)
 MULTI_PROCESS_NAME = "%(program_name)s:%(process_num)s"
 
