@@ -221,3 +221,90 @@ def test_groups(tmp_path: Path) -> None:
     assert loaded.groups == {"g": ("a", "b")}
     assert loaded.programs["a"].instance(0).namespec == "g:a"
     assert loaded.all_groups["g"].priority == 5
+
+
+@pytest.mark.parametrize("text", [
+    'A="1",B="2"', "A=1", "PATH=/usr/bin:/bin,HOME=/root", "A=hello world,B=2",
+    "A='x,y',B=\"z\"", "\n    LANG=\"en_US.UTF-8\",\n    LC_ALL=\"C\"", "A=1,B=2,",
+    "K=a-b.c+d(e):f", "A=", "A=b=c", "=1", 'A="unterminated',
+])
+def test_environment_is_split_as_supervisord_splits_it(text: str) -> None:
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    from daemonkit.supervisor.datatypes import key_value_pairs
+
+    try:
+        theirs: dict[str, str] | None = dict_of_key_value_pairs(text)
+    except ValueError:
+        theirs = None
+    try:
+        ours: dict[str, str] | None = dict(key_value_pairs(text))
+    except ValueError:
+        ours = None
+    assert ours == theirs
+
+
+def test_env_expansion_in_every_value_and_default_section(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv("DK_N", "3")
+    monkeypatch.setenv("DK_AUTO", "false")
+    monkeypatch.setenv("DK_WAIT", "25")
+    monkeypatch.setenv("DK_USER", "nobody")
+    ini = write(tmp_path / "sv.ini", "[DEFAULT]\nstartsecs = 0\nstopsignal = INT\n"
+                "[program:w]\ncommand = x\nnumprocs = %(ENV_DK_N)s\n"
+                "process_name = w%(process_num)s\nautostart = %(ENV_DK_AUTO)s\n"
+                "stopwaitsecs = %(ENV_DK_WAIT)s\nuser = %(ENV_DK_USER)s\n"
+                "[program:v]\ncommand = y\nstopsignal = HUP\n")
+    loaded = config.load(str(ini))
+    w = loaded.programs["w"]
+    assert (w.numprocs, w.autostart, w.stopwaitsecs, w.user, w.startsecs, w.stopsignal) == (
+        3, False, 25.0, "nobody", 0.0, signal.SIGINT)
+    assert loaded.programs["v"].stopsignal == signal.SIGHUP  # its own value beats [DEFAULT]
+    assert loaded.instance_names() == ["v", "w0", "w1", "w2"]
+    assert loaded.warnings == ()  # [DEFAULT] keys are not "unknown" in [supervisord]
+
+
+def test_unknown_sections_and_keys_warn_and_strict_refuses(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[program:w]\ncommand = x\ncolour = blue\n"
+                "[bogus:x]\nkey = 1\n[supervisord]\nfoo = 1\n")
+    text = "\n".join(config.load(str(ini)).warnings)
+    for expected in ("[program:w] colour: unknown key, ignored", "[bogus:x]: unknown section",
+                     "[supervisord] foo: unknown key"):
+        assert f"{ini}: {expected}" in text
+    with pytest.raises(ConfigError, match=r"colour: unknown key.*\(refused: --strict\)$"):
+        config.load(str(ini), strict=True)
+
+
+@pytest.mark.parametrize("logfile", ["/dev/null", "/dev/stdout", None])
+def test_auto_logs_go_to_the_temp_dir_without_a_real_log_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logfile: str | None) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # let TMPDIR count in this process
+    head = f"[supervisord]\nlogfile = {logfile}\n" if logfile else ""
+    ini = write(tmp_path / "sv.ini", head + "[program:p]\ncommand = x\n")
+    loaded = config.load(str(ini))
+    assert loaded.logfile is None
+    assert loaded.programs["p"].instance(0).stdout.path == (
+        f"{tmp_path}/tmp/p-stdout---supervisor.log")
+
+
+def test_inet_server_faces_the_network_only_with_credentials(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[inet_http_server]\nport = *:9001\n"
+                "[inet_http_server:second]\nport = 0.0.0.0:9002\nusername = u\npassword = p\n"
+                "[program:p]\ncommand = x\n")
+    loaded = config.load(str(ini))
+    assert [(s.host, s.port) for s in loaded.servers] == [("127.0.0.1", 9001), ("0.0.0.0", 9002)]
+    assert "served on 127.0.0.1:9001 only" in "\n".join(loaded.warnings)
+    assert loaded.programs["p"].serverurl == "http://127.0.0.1:9001"
+
+
+def test_a_command_that_does_not_split_loads_and_fails_at_spawn(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", '[program:p]\ncommand = sh -c "echo #1"\n')
+    loaded = config.load(str(ini))  # ' #1"' is a comment: supervisord loads this too
+    spec = loaded.programs["p"].instance(0)
+    assert spec.argv == () and spec.command_error is not None
+    assert "No closing quotation" in "\n".join(loaded.warnings)
