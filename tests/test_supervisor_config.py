@@ -281,9 +281,6 @@ def test_auto_logs_go_to_the_temp_dir_without_a_real_log_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logfile: str | None) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # let TMPDIR count in this process
     head = f"[supervisord]\nlogfile = {logfile}\n" if logfile else ""
     ini = write(tmp_path / "sv.ini", head + "[program:p]\ncommand = x\n")
     loaded = config.load(str(ini))

@@ -528,6 +528,12 @@ def test_hostile_clients_never_delay_a_respawn(running: Ctl) -> None:
             programs = control.ask({"cmd": "supervisor-status"})["programs"]
             return next(p["pid"] for p in programs if p["name"] == "web")
 
+        for flood in (b"GET / HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n",
+                      b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 200 + b"\r\n"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(running.sock))
+                sock.sendall(flood)
+                assert b" 431 " in sock.recv(200)
         before = web_pid()
         assert before is not None
         killed_at = time.monotonic()

@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import os
 import queue
-import secrets
 import selectors
 import socket
 import struct
@@ -102,7 +101,8 @@ class Engine:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self._wake_r, self._drain_wakeup)
         self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        name = f"daemonkit-supervisor-{os.getpid()}-{secrets.token_hex(6)}"
+        # os.urandom, not secrets: secrets loads OpenSSL's libcrypto (4 MB of RSS) for this
+        name = f"daemonkit-supervisor-{os.getpid()}-{os.urandom(6).hex()}"
         self._notify_sock.bind("\0" + name)  # abstract: reachable from children of any uid
         self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._notify_sock.setblocking(False)

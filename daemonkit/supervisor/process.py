@@ -15,7 +15,6 @@ is a spawn error, not an exit 127), a pipe on stdin (the fcgi socket for
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -38,7 +37,9 @@ _PR_SET_PDEATHSIG = 1
 #: children carry the supervisor's pidfile path: a later supervisor of the same pidfile
 #: recognises strays of a predecessor that died by SIGKILL (see strays.py)
 SUPERVISOR_ID_ENV = "DAEMONKIT_SUPERVISOR"
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: the process's own symbols, libc's prctl among them (ctypes.util.find_library would pull in
+#: tempfile, shutil, bz2, lzma and random: 2 MB of RSS for a name we know)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 #: a RUNNING process that exits sooner than this after its spawn counts as a quick exit;
 #: this many quick exits in a row are a crash loop, and restarts back off

@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import socket
@@ -26,9 +24,7 @@ import socketserver
 import stat
 import threading
 import time
-import xmlrpc.client
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -36,126 +32,179 @@ from ...errors import DaemonkitError
 from ..config import HttpServerConfig, SupervisorConfig
 from ..engine import Engine
 from ..faults import Fault, SupervisorError
+from . import xmlcodec
 from .interface import Dispatcher, xml_safe
 
 log = logging.getLogger("daemonkit.supervisor.rpc")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-BODY_DEADLINE_S = 30.0
-CLIENT_TIMEOUT_S = 60.0
+MAX_LINE_BYTES = 8192
+MAX_HEADERS = 100
+REQUEST_DEADLINE_S = 30.0  # to read one request's line, headers and body
+CLIENT_TIMEOUT_S = 60.0  # an idle kept-alive connection
 MAX_CONNECTIONS = 128
+MAX_REQUESTS_PER_CONNECTION = 100_000
 TAIL_POLL_S = 0.1
 TAIL_HEAD_BYTES = 1024
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
+            431: "Request Header Fields Too Large"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return connection == "keep-alive"
+        return connection != "close"
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 as supervisorctl and xmlrpc clients speak it: keep-alive, Content-Length
+    bodies, chunked streaming for tails. Small on purpose (see xmlcodec for why no
+    http.server): request line, at most 100 headers, a body, each under a deadline."""
+
     server: _ServerMixin  # type: ignore[assignment]
-    protocol_version = "HTTP/1.1"  # supervisorctl keeps its connection
     timeout = CLIENT_TIMEOUT_S
-    server_version = "daemonkit-supervisor"
-    sys_version = ""
 
-    def address_string(self) -> str:
-        address = self.client_address
-        return str(address[0]) if isinstance(address, tuple) and address else "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("rpc: %s %s", self.address_string(), format % args)
-
-    def do_POST(self) -> None:
-        if not self._authorized():
-            return
-        if urlsplit(self.path).path.rstrip("/") not in ("/RPC2", ""):
-            self._plain(HTTPStatus.NOT_FOUND, b"not found\n")
-            return
-        body = self._body()
-        if body is None:
-            return
-        dispatcher = self.server.dispatcher
-        answer = _dispatch(dispatcher, body)
-        if answer is None:
-            self._plain(HTTPStatus.BAD_REQUEST, b"unmarshallable XML-RPC request\n")
-            return
-        self._send(HTTPStatus.OK, answer, "text/xml")
-        for action in dispatcher.after_answer():
-            action()
-
-    def do_GET(self) -> None:
-        if not self._authorized():
-            return
-        path = unquote(urlsplit(self.path).path)
-        if path.startswith("/logtail/"):
-            self._logtail(path[len("/logtail/"):])
-        elif path.rstrip("/") == "/mainlogtail":
-            self._follow(self.server.main_log)
-        else:
-            self._plain(HTTPStatus.NOT_FOUND, b"not found\n")
-
-    # -- authentication -------------------------------------------------------------------
-
-    def _authorized(self) -> bool:
-        config = self.server.config
-        if config.username is None:
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() == "basic":
+    def handle(self) -> None:
+        for _ in range(MAX_REQUESTS_PER_CONNECTION):
             try:
-                user, _, password = base64.b64decode(encoded.strip(), validate=True).decode(
-                    "utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = password = ""
-            if _credentials_ok(config, user, password):
-                return True
-        self.close_connection = True
-        self._send(HTTPStatus.UNAUTHORIZED, b"unauthorized\n", "text/plain",
-                   {"WWW-Authenticate": 'Basic realm="default"'})
-        return False
+                request = self._read_request()
+                if request is None:
+                    return
+                keep = self._serve(request)
+            except _BadRequest as exc:
+                self._send(exc.status, f"{exc}\n".encode(), "text/plain", close=True)
+                return
+            except (OSError, ValueError):
+                return  # the client stalled, vanished or sent garbage: drop it
+            if not keep:
+                return
 
-    # -- bodies and answers ---------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------
 
-    def _body(self) -> bytes | None:
-        length_text = self.headers.get("Content-Length", "")
-        if not length_text.isdigit():
-            self.close_connection = True
-            self._plain(HTTPStatus.LENGTH_REQUIRED, b"Content-Length required\n")
+    def _line(self, deadline: float) -> bytes:
+        if time.monotonic() > deadline:
+            raise TimeoutError("request not complete in time")
+        line = self.rfile.readline(MAX_LINE_BYTES + 1)
+        if len(line) > MAX_LINE_BYTES:
+            raise _BadRequest(431, "line too long")
+        return line
+
+    def _read_request(self) -> _Request | None:
+        line = self.rfile.readline(MAX_LINE_BYTES + 1)  # an idle connection: the timeout
+        if not line:
             return None
+        deadline = time.monotonic() + REQUEST_DEADLINE_S
+        while line in (b"\r\n", b"\n"):  # tolerated before a request line
+            line = self._line(deadline)
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            raise _BadRequest(400, "bad request line")
+        request = _Request(parts[0].upper(), parts[1], parts[2])
+        for _ in range(MAX_HEADERS + 1):
+            header = self._line(deadline)
+            if header in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = header.decode("latin-1").partition(":")
+            if not sep:
+                raise _BadRequest(400, "bad header line")
+            request.headers[name.strip().lower()] = value.strip()
+        else:
+            raise _BadRequest(431, "too many headers")
+        request.headers["\0deadline"] = str(deadline)
+        return request
+
+    def _body(self, request: _Request) -> bytes:
+        length_text = request.headers.get("content-length", "")
+        if not length_text.isdigit():
+            raise _BadRequest(411, "Content-Length required")
         length = int(length_text)
         if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"body larger than {MAX_BODY_BYTES} bytes\n".encode())
-            return None
-        deadline = time.monotonic() + BODY_DEADLINE_S
+            raise _BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        deadline = float(request.headers["\0deadline"])
         chunks: list[bytes] = []
         received = 0
         while received < length:  # a trickling client gets a deadline, not a thread forever
             if time.monotonic() > deadline:
-                self.close_connection = True
-                return None
+                raise TimeoutError("request body not complete in time")
             chunk = self.rfile.read1(length - received)
             if not chunk:
-                self.close_connection = True
-                return None
+                raise ConnectionError("client left mid-body")
             chunks.append(chunk)
             received += len(chunk)
         return b"".join(chunks)
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            self.close_connection = True
+    # -- serving ------------------------------------------------------------------------
 
-    def _plain(self, status: HTTPStatus, body: bytes) -> None:
-        self._send(status, body, "text/plain; charset=utf-8")
+    def _serve(self, request: _Request) -> bool:
+        keep = request.keep_alive
+        if not self._authorized(request):
+            self._send(401, b"unauthorized\n", "text/plain", close=True,
+                       headers={"WWW-Authenticate": 'Basic realm="default"'})
+            return False
+        path = unquote(urlsplit(request.target).path)
+        if request.method == "POST":
+            if path.rstrip("/") not in ("/RPC2", ""):
+                raise _BadRequest(404, "not found")
+            body = self._body(request)
+            dispatcher = self.server.dispatcher
+            answer = _dispatch(dispatcher, body)
+            if answer is None:
+                raise _BadRequest(400, "unmarshallable XML-RPC request")
+            self._send(200, answer, "text/xml", close=not keep)
+            for action in dispatcher.after_answer():
+                action()
+            return keep
+        if request.method == "GET":
+            if path.startswith("/logtail/"):
+                self._logtail(path[len("/logtail/"):])
+            elif path.rstrip("/") == "/mainlogtail":
+                self._follow(self.server.main_log)
+            else:
+                raise _BadRequest(404, "not found")
+            return False  # a tail ends its connection
+        raise _BadRequest(405, "use POST /RPC2 or GET /logtail/NAME")
+
+    def _authorized(self, request: _Request) -> bool:
+        config = self.server.config
+        if config.username is None:
+            return True
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode(
+                "utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return _credentials_ok(config, user, password)
+
+    def _send(self, status: int, body: bytes, content_type: str, *, close: bool = False,
+              headers: dict[str, str] | None = None) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+                 "Server: daemonkit-supervisor", f"Content-Type: {content_type}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if close:
+            lines.append("Connection: close")
+        with contextlib.suppress(OSError):
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            self.wfile.flush()
 
     # -- tails ----------------------------------------------------------------------------
 
@@ -163,8 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         namespec, _, channel = rest.partition("/")
         channel = channel.strip("/") or "stdout"
         if channel not in ("stdout", "stderr"):
-            self._plain(HTTPStatus.NOT_FOUND, b"not found\n")
-            return
+            raise _BadRequest(404, "not found")
         engine = self.server.engine
 
         def path() -> str | None:
@@ -182,33 +230,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _follow(self, path: str | None) -> None:
         """The last kilobyte, then whatever is appended; rotation and truncation followed."""
-        if path is None or not os.path.exists(path):
-            self._plain(HTTPStatus.NOT_FOUND, b"not found\n")
-            return
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - reopened on rotation
+            handle = open(path, "rb") if path else None  # noqa: SIM115 - reopened on rotation
         except OSError:
-            self._plain(HTTPStatus.NOT_FOUND, b"not found\n")
-            return
+            handle = None
+        if handle is None or path is None:
+            raise _BadRequest(404, "not found")
         stopping = self.server.stopping
         try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/plain;charset=utf-8")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("X-Accel-Buffering", "no")
-            self.end_headers()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nServer: daemonkit-supervisor\r\n"
+                             b"Content-Type: text/plain;charset=utf-8\r\n"
+                             b"Transfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n"
+                             b"Connection: close\r\n\r\n")
             inode = os.fstat(handle.fileno()).st_ino
-            size = os.fstat(handle.fileno()).st_size
-            position = max(0, size - TAIL_HEAD_BYTES)
+            position = max(0, os.fstat(handle.fileno()).st_size - TAIL_HEAD_BYTES)
             while not stopping.is_set():
-                try:
-                    current = os.stat(path)
-                    if current.st_ino != inode:  # rotated: follow the new file
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_ino != inode:  # rotated: follow the new file
                         handle.close()
                         handle = open(path, "rb")  # noqa: SIM115
                         inode, position = os.fstat(handle.fileno()).st_ino, 0
-                except OSError:
-                    pass
                 size = os.fstat(handle.fileno()).st_size
                 if size < position:
                     self._chunk(b"==> File truncated <==\n")
@@ -225,7 +266,6 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client left
         finally:
             handle.close()
-            self.close_connection = True
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -234,21 +274,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _dispatch(dispatcher: Dispatcher, body: bytes) -> bytes | None:
     try:
-        params, method = xmlrpc.client.loads(body, use_builtin_types=False)
-    except Exception:  # noqa: BLE001 - expat, ValueError, whatever a hostile body raises
-        return None
-    if not method:
+        method, params = xmlcodec.loads(body)
+    except xmlcodec.MalformedRequest:
         return None
     try:
-        value = dispatcher.call(method, params)
-        return xmlrpc.client.dumps((_safe(value),), methodresponse=True,
-                                   allow_none=False).encode("utf-8", "xmlcharrefreplace")
+        return xmlcodec.dumps_response(_safe(dispatcher.call(method, params)))
     except SupervisorError as exc:
-        fault = xmlrpc.client.Fault(int(exc.code), exc.text)
+        return xmlcodec.dumps_fault(int(exc.code), exc.text)
     except Exception as exc:  # a bug must not take the server down: the client learns of it
         log.exception("XML-RPC %s failed", method)
-        fault = xmlrpc.client.Fault(int(Fault.FAILED), f"FAILED: {type(exc).__name__}: {exc}")
-    return xmlrpc.client.dumps(fault).encode("utf-8", "xmlcharrefreplace")
+        return xmlcodec.dumps_fault(int(Fault.FAILED), f"FAILED: {type(exc).__name__}: {exc}")
 
 
 def _safe(value: Any) -> Any:
@@ -266,12 +301,23 @@ def _safe(value: Any) -> Any:
 
 def _credentials_ok(config: HttpServerConfig, user: str, password: str) -> bool:
     expected = config.password or ""
-    if expected.startswith("{SHA}"):
-        offered = hashlib.sha1(password.encode()).hexdigest()  # supervisord's {SHA} form
-        password_ok = hmac.compare_digest(offered, expected[5:].lower())
+    if expected.startswith("{SHA}"):  # supervisord's {SHA} form
+        import hashlib  # here: it maps OpenSSL (4 MB), only files with {SHA} pay for it
+
+        offered = hashlib.sha1(password.encode()).hexdigest().encode()
+        password_ok = _same(offered, expected[5:].lower().encode())
     else:
-        password_ok = hmac.compare_digest(password.encode(), expected.encode())
-    return hmac.compare_digest(user.encode(), (config.username or "").encode()) and password_ok
+        password_ok = _same(password.encode(), expected.encode())
+    return _same(user.encode(), (config.username or "").encode()) and password_ok
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """Compare in time that does not depend on where the first difference is (hmac's
+    compare_digest would import OpenSSL's libcrypto along with hmac)."""
+    difference = len(a) ^ len(b)
+    for x, y in zip(a, b.ljust(len(a), b"\0")[:len(a)], strict=True):
+        difference |= x ^ y
+    return difference == 0
 
 
 class _ServerMixin:
@@ -299,6 +345,9 @@ class _ServerMixin:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
             self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("rpc: connection handler failed")
 
 
 class _UnixServer(_ServerMixin, socketserver.ThreadingUnixStreamServer):
