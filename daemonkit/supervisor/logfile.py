@@ -42,6 +42,13 @@ class LogFile:
             self._size = info.st_size if self._regular else 0
         return self._fd
 
+    def touch(self) -> None:
+        """Create the file now (as supervisord does at spawn: ``tail -f`` finds it)."""
+        try:
+            self._open()
+        except OSError as exc:
+            self.error = f"{self.path}: {exc.strerror or exc}"
+
     def write(self, data: bytes) -> None:
         """Never raises: a full disk must not kill the supervisor or block the child."""
         if self.strip_ansi:

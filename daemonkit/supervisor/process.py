@@ -517,6 +517,8 @@ class Instance:
 
     def _relay(self, fd: int, log_file: LogFile | None, log_spec: LogSpec) -> None:
         os.set_blocking(fd, False)
+        if log_file is not None:
+            log_file.touch()
         to_syslog = self.syslog if log_spec.syslog else None
 
         def readable() -> None:
