@@ -351,6 +351,33 @@ def test_inet_server_and_wrong_password(running: Ctl) -> None:
     assert raw.getresponse().status == 401
     raw.close()
     assert running.inet("start", "web").stdout.strip() == "web: started"
+    follow = subprocess.Popen(
+        [SUPERVISORCTL, "-c", str(running.sv.ini), "-s", f"http://127.0.0.1:{running.port}",
+         "-u", USER, "-p", PASSWORD, "tail", "-f", "web"],
+        stdout=subprocess.PIPE, text=True, env=running.sv.env)
+    try:
+        assert follow.stdout is not None
+        assert sum("tick" in follow.stdout.readline() for _ in range(6)) >= 4
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(10)
+
+
+def test_reload_restarts_every_process_with_the_file_read_again(running: Ctl) -> None:
+    supervisor = running.sv.supervisor_pid()
+    web = running.pid("web")
+    running.write(PROGRAMS.replace("startsecs = 0\nstopwaitsecs = 3", "startsecs = 0\n"
+                                   "stopwaitsecs = 2") + "\n[program:late]\ncommand = sleep 99\n"
+                  "startsecs = 0\n")
+    reloaded = running.ctl("reload")
+    assert (reloaded.returncode, reloaded.stdout.strip()) == (0, "Restarted supervisord")
+    wait_for(lambda: running.status_lines().get("late", ("",))[0] == "RUNNING", 10)
+    assert not pid_alive(web) and running.pid("web") != web
+    assert running.sv.supervisor_pid() == supervisor  # the supervisor process itself stays
+    running.sv.ini.write_text(running.sv.ini.read_text() + "\n[program:bad]\nnumprocs = x\n")
+    refused = running.ctl("reload")
+    assert refused.returncode == 1 and "FAILED" in refused.stdout
+    assert running.state("late") == "RUNNING"  # a file that does not load changes nothing
 
 
 def test_unix_server_with_credentials_and_socket_mode(ctl: Ctl) -> None:
