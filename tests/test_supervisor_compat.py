@@ -54,6 +54,10 @@ def test_inline_comments_and_repeated_keys_run_what_supervisord_runs(sv: Sv) -> 
     assert "[program:worker] inherit: unknown key, ignored" in started.stderr  # on the terminal
     worker = sv.wait_state("worker", "RUNNING", timeout=3)  # startsecs: the last one, 0
     assert cmdline(worker["pid"]) == ["/bin/sleep", "100"]
+    sv.ini.write_text(sv.ini.read_text() + "[program:other]\ncommand = sleep 9\nshade = 1\n")
+    reloaded = sv.cli("reload", check=True)
+    assert "[program:other] shade: unknown key, ignored" in reloaded.stderr  # the new one
+    assert "inherit" not in reloaded.stderr  # known since the start: not repeated
     strict = sv.cli("restart", "--strict")
     assert strict.returncode == 6 and "refused: --strict" in strict.stderr
     assert sv.status()["worker"]["pid"] == worker["pid"]  # the refusal changed nothing

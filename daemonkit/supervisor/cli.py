@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..exitcodes import Exit
 from . import client, protocol
 from .client import Client, ControlDenied, NotListening, complain, guarded
+from .faults import Fault, NoSuchName
 from .service import Supervisor
 
 PROG = client.PROG
@@ -297,8 +298,8 @@ def core_action(daemon: Supervisor, action: str) -> int | None:
         except NotListening as exc:
             complain(str(exc))
             return int(Exit.NOT_RUNNING)
-        if not reply.get("ok") and reply.get("code") == "BAD_NAME":
-            complain(f"no such program or instance: {reply.get('error', '').split(': ', 1)[-1]}")
+        if not reply.get("ok") and reply.get("code") == Fault.BAD_NAME.name:
+            complain(f"no such program or instance: {_refused_name(reply)}")
             return int(Exit.FAILURE)
         return client.print_action(reply)
     except ControlDenied as exc:
@@ -317,8 +318,8 @@ def _status(daemon: Supervisor, connection: Client, names: list[str]) -> int | N
             return _print_stopped_json(daemon)
         return None  # the core explains (not running, stale pidfile, ...)
     if not reply.get("ok"):
-        if reply.get("code") == "BAD_NAME":
-            complain(f"no such program or instance: {reply['error'].split(': ', 1)[-1]}")
+        if reply.get("code") == Fault.BAD_NAME.name:
+            complain(f"no such program or instance: {_refused_name(reply)}")
             return int(Exit.NOT_RUNNING_STATUS)
         complain(str(reply.get("error")))  # no code: the core refused us
         return int(Exit.NO_PRIVILEGE if "code" not in reply else Exit.FAILURE)
@@ -328,6 +329,15 @@ def _status(daemon: Supervisor, connection: Client, names: list[str]) -> int | N
     wanted = set(reply.get("selected", []))
     selected = [p for p in programs if p["name"] in wanted]
     return client.print_status(reply, selected, names, daemon.options.json, header=False)
+
+
+def _refused_name(reply: dict[str, Any]) -> str:
+    """The name a BAD_NAME refusal is about (its fault's detail)."""
+    try:
+        protocol.raise_for(reply)
+    except NoSuchName as exc:
+        return str(exc.detail)
+    return "?"
 
 
 def _print_stopped_json(daemon: Supervisor) -> int:
