@@ -593,7 +593,8 @@ def test_non_loopback_inet_without_credentials_is_served_on_loopback(ctl: Ctl) -
         started.stderr)
     answer = ctl.ctl("status", url=f"http://127.0.0.1:{port}")
     assert answer.returncode == 0 and answer.stdout.startswith("web ")
-    listening = [line.split()[3] for line in subprocess.run(
-        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-        check=False).stdout.splitlines()]
-    assert listening == [f"127.0.0.1:{port}"]
+    import psutil
+
+    listening = [c.laddr for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    assert [address.ip for address in listening] == ["127.0.0.1"]
