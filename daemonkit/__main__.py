@@ -11,13 +11,14 @@ from collections.abc import Callable
 
 USAGE = """usage: daemonkit {supervise,init-files} ...
 
-  supervise -c FILE ACTION [NAME...]   run or control the process supervisor
+  supervise -c FILE COMMAND [ARGS...]  run or control the process supervisor
+                                       (daemonkit supervise --help: every command)
   init-files SCRIPT [--user USER]      write a systemd unit and a SysV script for SCRIPT
 """
 
 
 def _supervise(argv: list[str]) -> int:
-    from .supervisor.cli import main as supervise_main  # type: ignore[import-not-found,unused-ignore]
+    from .supervisor.cli import main as supervise_main
 
     return int(supervise_main(argv))
 
@@ -36,6 +37,11 @@ _TOOLS: dict[str, Callable[[list[str]], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help", "help"):
+        from .supervisor.cli import USAGE as SUPERVISE_USAGE
+
+        print(USAGE + "\n" + SUPERVISE_USAGE, end="")
+        return 0
     if not args or args[0] not in _TOOLS:
         print(USAGE, file=sys.stderr, end="")
         return 2

@@ -529,7 +529,7 @@ def test_spawn_error_is_reported_and_fatal(sv: Sv) -> None:
         """)
     sv.cli("start", check=True)  # the supervisor itself starts; the program cannot
     fatal = sv.wait_state("missing", "FATAL", timeout=5)
-    assert "No such file or directory" in fatal["error"]
+    assert fatal["error"] == "spawn error: can't find command '/nonexistent/daemon'"
     assert fatal["pid"] is None
     result = sv.cli("start", "missing")
     assert result.returncode == 1
@@ -618,6 +618,7 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
         logfile = sv.log
         childlogdir = %(here)s/children
         loglevel = debug
+        nodaemon = true
         environment = SHARED="s",OVERRIDE="global"
 
         [program:a]
@@ -644,7 +645,8 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
     assert (children / "a-stdout---supervisor.log").read_text() == "out s own\n"
     wait_for(lambda: (children / "a-stderr---supervisor.log").read_text() == "err a\n", 5)
     log = sv.log()
-    assert log.count("[supervisord] loglevel: accepted and ignored") == 1
+    assert log.count("[supervisord] nodaemon: accepted and ignored") == 1
+    assert " DEBUG " in log  # loglevel = debug is the supervisor's log level
     assert "[eventlistener:memmon] skipped: event listeners are not supported" in log
 
 

@@ -74,10 +74,8 @@ W = "[program:w]\ncommand = x\n"
 
 @pytest.mark.parametrize(("body", "expected"), [
     (W + "numprocs = many\n", "[program:w] numprocs: 'many' is not an integer"),
-    (W + "startsecs = -1\n", "[program:w] startsecs: must be >= 0"),
     (W + "autostart = maybe\n", "[program:w] autostart: 'maybe' is not true or false"),
     (W + "stopsignal = NOPE\n", "[program:w] stopsignal: 'NOPE' is not a signal name"),
-    (W + "colour = blue\n", "[program:w] colour: unknown key"),
     ("[program:w]\nnumprocs = 1\n", "[program:w] command: missing"),
     (W + "user = no-such-user-here\n", "[program:w] user: no such user"),
     (W + "numprocs = 2\nprocess_name = w\n",
@@ -85,13 +83,19 @@ W = "[program:w]\ncommand = x\n"
     ("[program:w]\ncommand = x %(nope)s\n", "[program:w] command: bad %(...)s expansion"),
     (W + "environment = A=1,=2\n", "[program:w] environment:"),
     (W + "autorestart = sometimes\n", "[program:w] autorestart:"),
-    ("[bogus:x]\ncommand = x\n", "[bogus:x]: unknown section"),
-    (W + "stdout_logfile = syslog\n", "[program:w] stdout_logfile: syslog is not supported"),
     (W + "[group:g]\nprograms = w,nope\n", "[group:g] programs: no [program:nope] section"),
     (W + "[group:g]\nprograms = w\n[group:h]\nprograms = w\n",
      "[group:h] programs: w is already in [group:g]"),
     ("[supervisord]\npidfile = %(nope)s/x\n", "[supervisord] pidfile: bad %(...)s expansion"),
-    ("[supervisor]\nfoo = 1\n", "[supervisor] foo: unknown key"),
+    (W + "startsecs = -1\n", "[program:w] startsecs: must be a number >= 0"),
+    (W + "numprocs = %(ENV_DAEMONKIT_NOT_SET)s\n", "[program:w] numprocs: bad %(...)s expansion"),
+    (W + "stopasgroup = true\nkillasgroup = false\n", "[program:w] killasgroup: cannot be false"),
+    ("[fcgi-program:f]\ncommand = x\n", "[fcgi-program:f] socket: missing"),
+    ("[fcgi-program:f]\ncommand = x\nsocket = tcp://127.0.0.1:1\nsocket_mode = 0700\n",
+     "[fcgi-program:f] socket_mode: only for a unix:// socket"),
+    ("[unix_http_server]\nfile = /tmp/x.sock\nusername = u\n",
+     "[unix_http_server]: incomplete authentication"),
+    ("[inet_http_server]\nport = nine\n", "[inet_http_server] port: 'nine' has no valid port"),
 ])
 def test_errors_name_file_section_key(tmp_path: Path, body: str, expected: str) -> None:
     ini = write(tmp_path / "sv.ini", body)
@@ -110,11 +114,15 @@ def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
         config.load(str(ini))
 
 
-def test_duplicate_program_across_files(tmp_path: Path) -> None:
-    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\n")
-    ini = write(tmp_path / "sv.ini", "[include]\nfiles = conf.d/*.ini\n[program:a]\ncommand = b\n")
-    with pytest.raises(ConfigError, match="already defined"):
-        config.load(str(ini))
+def test_same_section_in_two_files_is_merged(tmp_path: Path) -> None:
+    """supervisord reads every file into one parser: a section named twice is one section,
+    the file read later winning key by key."""
+    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = from-include\npriority = 5\n")
+    ini = write(tmp_path / "sv.ini", "[program:a]\ncommand = from-main\nstartsecs = 3\n"
+                "[include]\nfiles = conf.d/*.ini\n")
+    program = config.load(str(ini)).programs["a"]
+    assert (program.instance(0).argv, program.priority, program.startsecs) == (
+        ("from-include",), 5, 3.0)
 
 
 def test_change_detection_ignores_numprocs_only(tmp_path: Path) -> None:
@@ -125,16 +133,18 @@ def test_change_detection_ignores_numprocs_only(tmp_path: Path) -> None:
     assert not one.programs["w"].same_except_numprocs(three.programs["w"])
 
 
-def test_quick_read_of_cli_matches_full_parse(tmp_path: Path) -> None:
-    from daemonkit.supervisor import cli
-
+def test_lenient_settings_match_the_full_load(tmp_path: Path) -> None:
     write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = 42\n")
     ini = write(tmp_path / "sv.ini", "[supervisor]\npidfile = run/sv.pid\nlogfile = sv.log\n"
-                "[include]\nfiles = conf.d/*.ini\n")
-    full = cli._settings(str(ini), strict=True)
-    assert cli._settings(str(ini), strict=False) == full
-    assert full["--stop-timeout"] == "47"
-    assert cli._DEFAULT_PIDFILE == config.DEFAULT_PIDFILE
+                "loglevel = warn\n[include]\nfiles = conf.d/*.ini\n")
+    full = config.load(str(ini))
+    settings = config.read_settings(str(ini))
+    assert (settings.pidfile, settings.logfile, settings.log_level) == (
+        full.pidfile, full.logfile, "WARNING")
+    assert settings.stop_timeout == full.stop_timeout() == 47
+    # a program that no longer parses does not keep stop/status from finding the supervisor
+    write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = soon\n")
+    assert config.read_settings(str(ini)).pidfile == full.pidfile
 
 
 def test_auto_logs_childlogdir_and_supervisor_environment(tmp_path: Path) -> None:
@@ -174,7 +184,8 @@ def test_supervisord_file_loads_with_warnings(tmp_path: Path) -> None:
     loaded = config.load(str(ini))
     assert list(loaded.programs) == ["w"]
     text = "\n".join(loaded.warnings)
-    assert f"{ini}: [supervisord] loglevel, nodaemon: accepted and ignored" in text
+    assert f"{ini}: [supervisord] nodaemon: accepted and ignored" in text
+    assert loaded.log_level == "DEBUG"  # loglevel means what it means in supervisord
     assert "[program:w] stdout_events_enabled: accepted and ignored" in text
     assert "[eventlistener:mem] skipped: event listeners are not supported" in text
     assert "[include] files: conf.d/*.conf matches no file" in text
@@ -182,25 +193,115 @@ def test_supervisord_file_loads_with_warnings(tmp_path: Path) -> None:
 
 def test_here_and_env_in_supervisor_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    from daemonkit.supervisor import cli
-
     monkeypatch.setenv("SV_TEST_LOGS", str(tmp_path / "logs"))
     ini = write(tmp_path / "sv.ini", "[supervisord]\npidfile = %(here)s/sup.pid\n"
                 "logfile = %(ENV_SV_TEST_LOGS)s/sv.log\n[program:w]\ncommand = x\n")
     loaded = config.load(str(ini))
     assert loaded.pidfile == f"{tmp_path}/sup.pid"
     assert loaded.logfile == f"{tmp_path}/logs/sv.log"
-    assert cli._settings(str(ini), strict=False) == cli._settings(str(ini), strict=True)
+    assert config.read_settings(str(ini)).logfile == loaded.logfile
 
 
-def test_header_missing_bracket_names_its_line(tmp_path: Path) -> None:
+def test_header_missing_bracket_warns_and_strict_refuses(tmp_path: Path) -> None:
+    """configparser (so supervisord) reads '[program:b' as a key of the section above and
+    drops the program silently: daemonkit loads as supervisord does, loudly."""
     ini = write(tmp_path / "sv.ini", "[program:a]\ncommand = x\n[program:b\ncommand = y\n")
-    with pytest.raises(ConfigError, match=rf"^{ini}: line 3: '\[program:b' is not a section "
-                       r"header \(missing '\]'\?\)$"):
-        config.load(str(ini))
+    loaded = config.load(str(ini))
+    assert list(loaded.programs) == ["a"]
+    assert (f"{ini}: line 3: '[program:b' is not a section header (missing ']'?)"
+            in "\n".join(loaded.warnings))
+    with pytest.raises(ConfigError, match=r"line 3: .*refused: --strict"):
+        config.load(str(ini), strict=True)
 
 
 def test_groups(tmp_path: Path) -> None:
     ini = write(tmp_path / "sv.ini", "[program:a]\ncommand = x\n[program:b]\ncommand = y\n"
                 "[group:g]\nprograms = a, b\npriority = 5\n")
-    assert config.load(str(ini)).groups == {"g": ("a", "b")}
+    loaded = config.load(str(ini))
+    assert loaded.groups == {"g": ("a", "b")}
+    assert loaded.programs["a"].instance(0).namespec == "g:a"
+    assert loaded.all_groups["g"].priority == 5
+
+
+@pytest.mark.parametrize("text", [
+    'A="1",B="2"', "A=1", "PATH=/usr/bin:/bin,HOME=/root", "A=hello world,B=2",
+    "A='x,y',B=\"z\"", "\n    LANG=\"en_US.UTF-8\",\n    LC_ALL=\"C\"", "A=1,B=2,",
+    "K=a-b.c+d(e):f", "A=", "A=b=c", "=1", 'A="unterminated',
+])
+def test_environment_is_split_as_supervisord_splits_it(text: str) -> None:
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    from daemonkit.supervisor.datatypes import key_value_pairs
+
+    try:
+        theirs: dict[str, str] | None = dict_of_key_value_pairs(text)
+    except ValueError:
+        theirs = None
+    try:
+        ours: dict[str, str] | None = dict(key_value_pairs(text))
+    except ValueError:
+        ours = None
+    assert ours == theirs
+
+
+def test_env_expansion_in_every_value_and_default_section(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv("DK_N", "3")
+    monkeypatch.setenv("DK_AUTO", "false")
+    monkeypatch.setenv("DK_WAIT", "25")
+    monkeypatch.setenv("DK_USER", "nobody")
+    ini = write(tmp_path / "sv.ini", "[DEFAULT]\nstartsecs = 0\nstopsignal = INT\n"
+                "[program:w]\ncommand = x\nnumprocs = %(ENV_DK_N)s\n"
+                "process_name = w%(process_num)s\nautostart = %(ENV_DK_AUTO)s\n"
+                "stopwaitsecs = %(ENV_DK_WAIT)s\nuser = %(ENV_DK_USER)s\n"
+                "[program:v]\ncommand = y\nstopsignal = HUP\n")
+    loaded = config.load(str(ini))
+    w = loaded.programs["w"]
+    assert (w.numprocs, w.autostart, w.stopwaitsecs, w.user, w.startsecs, w.stopsignal) == (
+        3, False, 25.0, "nobody", 0.0, signal.SIGINT)
+    assert loaded.programs["v"].stopsignal == signal.SIGHUP  # its own value beats [DEFAULT]
+    assert loaded.instance_names() == ["v", "w0", "w1", "w2"]
+    assert loaded.warnings == ()  # [DEFAULT] keys are not "unknown" in [supervisord]
+
+
+def test_unknown_sections_and_keys_warn_and_strict_refuses(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[program:w]\ncommand = x\ncolour = blue\n"
+                "[bogus:x]\nkey = 1\n[supervisord]\nfoo = 1\n")
+    text = "\n".join(config.load(str(ini)).warnings)
+    for expected in ("[program:w] colour: unknown key, ignored", "[bogus:x]: unknown section",
+                     "[supervisord] foo: unknown key"):
+        assert f"{ini}: {expected}" in text
+    with pytest.raises(ConfigError, match=r"colour: unknown key.*\(refused: --strict\)$"):
+        config.load(str(ini), strict=True)
+
+
+@pytest.mark.parametrize("logfile", ["/dev/null", "/dev/stdout", None])
+def test_auto_logs_go_to_the_temp_dir_without_a_real_log_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logfile: str | None) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    head = f"[supervisord]\nlogfile = {logfile}\n" if logfile else ""
+    ini = write(tmp_path / "sv.ini", head + "[program:p]\ncommand = x\n")
+    loaded = config.load(str(ini))
+    assert loaded.logfile is None
+    assert loaded.programs["p"].instance(0).stdout.path == (
+        f"{tmp_path}/tmp/p-stdout---supervisor.log")
+
+
+def test_inet_server_faces_the_network_only_with_credentials(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[inet_http_server]\nport = *:9001\n"
+                "[inet_http_server:second]\nport = 0.0.0.0:9002\nusername = u\npassword = p\n"
+                "[program:p]\ncommand = x\n")
+    loaded = config.load(str(ini))
+    assert [(s.host, s.port) for s in loaded.servers] == [("127.0.0.1", 9001), ("0.0.0.0", 9002)]
+    assert "served on 127.0.0.1:9001 only" in "\n".join(loaded.warnings)
+    assert loaded.programs["p"].serverurl == "http://127.0.0.1:9001"
+
+
+def test_a_command_that_does_not_split_loads_and_fails_at_spawn(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", '[program:p]\ncommand = sh -c "echo #1"\n')
+    loaded = config.load(str(ini))  # ' #1"' is a comment: supervisord loads this too
+    spec = loaded.programs["p"].instance(0)
+    assert spec.argv == () and spec.command_error is not None
+    assert "No closing quotation" in "\n".join(loaded.warnings)

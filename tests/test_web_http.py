@@ -116,6 +116,12 @@ class ProcessAPI:
         with self.lock:
             return name == "*" or name in self.programs or bool(self._targets(name))
 
+    def select(self, name: str) -> list[str] | None:
+        if not self.known(name):
+            return None
+        with self.lock:
+            return [i["name"] for i in self._targets(name)]
+
     def pid(self, name: str) -> int | None:
         with self.lock:
             proc = self.instances[name]["proc"] if name in self.instances else None

@@ -26,6 +26,11 @@ class SupervisorAPI(Protocol):
         """Change a program's ``numprocs`` by ``delta`` at runtime (until the next reload)."""
         ...
 
+    def select(self, name: str) -> list[str] | None:
+        """Names of the instances ``name`` addresses (a program, an instance, a group,
+        ``group:*``, ``*``/``all``), as the supervisor resolves names; None if unknown."""
+        ...
+
     def known(self, name: str) -> bool:
         """True if ``name`` is a program or an instance (``prog:N``) of the running config."""
         ...

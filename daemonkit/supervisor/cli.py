@@ -1,195 +1,343 @@
 """``daemonkit supervise -c FILE ACTION [NAME...]``: the supervisor's command line.
 
-Without NAMEs the action is the core's, for the supervisor itself (start/stop/restart/status/
-reload/run). The config must be read before the core's CLI runs, because the supervisor's
-pidfile, log file and user come from its ``[supervisor]`` section. With NAMEs, and for
-``status`` and ``reload`` of a running supervisor, the command talks to the running
-supervisor over its control socket and prints what it answers.
+Two kinds of commands:
+
+* the core's (start/stop/restart/status/reload/run/reopen-logs) for the supervisor itself,
+  run by :func:`daemonkit.cli.run_cli`; with NAMEs, start/stop/restart/status act on
+  programs through the running supervisor instead;
+* supervisorctl's verbs (tail, signal, pid, clear, update, reread, avail, shutdown), which
+  only talk to the running supervisor, and ``check``, which only reads the file.
+
+The config is read before the core's CLI runs, because the supervisor's pidfile, log file,
+user, umask and directory come from its ``[supervisord]`` section: start/run/restart/check
+validate the whole file; the other commands read the few keys they need leniently (a file
+broken after the start must not keep ``stop`` from working).
 """
 
 from __future__ import annotations
 
 import argparse
-import configparser
-import glob
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..cli import run_cli
-from ..control import ControlError, control_path_for, request
+from ..control import control_path_for
 from ..errors import ConfigError
 from ..exitcodes import Exit
-from ..process import format_duration
+from . import client, protocol
+from .client import Client, ControlDenied, NotListening, complain, guarded
+from .faults import Fault, NoSuchName
+from .service import Supervisor
 
-if TYPE_CHECKING:
-    from .service import Supervisor
+PROG = client.PROG
+CORE_ACTIONS = ("start", "stop", "restart", "status", "reload", "run", "reopen-logs")
+NAME_ACTIONS = ("start", "stop", "restart", "status")
+CLIENT_VERBS = ("tail", "signal", "pid", "clear", "update", "reread", "avail", "shutdown")
+FULL_READ = ("start", "run", "restart", "check")
 
-PROG = "daemonkit-supervisor"
-_DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"  # config.DEFAULT_PIDFILE
-_NAME_ACTIONS = ("start", "stop", "restart", "status")
+USAGE = """\
+usage: daemonkit supervise -c FILE [--strict] COMMAND [ARGS...]
+
+The supervisor itself (FILE is a supervisord config; [supervisord] decides pidfile, log file,
+user, umask, directory):
+  start | stop | restart | status [--json] | reload | run | reopen-logs
+  shutdown                      the same as stop
+  check [--json]                load FILE, print its warnings, exit 0 (usable) or 6
+
+Programs, through the running supervisor (NAME: a program, an instance name:N, a group,
+group:*, group:name as supervisorctl writes it, or all):
+  start|stop|restart NAME...    answer once each is RUNNING (or stopped), or has failed
+  status [--json] [NAME...]     the table; exit 3 if a named one is not RUNNING
+  signal SIG NAME...            send SIG (HUP, USR1, 15, ...) to each process
+  pid [NAME...]                 the supervisor's pid, or the programs' (0: not running)
+  tail [-f] [-BYTES] NAME [stdout|stderr]   the end of a program's log (-f: follow)
+  clear NAME...                 empty a program's log files
+  reread                        what the file would change now (nothing applied)
+  avail                         every program of the file, in use or not
+  update [GROUP...]             apply the file's changes (to these groups only)
+  reload                        re-read the file and apply every change (also SIGHUP)
+
+Options of the core (--pidfile, --log-file, --user, --json, ...): daemonkit supervise -c FILE
+start --help. --strict refuses unknown sections and keys (supervisord ignores them).
+"""
+
+
+class SupervisorCLI(Supervisor):
+    """The supervisor with its client side: actions on programs go to the running one."""
+
+    def handle_command(self, action: str) -> int | None:
+        return core_action(self, action)
+
+
+#: the interpreter the supervisor runs with, for files that start Python programs
+#: (``command = %(ENV_DAEMONKIT_PYTHON)s app.py``) without an activated virtualenv
+PYTHON_ENV = "DAEMONKIT_PYTHON"
 
 
 def main(argv: list[str]) -> int:
-    from .service import Supervisor
-
+    os.environ.setdefault(PYTHON_ENV, sys.executable)
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("-c", "--config")
+    early.add_argument("--strict", action="store_true")
+    early.add_argument("-h", "--help", action="store_true")
     early.add_argument("action", nargs="?")
-    known, _rest = early.parse_known_args(argv)
-    if not known.config:
-        print("usage: daemonkit supervise -c FILE {start,stop,restart,status,reload,run} "
-              "[NAME...]", file=sys.stderr)
+    known, rest = early.parse_known_args(argv)
+    if known.help or not known.config:
+        if known.help and known.config and known.action in CORE_ACTIONS:
+            return run_cli(SupervisorCLI, list(argv))  # the core's options, in full
+        print(USAGE, end="", file=sys.stdout if known.help else sys.stderr)
+        return int(Exit.OK if known.help else Exit.USAGE)
+    if known.action == "check":
+        return check(known.config, known.strict, "--json" in rest)
+    if known.action in CLIENT_VERBS:
+        return client_verb(known.config, known.action, [a for a in rest if a != known.action])
+    if known.action not in CORE_ACTIONS:
+        complain(f"unknown command {known.action!r}" if known.action else "a command is "
+                 "needed")
+        print(USAGE, end="", file=sys.stderr)
         return int(Exit.USAGE)
     try:
-        settings = _settings(known.config, strict=known.action in ("start", "run", "restart"))
+        options = _core_options(known.config, known.action in FULL_READ, known.strict)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        complain(str(exc))
         return int(exc.exit_code)
     core_argv = list(argv)
-    for option, value in settings.items():
+    for option, value in options.items():
         if value is not None and option not in argv:
-            core_argv += [option, value]
-    return run_cli(Supervisor, core_argv)
+            core_argv += [option, value] if value != "" else [option]
+    return run_cli(SupervisorCLI, core_argv)
 
 
-def _settings(path: str, strict: bool) -> dict[str, str | None]:
-    """The core options the config decides. ``strict`` (start, run, restart): the whole
-    file must be valid. Otherwise (stop, status, reload, NAME actions) a quick read of the
-    few keys needed, which also works on a file broken after the start, and keeps the
-    client commands from paying for a full validation."""
-    if strict:
-        from . import config as config_module
+def _core_options(path: str, full: bool, strict: bool) -> dict[str, str | None]:
+    """The core options the config decides: pidfile, log file, user, umask, directory,
+    log level, syslog, stop timeout. ``full`` (start, run, restart): the whole file must
+    be valid, and its warnings are printed now, on the terminal."""
+    from . import config as config_module
 
-        config = config_module.load(path)
-        return _core_options(config.pidfile, config.logfile, config.user,
-                             [p.stopwaitsecs for p in config.programs.values()])
-    return _quick_settings(path)
-
-
-def _core_options(pidfile: str, logfile: str | None, user: str | None,
-                  stopwaits: list[float]) -> dict[str, str | None]:
+    if full:
+        loaded = config_module.load(path, strict=strict)
+        for warning in loaded.warnings:
+            complain(f"warning: {warning}")
+        settings = config_module.Settings(
+            loaded.pidfile, loaded.logfile, loaded.user, loaded.control,
+            loaded.stop_timeout(), loaded.log_level, loaded.syslog, loaded.umask,
+            loaded.directory)
+    else:
+        settings = config_module.read_settings(path)
     return {
-        "--pidfile": pidfile,
-        "--log-file": logfile,
-        "--user": user,
-        "--stop-timeout": f"{min(max(stopwaits, default=0.0) + 5.0, 86399):g}",
+        "--pidfile": settings.pidfile,
+        "--log-file": settings.logfile,
+        "--user": settings.user,
+        "--umask": f"{settings.umask:03o}" if settings.umask else None,
+        "--workdir": settings.directory,
+        "--log-level": settings.log_level if settings.log_level != "INFO" else None,
+        "--syslog": "" if settings.syslog else None,
+        "--stop-timeout": f"{settings.stop_timeout:g}",
     }
 
 
-def _quick_settings(path: str) -> dict[str, str | None]:
-    path = os.path.abspath(path)
-    here = os.path.dirname(path)
-    files = [path]
-    main_file = _lenient_read(path)
-    if main_file.has_option("include", "files"):
-        for pattern in main_file.get("include", "files").split():
-            files += sorted(glob.glob(os.path.normpath(os.path.join(here, pattern))))
-    values: dict[str, str] = {}
-    stopwaits: list[float] = []
-    for name in files:
-        parser = main_file if name == path else _lenient_read(name)
-        for section in parser.sections():
-            if section in ("supervisor", "supervisord"):
-                here = os.path.dirname(name)
-                values.update((key, _expand(parser.get(section, key), here)) for key in
-                              ("pidfile", "logfile", "user") if parser.has_option(section, key))
-            elif section.startswith("program:"):
-                try:
-                    stopwaits.append(float(parser.get(section, "stopwaitsecs", fallback="10")))
-                except ValueError:
-                    stopwaits.append(10.0)
+def control_path(config_path: str) -> str:
+    from . import config as config_module
 
-    def resolve(value: str | None) -> str | None:
-        return os.path.normpath(os.path.join(here, value)) if value else None
-
-    return _core_options(resolve(values.get("pidfile")) or _DEFAULT_PIDFILE,
-                         resolve(values.get("logfile")), values.get("user") or None, stopwaits)
+    settings = config_module.read_settings(config_path)
+    return settings.control or control_path_for(settings.pidfile)
 
 
-def _expand(value: str, here: str) -> str:
-    """%(here)s and %(ENV_X)s as config.load expands them; a bad one is left as written
-    (the full parse at start reports it)."""
-    values = {"here": here, "host_node_name": os.uname().nodename,
-              **{f"ENV_{key}": val for key, val in os.environ.items()}}
+# -- check --------------------------------------------------------------------------------------
+
+
+def check(path: str, strict: bool, as_json: bool) -> int:
+    """nginx -t for supervisor files: load, print the warnings, exit 0 or 6."""
+    from . import config as config_module
+
     try:
-        return value % values
-    except (KeyError, ValueError, TypeError):
-        return value
+        loaded = config_module.load(path, strict=strict)
+    except ConfigError as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "error": str(exc), "warnings": [],
+                              "instances": []}))
+        else:
+            complain(str(exc))
+        return int(Exit.NOT_CONFIGURED)
+    if as_json:
+        print(json.dumps({"ok": True, "warnings": list(loaded.warnings),
+                          "instances": describe_instances(loaded)}, indent=1))
+    else:
+        for warning in loaded.warnings:
+            complain(f"warning: {warning}")
+        count = sum(p.numprocs for p in loaded.programs.values())
+        print(f"{path}: ok ({len(loaded.programs)} programs, {count} processes, "
+              f"{len(loaded.warnings)} warnings)")
+    return int(Exit.OK)
 
 
-def _lenient_read(path: str) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(strict=False, interpolation=None,
-                                          inline_comment_prefixes=(";",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError):
-        pass
-    return parser
+def describe_instances(loaded: Any) -> list[dict[str, Any]]:
+    """Per instance, what it runs: the shape of ``check --json``."""
+    from .datatypes import signal_name
+
+    rows = []
+    for name in loaded.program_order():
+        program = loaded.programs[name]
+        for num in program.process_nums():
+            spec = program.instance(num)
+            rows.append({
+                "name": spec.name, "namespec": spec.namespec, "program": program.name,
+                "group": spec.group, "argv": list(spec.argv),
+                "command_error": spec.command_error, "directory": spec.directory,
+                "user": program.user, "environment": dict(spec.environment),
+                "autostart": program.autostart, "autorestart": program.autorestart,
+                "exitcodes": sorted(program.exitcodes), "startsecs": program.startsecs,
+                "startretries": program.startretries,
+                "stopsignal": signal_name(program.stopsignal),
+                "stopwaitsecs": program.stopwaitsecs, "priority": program.priority,
+                "stdout_logfile": spec.stdout.path, "stderr_logfile":
+                    spec.stderr.path if spec.stderr else None,
+                "redirect_stderr": program.redirect_stderr,
+                "socket": program.socket.address.url if program.socket else None})
+    return rows
 
 
-# -- the client side of the control socket ------------------------------------------------
+# -- supervisorctl's verbs ------------------------------------------------------------------------
 
 
-def client_action(daemon: Supervisor, action: str) -> int | None:
-    """Actions answered by the running supervisor; None: the core's default action."""
-
-    names: list[str] = list(daemon.options.names)
-    if names and action not in _NAME_ACTIONS:
-        print(f"{PROG}: {action} takes no NAME", file=sys.stderr)
+def client_verb(config_path: str, verb: str, args: list[str]) -> int:
+    if verb == "shutdown":
+        if args:
+            complain("shutdown takes no arguments")
+            return int(Exit.USAGE)
+        return main(["-c", config_path, "stop"])
+    parser = argparse.ArgumentParser(prog=f"daemonkit supervise -c FILE {verb}", add_help=False)
+    parsed = _parse_verb(parser, verb, args)
+    if parsed is None:
         return int(Exit.USAGE)
-    path = control_path_for(daemon.options.pidfile)
-    try:
-        return _client_action(daemon, action, names, path)
-    except ControlError as exc:
-        if "permission denied" in str(exc) or "may not control" in str(exc):
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return int(Exit.NO_PRIVILEGE)
-        raise
+    connection = Client(control_path(config_path))
+
+    def run() -> int:
+        if verb == "tail":
+            return client.tail(connection, parsed.name, parsed.channel, parsed.follow,
+                               parsed.bytes)
+        if verb == "signal":
+            return client.signal_names(connection, parsed.signal, parsed.names)
+        if verb == "pid":
+            return client.pid(connection, parsed.names)
+        if verb == "clear":
+            return client.clear(connection, parsed.names)
+        if verb == "update":
+            return client.update(connection, [n for n in parsed.names if n != "all"])
+        if verb == "reread":
+            return client.reread(connection)
+        return client.avail(connection)
+
+    return guarded(run)
 
 
-def _client_action(daemon: Supervisor, action: str, names: list[str], path: str) -> int | None:
-    from .service import CMD_ACTION, CMD_RELOAD, CMD_STATUS
-
-    if action == "status":
-        try:
-            reply = request(path, {"cmd": CMD_STATUS}, timeout_s=15.0)
-        except ControlError as exc:
-            if "permission denied" in str(exc):
-                raise
-            if names:
-                print(f"{PROG}: is not running", file=sys.stderr)
-                return int(Exit.NOT_RUNNING_STATUS)
-            if daemon.options.json:
-                return _print_stopped_json(daemon)
-            return None  # the core explains (not running, stale pidfile, ...)
-        return _print_status(reply, names, daemon.options.json)
-    if action == "reload" and not names:
-        try:
-            reply = request(path, {"cmd": CMD_RELOAD}, timeout_s=70.0)
-        except ControlError as exc:
-            if "permission denied" in str(exc):
-                raise
+def _parse_verb(parser: argparse.ArgumentParser, verb: str, args: list[str]
+                ) -> argparse.Namespace | None:
+    if verb == "tail":
+        follow, length = False, 1600
+        rest = []
+        for arg in args:
+            if arg == "-f":
+                follow = True
+            elif arg.startswith("-") and arg[1:].isdigit():
+                length = int(arg[1:])
+            else:
+                rest.append(arg)
+        if not 1 <= len(rest) <= 2 or (len(rest) == 2 and rest[1] not in protocol.LOG_CHANNELS):
+            complain("usage: tail [-f] [-BYTES] NAME [stdout|stderr]")
             return None
-        return _print_reload(reply)
-    if names:
+        return argparse.Namespace(name=rest[0], channel=rest[1] if len(rest) == 2 else "stdout",
+                                  follow=follow, bytes=length)
+    if verb == "signal":
+        if len(args) < 2:
+            complain("usage: signal SIG NAME...")
+            return None
+        return argparse.Namespace(signal=args[0], names=args[1:])
+    if verb in ("clear",) and not args:
+        complain(f"usage: {verb} NAME...")
+        return None
+    if verb in ("reread", "avail") and args:
+        complain(f"{verb} takes no arguments")
+        return None
+    return argparse.Namespace(names=args)
+
+
+# -- the core's actions with NAMEs ----------------------------------------------------------------
+
+
+def core_action(daemon: Supervisor, action: str) -> int | None:
+    """Actions answered by the running supervisor; None: the core's default action."""
+    names: list[str] = list(daemon.options.names)
+    if names and action not in NAME_ACTIONS:
+        complain(f"{action} takes no NAME")
+        return int(Exit.USAGE)
+    if action not in ("status", "reload") and not names:
+        return None
+    config = daemon.config
+    path = (config.control if config is not None and config.control else None) or (
+        control_path(daemon.options.config) if daemon.options.config else None) or (
+        control_path_for(daemon.options.pidfile))
+    connection = Client(path)
+    try:
+        if action == "status":
+            return _status(daemon, connection, names)
+        if action == "reload":
+            try:
+                reply = connection.ask({"cmd": protocol.CMD_RELOAD}, 70.0)
+            except NotListening:
+                return None
+            if not reply.get("ok"):
+                complain(f"reload failed: {reply.get('error')}")
+                return int(Exit.FAILURE)
+            return client.print_reload(reply)
         try:
-            reply = request(path, {"cmd": CMD_ACTION, "names": names, "verb": action},
-                            timeout_s=600.0)
-        except ControlError as exc:
-            if "permission denied" in str(exc):
-                raise
-            print(f"{PROG}: is not running ({exc})", file=sys.stderr)
+            reply = connection.ask({"cmd": protocol.CMD_ACTION, "names": names,
+                                    "verb": action}, 3700.0)
+        except NotListening as exc:
+            complain(str(exc))
             return int(Exit.NOT_RUNNING)
-        for instance in reply.get("instances", []):
-            print(_instance_line(instance))
-        if not reply.get("ok"):
-            print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
+        if not reply.get("ok") and reply.get("code") == Fault.BAD_NAME.name:
+            complain(f"no such program or instance: {_refused_name(reply)}")
             return int(Exit.FAILURE)
-        return int(Exit.OK)
-    return None
+        return client.print_action(reply)
+    except ControlDenied as exc:
+        complain(str(exc))
+        return int(Exit.NO_PRIVILEGE)
+
+
+def _status(daemon: Supervisor, connection: Client, names: list[str]) -> int | None:
+    try:
+        reply = connection.ask({"cmd": protocol.CMD_STATUS, "names": names}, 15.0)
+    except NotListening:
+        if names:
+            complain("is not running")
+            return int(Exit.NOT_RUNNING_STATUS)
+        if daemon.options.json:
+            return _print_stopped_json(daemon)
+        return None  # the core explains (not running, stale pidfile, ...)
+    if not reply.get("ok"):
+        if reply.get("code") == Fault.BAD_NAME.name:
+            complain(f"no such program or instance: {_refused_name(reply)}")
+            return int(Exit.NOT_RUNNING_STATUS)
+        complain(str(reply.get("error")))  # no code: the core refused us
+        return int(Exit.NO_PRIVILEGE if "code" not in reply else Exit.FAILURE)
+    programs: list[dict[str, Any]] = reply.get("programs", [])
+    if not names:
+        return client.print_status(reply, programs, [], daemon.options.json, header=True)
+    wanted = set(reply.get("selected", []))
+    selected = [p for p in programs if p["name"] in wanted]
+    return client.print_status(reply, selected, names, daemon.options.json, header=False)
+
+
+def _refused_name(reply: dict[str, Any]) -> str:
+    """The name a BAD_NAME refusal is about (its fault's detail)."""
+    try:
+        protocol.raise_for(reply)
+    except NoSuchName as exc:
+        return str(exc.detail)
+    return "?"
 
 
 def _print_stopped_json(daemon: Supervisor) -> int:
@@ -211,90 +359,3 @@ def _print_stopped_json(daemon: Supervisor) -> int:
                       "programs": [], **{k: v for k, v in report.items()
                                          if k not in ("pid", "uptime_s")}}))
     return code
-
-
-def _selected(reply: dict[str, Any], names: list[str]) -> list[dict[str, Any]] | str:
-    """Rows for NAMEs: instance, program (maybe scaled to none), group, group:*,
-    group:program, group:instance; a str is the first unknown name."""
-    programs: list[dict[str, Any]] = reply.get("programs", [])
-    if not names:
-        return programs
-    configured = set(reply.get("program_names", []))
-    groups: dict[str, list[str]] = reply.get("groups", {})
-    chosen: list[dict[str, Any]] = []
-    for name in names:
-        match = [p for p in programs if name in ("*", "all", p["name"], p["program"])]
-        group, sep, member = name.partition(":")
-        if not match and name not in configured and group in groups:
-            members = groups[group]
-            if not sep or member == "*":
-                match = [p for p in programs if p["program"] in members]
-            elif member in members:
-                match = [p for p in programs if p["program"] == member]
-            else:
-                match = [p for p in programs if p["program"] in members and p["name"] == member]
-            if not match and (not sep or member == "*" or member in members):
-                continue  # a group whose programs are scaled to none
-        if not match and name not in configured:
-            return name
-        chosen += [p for p in match if p not in chosen]
-    return chosen
-
-
-def _print_status(reply: dict[str, Any], names: list[str], as_json: bool) -> int:
-    if not reply.get("ok") and "may not control" in str(reply.get("error")):
-        raise ControlError(str(reply.get("error")))
-    if not reply.get("ok"):
-        print(f"{PROG}: {reply.get('error')}", file=sys.stderr)
-        return int(Exit.FAILURE)
-    selected = _selected(reply, names)
-    if isinstance(selected, str):
-        print(f"{PROG}: no such program or instance: {selected}", file=sys.stderr)
-        return int(Exit.NOT_RUNNING_STATUS)
-    if as_json:
-        print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),
-                          "config": reply.get("config"), "programs": selected}))
-    else:
-        if not names:
-            uptime = reply.get("uptime_s")
-            up = f", up {format_duration(uptime)}" if isinstance(uptime, (int, float)) else ""
-            print(f"{PROG} is running (pid {reply.get('pid')}{up}), config {reply.get('config')}")
-        rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT")]
-        for p in selected:
-            rows.append((p["name"], p["state"], str(p["pid"] or "-"),
-                         format_duration(p["uptime_s"]) if p["uptime_s"] is not None else "-",
-                         str(p["restarts"]),
-                         "-" if p["exit_status"] is None else str(p["exit_status"])))
-        widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                  .rstrip())
-        for p in selected:  # below the table: its columns stay what scripts expect
-            if p.get("error"):
-                print(f"{p['name']}: {p['error']}")
-        for name in names:
-            if not any(name in (p["name"], p["program"]) for p in selected) and (
-                    name in reply.get("program_names", [])):
-                print(f"{name}: no instances (scaled to 0)")
-    if names and (not selected or any(p["state"] != "RUNNING" for p in selected)):
-        return int(Exit.NOT_RUNNING_STATUS)
-    return int(Exit.OK)
-
-
-def _print_reload(reply: dict[str, Any]) -> int:
-    if not reply.get("ok"):
-        print(f"{PROG}: reload failed: {reply.get('error')}", file=sys.stderr)
-        return int(Exit.FAILURE)
-    for key in ("added", "changed", "removed"):
-        print(f"{key}: {', '.join(reply.get(key, [])) or '-'}")
-    scaled = reply.get("scaled", {})
-    print("scaled: " + (", ".join(f"{name} {old}->{new}" for name, (old, new)
-                                  in sorted(scaled.items())) or "-"))
-    for note in reply.get("notes", []):
-        print(f"note: {note}")
-    return int(Exit.OK)
-
-
-def _instance_line(instance: dict[str, Any]) -> str:
-    pid = f" (pid {instance['pid']})" if instance.get("pid") else ""
-    return f"{instance['name']}: {instance['state']}{pid}"

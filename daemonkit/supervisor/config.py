@@ -1,125 +1,102 @@
-"""The supervisor's configuration: a supervisord-compatible INI subset, validated up front.
+"""The supervisor's configuration: supervisord's files, loaded with supervisord's meaning.
 
-A config is parsed and checked completely before anything acts on it, so ``start`` and
-``reload`` can refuse a bad file with one line naming the file, section, key and reason, and
-a running supervisor keeps its old config. Relative paths are resolved against the directory
-of the file that holds them (supervisord's ``%(here)s``): the daemon's cwd is ``/``.
+:func:`load` turns a file (and its includes) into a :class:`SupervisorConfig`, checked
+completely before anything acts on it: ``start`` and ``reload`` refuse a bad file with one
+line naming file, section, key and why, and a running supervisor keeps its old config.
+What supervisord ignores (unknown sections and keys) loads with a warning instead, unless
+``strict``. The pieces: :mod:`.inifile` reads, :mod:`.expand` expands ``%(...)s``,
+:mod:`.keys` says what each key is, :mod:`.datatypes` parses values.
+
+Relative paths are resolved against the directory of the file that holds them (supervisord
+resolves them against its working directory: a file started from its own directory means
+the same in both), because the daemon runs in ``/`` and a client may run anywhere.
 """
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
-import glob
-import grp
+import ipaddress
 import os
-import pwd
-import re
 import shlex
-import signal
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from . import datatypes, inifile, keys
+from .expand import ExpansionError, base_values, expand, with_environment
+from .keys import Key, Stage, Support
 
 DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
-
-#: sections of supervisord files that configure its XML-RPC server and client: meaningless
-#: here (daemonkit has its own control socket), skipped so supervisord users can bring files
-_IGNORED_SECTIONS = ("unix_http_server", "inet_http_server", "supervisorctl")
-_IGNORED_PREFIXES = ("rpcinterface:",)
-
-_SUPERVISOR_KEYS = {"pidfile", "logfile", "control", "user", "umask", "identifier",
-                    "childlogdir", "environment"}
-#: keys of supervisord's [supervisord] section that are accepted and have no effect here:
-#: a supervisord file loads, and the start logs one warning naming the ones it holds
-_SUPERVISORD_IGNORED_KEYS = {
-    "logfile_maxbytes", "logfile_backups", "loglevel", "nodaemon", "minfds", "minprocs",
-    "directory", "nocleanup", "strip_ansi", "silent",
-}
-
-_PROGRAM_DEFAULTS: dict[str, str] = {
-    "numprocs": "1",
-    "numprocs_start": "0",
-    "directory": "",
-    "environment": "",
-    "user": "",
-    "group": "",
-    "umask": "",
-    "autostart": "true",
-    "autorestart": "unexpected",
-    "exitcodes": "0",
-    "startsecs": "1",
-    "startretries": "3",
-    "stopsignal": "TERM",
-    "stopwaitsecs": "10",
-    "stdout_logfile": "AUTO",  # supervisord's default: a file in childlogdir
-    "stderr_logfile": "AUTO",
-    "redirect_stderr": "false",
-    "stdout_logfile_maxbytes": "0",
-    "stdout_logfile_backups": "10",
-    "stderr_logfile_maxbytes": "0",
-    "stderr_logfile_backups": "10",
-    "priority": "999",
-    "notify": "false",
-    "ready_timeout": "60",
-    "backoff_initial": "1",
-    "backoff_max": "30",
-}
-#: supervisord keys accepted for compatibility; daemonkit always signals the whole group
-_PROGRAM_COMPAT_KEYS = {"stopasgroup", "killasgroup"}
-#: supervisord keys accepted so its files load, without effect here (warned at start)
-_PROGRAM_IGNORED_KEYS = {"stdout_events_enabled", "stderr_events_enabled",
-                         "stdout_capture_maxbytes", "stderr_capture_maxbytes",
-                         "stdout_syslog", "stderr_syslog", "serverurl"}
-_PROGRAM_KEYS = (set(_PROGRAM_DEFAULTS) | {"command", "process_name"} | _PROGRAM_COMPAT_KEYS
-                 | _PROGRAM_IGNORED_KEYS)
-_GROUP_KEYS = {"programs", "priority"}
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_SIZE_RE = re.compile(r"^(\d+)\s*(KB|MB|GB|B)?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+#: a main log file with one of these names is the supervisor's own stdout/stderr (or
+#: nothing): no log file for the core, whose stdout/stderr stay what they are (the
+#: terminal under `run`, as supervisord's in the foreground), so children logging to
+#: /dev/stdout reach the container's log
+STDIO_PATHS = frozenset({"/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2",
+                         "/proc/self/fd/1", "/proc/self/fd/2", "/dev/null"})
+#: the default name of an instance of a program with numprocs > 1 (supervisord has none)
+MULTI_PROCESS_NAME = "%(program_name)s:%(process_num)s"
 
 
 @dataclass(frozen=True)
 class LogSpec:
-    """Where one stream of an instance goes; ``path`` None means /dev/null."""
+    """Where one stream of an instance goes; ``path`` None: no file."""
 
     path: str | None
     maxbytes: int = 0  # 0: never rotate by size
     backups: int = 10
+    syslog: bool = False  # also each line to syslog
 
 
 @dataclass(frozen=True)
 class InstanceSpec:
     """Everything needed to spawn one instance, with %(...)s already expanded."""
 
-    name: str  # "worker" or "worker:2": the name users type
+    name: str  # the name daemonkit's CLI shows: "worker", "worker:2", "celery_00"
     program: str
+    group: str  # supervisord's process group (the program's own, or its [group:x])
+    process_name: str  # supervisord's name within the group
     process_num: int
-    argv: tuple[str, ...]
+    command: str
+    argv: tuple[str, ...]  # empty when the command cannot be split (see command_error)
+    command_error: str | None  # supervisord loads such a file; the spawn fails
     directory: str | None
     environment: tuple[tuple[str, str], ...]
     stdout: LogSpec
     stderr: LogSpec | None  # None: redirected into stdout
 
+    @property
+    def namespec(self) -> str:
+        """supervisorctl's name: ``group:name``, or ``name`` when both are the same."""
+        return self.group if self.group == self.process_name else (
+            f"{self.group}:{self.process_name}")
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """The listening socket of an ``[fcgi-program:x]``."""
+
+    address: datatypes.SocketAddress
+    owner: tuple[int, int] | None = None
+    mode: int | None = None
+    backlog: int | None = None
+
 
 @dataclass(frozen=True)
 class ProgramConfig:
-    """One [program:x] section. Equality (minus numprocs) decides what a reload restarts."""
+    """One [program:x] (or [fcgi-program:x]). Equality decides what a reload restarts."""
 
     name: str
-    source: str = field(compare=False)  # file that defined it, for error messages
-    command: str
-    process_name: str  # "" means the default, see name_template()
+    source: str = field(compare=False)  # file that defined it, for messages
+    command: str  # the raw template; expanded per instance
+    process_name: str  # raw template; "" means the default, see name_template()
     numprocs: int
     numprocs_start: int
-    directory: str
-    environment: tuple[tuple[str, str], ...]
+    directory: str  # raw template, "" for none
+    environment: str  # raw KEY=value template
     user: str | None
-    group: str | None
+    group: str | None  # the unix group to run with (daemonkit's key)
     umask: int | None
     autostart: bool
     autorestart: str  # "true" | "false" | "unexpected"
@@ -128,30 +105,46 @@ class ProgramConfig:
     startretries: int
     stopsignal: int
     stopwaitsecs: float
-    stdout_logfile: str
+    stopasgroup: bool
+    killasgroup: bool
+    stdout_logfile: str  # raw template
     stderr_logfile: str
     redirect_stderr: bool
     stdout_logfile_maxbytes: int
     stdout_logfile_backups: int
     stderr_logfile_maxbytes: int
     stderr_logfile_backups: int
+    stdout_syslog: bool
+    stderr_syslog: bool
     priority: int
     notify: bool
     ready_timeout: float  # notify programs: READY=1 must come within this (0: no limit)
     backoff_initial: float
     backoff_max: float
     here: str = field(compare=False)
-    #: from [supervisor]: where AUTO log files go, the name in them, every child's environment
+    kind: str = "program"  # or "fcgi-program"
+    group_name: str = ""  # supervisord's process group ("" until the config is built)
+    group_priority: int = 999
+    serverurl: str | None = None  # SUPERVISOR_SERVER_URL
+    socket: SocketSpec | None = None
+    #: from [supervisord]: where AUTO log files go, the name in them, every child's environment
     childlogdir: str = "/tmp"
     identifier: str = "supervisor"
     base_environment: tuple[tuple[str, str], ...] = ()
+    strip_ansi: bool = False
+    #: ENV_X and host_node_name at load time (one dict shared by every program)
+    values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
-    def same_except_numprocs(self, other: ProgramConfig) -> bool:
+    def same_config(self, other: ProgramConfig, numprocs: int | None = None) -> bool:
+        """Nothing but ``numprocs`` differs: the running instances can stay."""
         if dataclasses.replace(self, numprocs=other.numprocs) != other:
             return False
-        # %(here)s may expand differently if the section moved to another directory
-        num = self.numprocs_start
-        return self.instance(num, 1) == other.instance(num, 1)
+        count = min(self.numprocs, other.numprocs) if numprocs is None else numprocs
+        # %(here)s or ENV_X may expand differently although the text is the same
+        return all(self.instance(num, count) == other.instance(num, count)
+                   for num in self.process_nums(max(count, 1)))
+
+    same_except_numprocs = same_config
 
     def process_nums(self, numprocs: int | None = None) -> range:
         count = self.numprocs if numprocs is None else numprocs
@@ -162,66 +155,98 @@ class ProgramConfig:
         count = self.numprocs if numprocs is None else numprocs
         if self.process_name:
             return self.process_name
-        return "%(program_name)s:%(process_num)s" if count > 1 else "%(program_name)s"
+        return MULTI_PROCESS_NAME if count > 1 else "%(program_name)s"
 
     def instance(self, process_num: int, numprocs: int | None = None) -> InstanceSpec:
-        """Expand the per-instance settings; ConfigError names the key that failed.
+        """Expand the per-process keys; ConfigError names the key that failed.
 
-        Only the default name depends on ``numprocs``, so scaling renames but never
-        changes what an instance runs.
-        """
-        values = {
-            "program_name": self.name,
-            "group_name": self.name,
-            "process_num": process_num,
-            "here": self.here,
-            "host_node_name": os.uname().nodename,
-            **{f"ENV_{key}": value for key, value in os.environ.items()},
-        }
+        Only the default name depends on ``numprocs`` (``w`` or ``w:0``); what an instance
+        runs does not, so scaling renames but never changes a process."""
+        section = f"{self.kind}:{self.name}"
+        values: dict[str, object] = {
+            **self.values, "here": self.here, "program_name": self.name,
+            "group_name": self.group_name or self.name, "process_num": process_num,
+            "numprocs": self.numprocs if numprocs is None else numprocs}
 
-        def expand(key: str, raw: str) -> str:
+        def expanded(key: str, raw: str) -> str:
             try:
-                return raw % values
-            except (KeyError, ValueError, TypeError) as exc:
-                raise _error(self.source, f"program:{self.name}", key,
-                             f"bad %(...)s expansion in {raw!r}: {exc}") from None
+                return expand(raw, values, f"{section} {key}")
+            except ExpansionError as exc:
+                raise _error(self.source, section, key, str(exc)) from None
 
-        name = expand("process_name", self.name_template(numprocs))
-        if not _NAME_RE.match(name.replace(":", "_")):
-            raise _error(self.source, f"program:{self.name}", "process_name",
-                         f"{name!r} is not a valid process name")
-        command = expand("command", self.command)
+        try:
+            own_env = datatypes.key_value_pairs(expanded("environment", self.environment))
+        except ValueError as exc:
+            raise _error(self.source, section, "environment", str(exc)) from None
+        values = with_environment(values, own_env)  # the program's ENV_X, for what follows
+        name = expanded("process_name", self.name_template(numprocs))
+        command = expanded("command", self.command)
+        argv: tuple[str, ...] = ()
+        command_error = None
         try:
             argv = tuple(shlex.split(command))
         except ValueError as exc:
-            raise _error(self.source, f"program:{self.name}", "command", str(exc)) from None
-        if not argv:
-            raise _error(self.source, f"program:{self.name}", "command", "empty command")
-        directory = expand("directory", self.directory) if self.directory else None
-        merged = dict(self.base_environment)  # [supervisor] environment; the program's wins
-        merged.update((key, expand("environment", value)) for key, value in self.environment)
-        env = tuple(merged.items())
-        stdout = LogSpec(self._log_path(expand("stdout_logfile", self.stdout_logfile),
-                                        name, "stdout"),
-                         self.stdout_logfile_maxbytes, self.stdout_logfile_backups)
-        stderr: LogSpec | None = None
+            command_error = f"can't parse command {command!r}: {exc}"
+        if not argv and command_error is None:
+            command_error = "command is empty"
+        directory = expanded("directory", self.directory) if self.directory else None
+        environment = dict(self.base_environment)  # [supervisord] environment; the program's
+        environment.update(own_env)  # own wins
+        stdout = self._log("stdout", expanded("stdout_logfile", self.stdout_logfile), name)
+        stderr = None
         if not self.redirect_stderr:
-            stderr = LogSpec(self._log_path(expand("stderr_logfile", self.stderr_logfile),
-                                            name, "stderr"),
-                             self.stderr_logfile_maxbytes, self.stderr_logfile_backups)
-        return InstanceSpec(name, self.name, process_num, argv,
-                            _resolve(self.here, directory) if directory else None,
-                            env, stdout, stderr)
+            stderr = self._log("stderr", expanded("stderr_logfile", self.stderr_logfile), name)
+        group = self.group_name or self.name
+        process_name = name[len(group) + 1:] if name.startswith(f"{group}:") else name
+        return InstanceSpec(name, self.name, group, process_name, process_num, command, argv,
+                            command_error, _resolve(self.here, directory) if directory else None,
+                            tuple(environment.items()), stdout, stderr)
 
-    def _log_path(self, value: str, name: str, channel: str) -> str | None:
-        """supervisord's values: NONE (or OFF) discards, AUTO (the default) is a file per
-        instance and stream in childlogdir. The AUTO name is stable (supervisord adds a
-        random part): output survives a supervisor restart in the same file."""
-        if value.strip().upper() in ("NONE", "OFF"):
-            return None
-        if value.strip().upper() in ("", "AUTO"):
-            return os.path.join(self.childlogdir, f"{name}-{channel}---{self.identifier}.log")
-        return _resolve(self.here, value)
+    def _log(self, channel: str, value: str, name: str) -> LogSpec:
+        choice = datatypes.logfile(value)
+        maxbytes = getattr(self, f"{channel}_logfile_maxbytes")
+        backups = getattr(self, f"{channel}_logfile_backups")
+        syslog = bool(getattr(self, f"{channel}_syslog")) or choice == "SYSLOG"
+        if choice in ("NONE", "SYSLOG"):
+            path = None
+        elif choice == "AUTO":  # a stable name (supervisord adds a random part): output
+            # survives a supervisor restart in the same file
+            path = os.path.join(self.childlogdir, f"{name}-{channel}---{self.identifier}.log")
+        else:
+            path = _resolve(self.here, choice)
+        return LogSpec(path, maxbytes, backups, syslog)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A supervisord process group: a program's own, or a ``[group:x]`` of programs."""
+
+    name: str
+    priority: int
+    programs: tuple[str, ...]
+    explicit: bool  # a [group:x] section (else the program's homogeneous group)
+
+
+@dataclass(frozen=True)
+class HttpServerConfig:
+    """An XML-RPC server: ``[unix_http_server]`` or ``[inet_http_server]``."""
+
+    section: str
+    kind: str  # "unix" | "inet"
+    path: str = ""
+    chmod: int = 0o700
+    chown: tuple[int, int] = (-1, -1)
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self.kind == "unix":
+            return f"unix://{self.path}"
+        host = self.host or "localhost"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -233,13 +258,27 @@ class SupervisorConfig:
     user: str | None
     umask: int | None
     programs: dict[str, ProgramConfig]
-    web: Any = None  # a daemonkit.web.config.WebConfig, or the raw dict without that module
+    web: Any = None  # a daemonkit.web.config.WebConfig
     files: tuple[str, ...] = ()
-    #: supervisord settings accepted without effect, globs that matched nothing: logged once
     warnings: tuple[str, ...] = ()
-    #: [group:NAME] programs = a,b: group name -> member programs
-    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: every process group by name, [group:x] sections and programs' own groups alike
+    all_groups: dict[str, GroupConfig] = field(default_factory=dict)
     childlogdir: str = "/tmp"
+    log_level: str = "INFO"
+    syslog: bool = False  # logfile = syslog
+    directory: str | None = None
+    identifier: str = "supervisor"
+    minfds: int = 1024
+    minprocs: int = 200
+    servers: tuple[HttpServerConfig, ...] = ()
+    serverurl: str | None = None
+    strict: bool = False
+    top_section: str = "supervisord"  # which of [supervisord] / [supervisor] the file uses
+
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """``[group:x]`` sections only: group -> member programs."""
+        return {name: g.programs for name, g in self.all_groups.items() if g.explicit}
 
     def instance_names(self) -> list[str]:
         """Names of all instances, in start order."""
@@ -247,8 +286,17 @@ class SupervisorConfig:
                 for p in self.program_order() for n in self.programs[p].process_nums()]
 
     def program_order(self) -> list[str]:
-        """Start order: priority, then name (supervisord starts lower priorities first)."""
-        return sorted(self.programs, key=lambda p: (self.programs[p].priority, p))
+        """Start order as supervisord's: by group priority, then the program's own."""
+        return sorted(self.programs, key=self.order_key)
+
+    def order_key(self, program: str) -> tuple[int, str, int, str]:
+        config = self.programs[program]
+        return (config.group_priority, config.group_name, config.priority, program)
+
+    def stop_timeout(self) -> float:
+        """How long stopping the whole supervisor may take (the core's --stop-timeout)."""
+        worst = max((p.stopwaitsecs for p in self.programs.values()), default=0.0)
+        return min(worst + 5.0, 86399.0)
 
 
 def _error(source: str, section: str, key: str | None, why: str) -> ConfigError:
@@ -260,359 +308,508 @@ def _resolve(here: str, path: str) -> str:
     return os.path.normpath(os.path.join(here, os.path.expanduser(path)))
 
 
-def load(path: str) -> SupervisorConfig:
-    """Read, include and validate ``path``; raise ConfigError (one line) on any problem."""
-    path = os.path.abspath(path)
-    main = _read(path)
-    files = [path]
-    sections: list[tuple[str, str, dict[str, str]]] = []  # (file, section, items)
-    warnings: list[str] = []
-    sections.extend((path, name, dict(main.items(name))) for name in main.sections())
-    if main.has_section("include"):
-        items = dict(main.items("include"))
-        unknown = set(items) - {"files"}
+# -- loading ----------------------------------------------------------------------------------
+
+#: section names (or prefixes, ending in ':') and the table of keys each one takes
+_SECTION_TABLES: dict[str, dict[str, Key]] = {
+    "supervisord": keys.SUPERVISORD, "supervisor": keys.SUPERVISORD,
+    "program:": keys.PROGRAM, "fcgi-program:": keys.FCGI_PROGRAM, "group:": keys.GROUP,
+    "unix_http_server": keys.UNIX_HTTP_SERVER, "unix_http_server:": keys.UNIX_HTTP_SERVER,
+    "inet_http_server": keys.INET_HTTP_SERVER, "inet_http_server:": keys.INET_HTTP_SERVER,
+    "supervisorctl": keys.SUPERVISORCTL, "include": keys.INCLUDE,
+    "rpcinterface:": keys.RPCINTERFACE,
+}
+_ALL_KEYS = {name for table in _SECTION_TABLES.values() for name in table}
+
+
+def table_for(section: str) -> dict[str, Key] | None:
+    if section in _SECTION_TABLES:
+        return _SECTION_TABLES[section]
+    prefix = section.split(":", 1)[0] + ":"
+    return _SECTION_TABLES.get(prefix) if ":" in section else None
+
+
+def load(path: str, strict: bool = False) -> SupervisorConfig:
+    """Read, include and validate ``path``; raise ConfigError (one line) on any problem.
+
+    ``strict``: what supervisord ignores and daemonkit would only warn about (unknown sections
+    and keys, a broken section header) is an error too."""
+    return _Loader(os.path.abspath(path), strict).load()
+
+
+@dataclass
+class Settings:
+    """What the CLI needs to find and drive a supervisor, read leniently (a file broken after
+    the start must not keep ``stop`` or ``status`` from working)."""
+
+    pidfile: str
+    logfile: str | None
+    user: str | None
+    control: str | None
+    stop_timeout: float
+    log_level: str = "INFO"
+    syslog: bool = False
+    umask: int | None = None
+    directory: str | None = None
+
+
+def read_settings(path: str) -> Settings:
+    """The ``[supervisord]`` section (and every program's stopwaitsecs) through the same
+    reader and keys as :func:`load`, skipping anything that does not parse."""
+    loader = _Loader(os.path.abspath(path), strict=False, lenient=True)
+    try:
+        loader.read()
+    except ConfigError:
+        return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
+    top = loader.supervisor_section()
+    stopwaits: list[float] = []
+    for name in loader.document.sections:
+        if name.startswith(("program:", "fcgi-program:")):
+            try:
+                stopwaits.append(loader.section_value(name, keys.PROGRAM["stopwaitsecs"]))
+            except ConfigError:
+                stopwaits.append(10.0)
+    stop_timeout = min(max(stopwaits, default=0.0) + 5.0, 86399.0)
+    return Settings(top["pidfile"], top["logfile"], top["user"], top["control"], stop_timeout,
+                    top["log_level"], top["syslog"], top["umask"], top["directory"])
+
+
+class _Loader:
+    def __init__(self, path: str, strict: bool, lenient: bool = False) -> None:
+        self.path = path
+        self.strict = strict
+        self.lenient = lenient  # read_settings: a bad [supervisord] value is skipped
+        self.document = inifile.Document(path)
+        self.warnings: list[str] = []
+        self.values: dict[str, object] = base_values()
+        self.top_name = ""  # "supervisord", "supervisor" or "" (none)
+        self.top_environment: tuple[tuple[str, str], ...] = ()
+
+    def warn(self, text: str, unknown: bool = False) -> None:
+        """``unknown``: something supervisord ignores silently; an error when strict."""
+        if unknown and self.strict:
+            raise ConfigError(f"{text} (refused: --strict)")
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    # -- reading values through the key tables ---------------------------------------------
+
+    def read(self) -> None:
+        self.document = inifile.read(self.path, self.values)
+        tops = [n for n in ("supervisord", "supervisor") if n in self.document.sections]
+        if len(tops) > 1:
+            section = self.document.sections["supervisor"]
+            raise _error(section.file, "supervisor", None, "[supervisor] and [supervisord] "
+                         "both present: use one of them")
+        self.top_name = tops[0] if tops else ""
+        if self.top_name:  # [supervisord] environment feeds every ENV_X expansion
+            environment = self.raw_value(self.top_name, keys.SUPERVISORD["environment"])
+            try:
+                pairs = datatypes.key_value_pairs(environment)
+            except ValueError as exc:
+                raise self.key_error(self.top_name, "environment", str(exc)) from None
+            self.values = with_environment(self.values, pairs)
+            self.top_environment = pairs
+
+    def source(self, section: str, key: str | None = None) -> str:
+        value = self.document.get(section, key) if key else None
+        if value is not None:
+            return value.file
+        found = self.document.sections.get(section)
+        return found.file if found else self.path
+
+    def key_error(self, section: str, key: str, why: str) -> ConfigError:
+        return _error(self.source(section, key), section, key, why)
+
+    def raw_value(self, section: str, key: Key, extra: Mapping[str, object] | None = None
+                  ) -> str:
+        """The value as text, expanded for the section (not for a process)."""
+        found = self.document.get(section, key.name)
+        raw = found.text if found is not None else key.default
+        if raw is None:
+            return ""
+        if key.stage is not Stage.SECTION:
+            return raw
+        here = os.path.dirname(found.file if found is not None else self.path)
+        try:
+            return expand(raw, {**self.values, "here": here, **(extra or {})})
+        except ExpansionError as exc:
+            raise self.key_error(section, key.name, str(exc)) from None
+
+    def section_value(self, section: str, key: Key,
+                      extra: Mapping[str, object] | None = None) -> Any:
+        """The parsed value, or None when the key is unset and has no default."""
+        if self.document.get(section, key.name) is None and key.default is None:
+            return None
+        text = self.raw_value(section, key, extra)
+        try:
+            return key.parse(text)
+        except ValueError as exc:
+            raise self.key_error(section, key.name, str(exc)) from None
+
+    def check_keys(self, section: str, table: Mapping[str, Key]) -> None:
+        unknown = sorted(self.document.keys(section) - set(table))
         if unknown:
-            raise _error(path, "include", sorted(unknown)[0], "unknown key")
-        for pattern in items.get("files", "").split():
-            full = _resolve(os.path.dirname(path), pattern)
-            matches = sorted(glob.glob(full))
-            if not matches:
-                warnings.append(f"{path}: [include] files: {pattern} matches no file")
-            for included in matches:
-                parser = _read(included)
-                files.append(included)
-                for name in parser.sections():
-                    if name == "include":
-                        raise _error(included, name, None,
-                                     "[include] is only allowed in the main file")
-                    sections.append((included, name, dict(parser.items(name))))
-    return _build(path, sections, tuple(files), warnings)
+            self.warn(f"{self.source(section, unknown[0])}: [{section}] "
+                      f"{', '.join(unknown)}: unknown key{'s' if len(unknown) > 1 else ''}, "
+                      "ignored", unknown=True)
+        ignored = sorted(k for k in self.document.keys(section)
+                         if k in table and table[k].support is Support.IGNORED)
+        if ignored:
+            whys = "; ".join(f"{k}: {table[k].why}" for k in ignored)
+            self.warn(f"{self.source(section, ignored[0])}: [{section}] {', '.join(ignored)}: "
+                      f"accepted and ignored ({whys})")
 
+    # -- the whole file -----------------------------------------------------------------------
 
-def _read(path: str) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(
-        inline_comment_prefixes=(";",), strict=True, interpolation=None,
-        default_section="\0no-defaults",  # supervisord has no [DEFAULT] magic
-    )
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-        _check_headers(path, text)
-        parser.read_string(text, source=path)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except configparser.Error as exc:
-        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
-    return parser
+    def load(self) -> SupervisorConfig:
+        self.read()
+        self.warnings = list(self.document.warnings)
+        for text in list(self.warnings):
+            if "is not a section header" in text and self.strict:
+                raise ConfigError(f"{text} (refused: --strict)")
+        self.check_sections()
+        top = self.supervisor_section()
+        servers = self.servers()
+        serverurl = next((s.url for s in servers if s.kind == "unix"),
+                         next((s.url for s in servers), None))
+        groups = self.groups()
+        programs = self.programs(groups, top, serverurl)
+        all_groups = self.all_groups(groups, programs)
+        programs = {name: dataclasses.replace(
+            program, group_priority=all_groups[program.group_name].priority)
+            for name, program in programs.items()}
+        self.check_instances(programs)
+        return SupervisorConfig(
+            path=self.path, pidfile=top["pidfile"], logfile=top["logfile"],
+            control=top["control"], user=top["user"], umask=top["umask"], programs=programs,
+            web=self.web(), files=tuple(self.document.files), warnings=tuple(self.warnings),
+            all_groups=all_groups, childlogdir=top["childlogdir"], log_level=top["log_level"],
+            syslog=top["syslog"], directory=top["directory"], identifier=top["identifier"],
+            minfds=top["minfds"], minprocs=top["minprocs"], servers=servers,
+            serverurl=serverurl, strict=self.strict, top_section=self.top_name or "supervisord")
 
+    def check_sections(self) -> None:
+        for name in self.document.sections:
+            table = table_for(name)
+            if name == "web":
+                continue
+            if name.startswith("eventlistener:"):
+                self.warn(f"{self.source(name)}: [{name}] skipped: event listeners are not "
+                          "supported")
+                continue
+            if name.startswith("ctlplugin:"):
+                continue  # supervisorctl's plugins: nothing for the server to do
+            if table is None:
+                self.warn(f"{self.source(name)}: [{name}]: unknown section, ignored",
+                          unknown=True)
+                continue
+            self.check_keys(name, table)
+            if name.startswith("rpcinterface:"):
+                factory = self.raw_value(name, keys.RPCINTERFACE["supervisor.rpcinterface_factory"])
+                if factory.strip() != keys.STANDARD_RPC_FACTORY:
+                    self.warn(f"{self.source(name)}: [{name}] skipped: only supervisord's own "
+                              f"interface ({keys.STANDARD_RPC_FACTORY}) is served")
+        stray = sorted(set(self.document.defaults) - _ALL_KEYS)
+        if stray:
+            self.warn(f"{self.path}: [DEFAULT] {', '.join(stray)}: unknown in every section, "
+                      "ignored", unknown=True)
 
-def _check_headers(path: str, text: str) -> None:
-    """A header missing its ']' would otherwise read as a key of the previous section."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith("[") and not _HEADER_RE.match(line):
-            raise ConfigError(f"{path}: line {number}: {line.strip()!r} is not a section "
-                              "header (missing ']'?)")
+    def supervisor_section(self) -> dict[str, Any]:
+        name = self.top_name or "supervisord"
+        here = os.path.dirname(self.source(name)) if self.top_name else os.path.dirname(
+            self.path)
+        table = keys.SUPERVISORD
 
+        def get(key: str) -> Any:
+            try:
+                return self.section_value(name, table[key])
+            except ConfigError:
+                if self.lenient:
+                    return None
+                raise
 
-_HEADER_RE = re.compile(r"^\[[^\]]+\]\s*([;#].*)?$")
+        def resolved(key: str) -> str | None:
+            value = get(key)
+            return _resolve(here, value) if value else None
 
+        logfile = get("logfile") or None
+        syslog = logfile is not None and logfile.strip().lower() == "syslog"
+        if syslog or (logfile is not None and os.path.normpath(logfile) in STDIO_PATHS):
+            logfile = None  # syslog, or the supervisor's own stdout/stderr
+        elif logfile is not None:
+            logfile = _resolve(here, logfile)
+        umask = get("umask")
+        if umask == 0:
+            self.warn(f"{self.source(name, 'umask')}: [{name}] umask: 000 is not applied "
+                      "(daemonkit never runs with umask 0); 022 is used")
+            umask = None
+        childlogdir = resolved("childlogdir")
+        if childlogdir is None:  # beside the supervisor's own log, if that is a real file
+            regular = logfile is not None and not logfile.startswith(("/dev/", "/proc/"))
+            childlogdir = os.path.dirname(logfile) if regular and logfile else temp_dir()
+        directory = resolved("directory")
+        if directory is not None and not os.path.isdir(directory) and not self.lenient:
+            raise self.key_error(name, "directory", f"{directory} is not an existing directory")
+        identifier = get("identifier") or "supervisor"
+        if "/" in identifier or identifier in (".", ".."):
+            raise self.key_error(name, "identifier", f"{identifier!r} cannot be part of a "
+                                 "file name")
+        return {"pidfile": resolved("pidfile") or DEFAULT_PIDFILE, "logfile": logfile,
+                "syslog": syslog, "control": resolved("control"), "user": get("user"),
+                "umask": umask, "childlogdir": childlogdir,
+                "log_level": get("loglevel") or "INFO", "directory": directory,
+                "identifier": identifier, "minfds": get("minfds") or 0,
+                "minprocs": get("minprocs") or 0, "strip_ansi": bool(get("strip_ansi"))}
 
-def _expand_supervisor(source: str, section: str, items: dict[str, str]) -> dict[str, str]:
-    """%(here)s and %(ENV_X)s, as supervisord expands them in its own section."""
-    values = {"here": os.path.dirname(source), "host_node_name": os.uname().nodename,
-              **{f"ENV_{key}": value for key, value in os.environ.items()}}
-    expanded = {}
-    for key, raw in items.items():
+    def servers(self) -> tuple[HttpServerConfig, ...]:
+        found: list[HttpServerConfig] = []
+        for name in self.document.sections:
+            if name.split(":", 1)[0] == "inet_http_server":
+                found.append(self.inet_server(name))
+        for name in self.document.sections:
+            if name.split(":", 1)[0] == "unix_http_server":
+                found.append(self.unix_server(name))
+        return tuple(found)
+
+    def credentials(self, name: str, table: Mapping[str, Key]) -> tuple[str | None, str | None]:
+        username = self.section_value(name, table["username"])
+        password = self.section_value(name, table["password"])
+        if (username is None) != (password is None):
+            raise _error(self.source(name), name, None, "incomplete authentication: set both "
+                         "username and password, or neither")
+        return username, password
+
+    def inet_server(self, name: str) -> HttpServerConfig:
+        table = keys.INET_HTTP_SERVER
+        address = self.section_value(name, table["port"])
+        if address is None:
+            raise self.key_error(name, "port", "missing (an inet_http_server needs its port)")
+        host, port = address
+        username, password = self.credentials(name, table)
+        if username is None and not _loopback(host):
+            shown = f"{host or '*'}:{port}"
+            self.warn(f"{self.source(name, 'port')}: [{name}] port = {shown} without username "
+                      f"and password: served on 127.0.0.1:{port} only (an unauthenticated "
+                      "control port must not face the network; set username and password to "
+                      "serve it there)")
+            host = "127.0.0.1"
+        return HttpServerConfig(name, "inet", host=host, port=port, username=username,
+                                password=password)
+
+    def unix_server(self, name: str) -> HttpServerConfig:
+        table = keys.UNIX_HTTP_SERVER
+        path = self.section_value(name, table["file"])
+        if not path:
+            raise self.key_error(name, "file", "missing (a unix_http_server needs its file)")
+        username, password = self.credentials(name, table)
+        chown = self.section_value(name, table["chown"]) or (-1, -1)
+        return HttpServerConfig(name, "unix",
+                                path=_resolve(os.path.dirname(self.source(name, "file")), path),
+                                chmod=self.section_value(name, table["chmod"]), chown=chown,
+                                username=username, password=password)
+
+    def groups(self) -> dict[str, GroupConfig]:
+        groups: dict[str, GroupConfig] = {}
+        member_of: dict[str, str] = {}
+        for name in self.document.sections:
+            if not name.startswith("group:"):
+                continue
+            group = self.name_of(name)
+            members = self.section_value(name, keys.GROUP["programs"])
+            if not members:
+                raise self.key_error(name, "programs", "missing (a group needs its programs)")
+            for member in members:
+                in_program = f"program:{member}" in self.document.sections
+                in_fcgi = f"fcgi-program:{member}" in self.document.sections
+                if not (in_program or in_fcgi):
+                    raise self.key_error(name, "programs", f"no [program:{member}] section")
+                if member in member_of:
+                    raise self.key_error(name, "programs",
+                                         f"{member} is already in [group:{member_of[member]}]")
+                member_of[member] = group
+            groups[group] = GroupConfig(group, self.section_value(name, keys.GROUP["priority"]),
+                                        tuple(members), explicit=True)
+        return groups
+
+    def name_of(self, section: str) -> str:
         try:
-            expanded[key] = raw % values
-        except (KeyError, ValueError, TypeError) as exc:
-            raise _error(source, section, key,
-                         f"bad %(...)s expansion in {raw!r}: {exc}") from None
-    return expanded
+            return datatypes.process_or_group_name(section.split(":", 1)[1])
+        except ValueError as exc:
+            raise _error(self.source(section), section, None, str(exc)) from None
 
-
-def _build(path: str, sections: list[tuple[str, str, dict[str, str]]],
-           files: tuple[str, ...], warnings: list[str]) -> SupervisorConfig:
-    programs: dict[str, ProgramConfig] = {}
-    groups: dict[str, tuple[str, ...]] = {}
-    group_sources: dict[str, str] = {}
-    supervisor: dict[str, str] = {}
-    supervisor_source = path
-    web: Any = None
-    seen: dict[str, str] = {}
-    for source, name, items in sections:
-        if name in seen and name != "include":
-            raise _error(source, name, None, f"section already defined in {seen[name]}")
-        seen[name] = source
-        if name == "include" or name in _IGNORED_SECTIONS or name.startswith(_IGNORED_PREFIXES):
-            continue
-        if name in ("supervisor", "supervisord"):
-            allowed = _SUPERVISOR_KEYS | (_SUPERVISORD_IGNORED_KEYS if name == "supervisord"
-                                          else set())
-            for key in items:
-                if key not in allowed:
-                    raise _error(source, name, key, "unknown key")
-            if "\0supervisor" in seen:
-                raise _error(source, name, None, "only one [supervisor] section is allowed")
-            seen["\0supervisor"] = source
-            ignored = sorted(set(items) & _SUPERVISORD_IGNORED_KEYS)
-            if ignored:
-                warnings.append(f"{source}: [{name}] {', '.join(ignored)}: accepted and "
-                                "ignored (no effect in daemonkit)")
-            supervisor = _expand_supervisor(
-                source, name, {k: v for k, v in items.items() if k in _SUPERVISOR_KEYS})
-            supervisor_source = source
-        elif name.startswith("program:"):
-            program = _program(source, name[len("program:"):], items, warnings)
+    def programs(self, groups: dict[str, GroupConfig], top: dict[str, Any],
+                 serverurl: str | None) -> dict[str, ProgramConfig]:
+        member_of = {m: g.name for g in groups.values() for m in g.programs}
+        programs: dict[str, ProgramConfig] = {}
+        for section in self.document.sections:
+            kind = section.split(":", 1)[0]
+            if kind not in ("program", "fcgi-program"):
+                continue
+            program = self.program(section, kind, member_of, top, serverurl)
+            if program.name in programs:
+                raise _error(program.source, section, None,
+                             f"{program.name} is also defined as [{programs[program.name].kind}"
+                             f":{program.name}]")
             programs[program.name] = program
-        elif name.startswith("group:"):
-            group = name[len("group:"):]
-            groups[group] = _group(source, name, items)
-            group_sources[group] = source
-        elif name.startswith("eventlistener:"):
-            warnings.append(f"{source}: [{name}] skipped: event listeners are not supported")
-        elif name == "web":
-            web = _web(source, items)
+        return programs
+
+    def program(self, section: str, kind: str, member_of: dict[str, str], top: dict[str, Any],
+                serverurl: str | None) -> ProgramConfig:
+        name = self.name_of(section)
+        table = keys.FCGI_PROGRAM if kind == "fcgi-program" else keys.PROGRAM
+        group_name = member_of.get(name, name)
+        extra = {"program_name": name, "group_name": group_name}
+        command_value = self.document.get(section, "command")
+        if command_value is None:
+            raise self.key_error(section, "command", "missing (every program needs a command)")
+        here = os.path.dirname(command_value.file)
+        parsed: dict[str, Any] = {}
+        for key in table.values():
+            if key.stage is Stage.SECTION:
+                parsed[key.name] = self.section_value(section, key, extra)
+            else:
+                found = self.document.get(section, key.name)
+                parsed[key.name] = found.text if found is not None else (key.default or "")
+        if parsed["killasgroup"] is None:
+            parsed["killasgroup"] = parsed["stopasgroup"]
+        if parsed["stopasgroup"] and not parsed["killasgroup"]:
+            raise self.key_error(section, "killasgroup",
+                                 "cannot be false when stopasgroup is true")
+        process_name = parsed["process_name"]
+        if process_name:
+            try:  # ':' is allowed (name:N, as daemonkit's own default); supervisord refuses it
+                datatypes.process_or_group_name(process_name.replace(":", "_"))
+            except ValueError as exc:
+                raise self.key_error(section, "process_name", str(exc)) from None
+            if parsed["numprocs"] > 1 and "%(process_num)" not in process_name:
+                raise self.key_error(section, "process_name",
+                                     "must contain %(process_num)s when numprocs > 1")
+        if parsed["backoff_max"] < parsed["backoff_initial"]:
+            raise self.key_error(section, "backoff_max", "must be >= backoff_initial")
+        if parsed["redirect_stderr"] and datatypes.logfile(parsed["stderr_logfile"]) not in (
+                "AUTO", "NONE") and self.document.get(section, "stderr_logfile") is not None:
+            self.warn(f"{self.source(section, 'stderr_logfile')}: [{section}] redirect_stderr = "
+                      "true and stderr_logfile is set: stderr goes to the stdout log (as in "
+                      "supervisord), stderr_logfile is ignored")
+        for channel in ("stdout", "stderr"):
+            if datatypes.logfile(parsed[f"{channel}_logfile"]) == "SYSLOG":
+                self.warn(f"{self.source(section, f'{channel}_logfile')}: [{section}] "
+                          f"{channel}_logfile = syslog is deprecated (as in supervisord 4): "
+                          f"read as {channel}_syslog = true, no log file")
+        own_url = parsed["serverurl"]
+        if own_url is not None and own_url.strip().upper() == "AUTO":
+            own_url = None
+        return ProgramConfig(
+            name=name, source=command_value.file, command=parsed["command"],
+            process_name=process_name or "", numprocs=parsed["numprocs"],
+            numprocs_start=parsed["numprocs_start"], directory=parsed["directory"],
+            environment=parsed["environment"], user=parsed["user"], group=parsed["group"],
+            umask=parsed["umask"], autostart=parsed["autostart"],
+            autorestart=parsed["autorestart"], exitcodes=parsed["exitcodes"],
+            startsecs=parsed["startsecs"], startretries=parsed["startretries"],
+            stopsignal=parsed["stopsignal"], stopwaitsecs=parsed["stopwaitsecs"],
+            stopasgroup=parsed["stopasgroup"], killasgroup=parsed["killasgroup"],
+            stdout_logfile=parsed["stdout_logfile"], stderr_logfile=parsed["stderr_logfile"],
+            redirect_stderr=parsed["redirect_stderr"],
+            stdout_logfile_maxbytes=parsed["stdout_logfile_maxbytes"],
+            stdout_logfile_backups=parsed["stdout_logfile_backups"],
+            stderr_logfile_maxbytes=parsed["stderr_logfile_maxbytes"],
+            stderr_logfile_backups=parsed["stderr_logfile_backups"],
+            stdout_syslog=parsed["stdout_syslog"], stderr_syslog=parsed["stderr_syslog"],
+            priority=parsed["priority"], notify=parsed["notify"],
+            ready_timeout=parsed["ready_timeout"], backoff_initial=parsed["backoff_initial"],
+            backoff_max=parsed["backoff_max"], here=here, kind=kind, group_name=group_name,
+            serverurl=own_url or serverurl,
+            socket=self.fcgi_socket(section, parsed) if kind == "fcgi-program" else None,
+            childlogdir=top["childlogdir"], identifier=top["identifier"],
+            base_environment=self.top_environment, strip_ansi=top["strip_ansi"],
+            values=self.values)
+
+    def fcgi_socket(self, section: str, parsed: dict[str, Any]) -> SocketSpec:
+        address: datatypes.SocketAddress | None = parsed["socket"]
+        if address is None:
+            raise self.key_error(section, "socket", "missing (an fcgi-program needs its socket)")
+        owner, mode = parsed["socket_owner"], parsed["socket_mode"]
+        if address.kind == "tcp":
+            if owner is not None or mode is not None:
+                raise self.key_error(section, "socket_owner" if owner is not None
+                                     else "socket_mode", "only for a unix:// socket")
         else:
-            raise _error(source, name, None, "unknown section")
-    here = os.path.dirname(supervisor_source)
-    pidfile = _resolve(here, supervisor.get("pidfile") or DEFAULT_PIDFILE)
-    logfile = _resolve(here, supervisor["logfile"]) if supervisor.get("logfile") else None
-    control = _resolve(here, supervisor["control"]) if supervisor.get("control") else None
-    user = supervisor.get("user") or None
-    if user is not None:
-        _check_user(supervisor_source, "supervisor", "user", user)
-    umask = (_octal(supervisor_source, "supervisor", "umask", supervisor["umask"])
-             if supervisor.get("umask") else None)
-    if supervisor.get("childlogdir"):
-        childlogdir = _resolve(here, supervisor["childlogdir"])
-    else:  # the brief's default: beside the supervisor's own log, else supervisord's /tmp
-        childlogdir = os.path.dirname(logfile) if logfile else "/tmp"
-    base_environment = _environment(supervisor_source, "supervisor", "environment",
-                                    supervisor.get("environment", ""))
-    identifier = supervisor.get("identifier") or "supervisor"
-    if not _NAME_RE.match(identifier):
-        raise _error(supervisor_source, "supervisor", "identifier",
-                     f"{identifier!r} has characters not allowed in a file name")
-    programs = {name: dataclasses.replace(program, childlogdir=childlogdir,
-                                          identifier=identifier,
-                                          base_environment=base_environment)
-                for name, program in programs.items()}
-    member_of: dict[str, str] = {}
-    for group, members in groups.items():
-        section = f"group:{group}"
-        for member in members:
-            if member not in programs:
-                raise _error(group_sources[group], section, "programs",
-                             f"no [program:{member}] section")
-            if member in member_of:
-                raise _error(group_sources[group], section, "programs",
-                             f"{member} is already in [group:{member_of[member]}]")
-            member_of[member] = group
-    names: dict[str, str] = {}
-    for program in programs.values():
-        for num in program.process_nums():
-            spec = program.instance(num)  # expands now, so a reload fails before acting
-            if spec.name in names:
-                raise _error(program.source, f"program:{program.name}", "process_name",
-                             f"instance name {spec.name!r} also used by {names[spec.name]}")
-            names[spec.name] = program.name
-    return SupervisorConfig(path, pidfile, logfile, control, user, umask, programs, web, files,
-                            tuple(warnings), groups, childlogdir)
+            if owner is None and parsed["user"] is not None:
+                uid = datatypes.uid_of(parsed["user"])
+                if uid != os.getuid():  # supervisord: the socket belongs to the program's user
+                    import pwd
+
+                    owner = (uid, pwd.getpwuid(uid).pw_gid)
+            mode = 0o700 if mode is None else mode
+        return SocketSpec(address, owner, mode, parsed["socket_backlog"])
+
+    def all_groups(self, groups: dict[str, GroupConfig], programs: dict[str, ProgramConfig]
+                   ) -> dict[str, GroupConfig]:
+        everything = dict(groups)
+        for program in programs.values():
+            if program.group_name == program.name and program.name not in groups:
+                everything[program.name] = GroupConfig(program.name, program.priority,
+                                                       (program.name,), explicit=False)
+            elif program.name in groups and program.group_name == program.name:
+                raise _error(program.source, f"{program.kind}:{program.name}", None,
+                             f"a [group:{program.name}] of other programs has the same name")
+        return everything
+
+    def check_instances(self, programs: dict[str, ProgramConfig]) -> None:
+        names: dict[str, str] = {}
+        namespecs: dict[str, str] = {}
+        for program in programs.values():
+            section = f"{program.kind}:{program.name}"
+            for num in program.process_nums():
+                spec = program.instance(num)  # expands now, so a reload fails before acting
+                if spec.name in names:
+                    raise _error(program.source, section, "process_name",
+                                 f"instance name {spec.name!r} also used by {names[spec.name]}")
+                if spec.namespec in namespecs and namespecs[spec.namespec] != program.name:
+                    raise _error(program.source, section, "process_name",
+                                 f"{spec.namespec!r} is also a process of "
+                                 f"{namespecs[spec.namespec]}")
+                names[spec.name] = program.name
+                namespecs[spec.namespec] = program.name
+                if spec.command_error:
+                    self.warn(f"{program.source}: [{section}] command: {spec.command_error} "
+                              "(loaded: starting it fails, as in supervisord)")
+
+    def web(self) -> Any:
+        if "web" not in self.document.sections:
+            return None
+        section = self.document.sections["web"]
+        items = {key: value.text for key, value in section.values.items()}
+        from ..web.config import parse_web_section
+
+        return parse_web_section(items, section.file)
 
 
-def _group(source: str, section: str, items: dict[str, str]) -> tuple[str, ...]:
-    """``[group:NAME] programs = a,b``: NAME, ``NAME:*`` and ``NAME:a`` address them."""
-    if not _NAME_RE.match(section[len("group:"):]):
-        raise _error(source, section, None, "group name has invalid characters")
-    for key in items:
-        if key not in _GROUP_KEYS:
-            raise _error(source, section, key, "unknown key")
-    members = tuple(m.strip() for m in items.get("programs", "").split(",") if m.strip())
-    if not members:
-        raise _error(source, section, "programs", "missing (a group needs its programs)")
-    return members
+def temp_dir() -> str:
+    """supervisord's default childlogdir, ``tempfile.gettempdir()``: $TMPDIR, $TEMP, $TMP,
+    else /tmp. (Not tempfile itself: it imports shutil, bz2, lzma, random: 2 MB of RSS.)"""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        value = os.environ.get(name)
+        if value and os.path.isdir(value):
+            return os.path.abspath(value)
+    for candidate in ("/tmp", "/var/tmp", "/usr/tmp"):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.getcwd()
 
 
-def _web(source: str, items: dict[str, str]) -> Any:
+def _loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
     try:
-        from daemonkit.web.config import parse_web_section  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return dict(items)
-    return parse_web_section(items, source)
-
-
-def _program(source: str, name: str, raw: dict[str, str], warnings: list[str]
-             ) -> ProgramConfig:
-    section = f"program:{name}"
-    if not _NAME_RE.match(name):
-        raise _error(source, section, None, f"program name {name!r} has invalid characters")
-    for key in raw:
-        if key not in _PROGRAM_KEYS:
-            raise _error(source, section, key, "unknown key")
-    if not raw.get("command", "").strip():
-        raise _error(source, section, "command", "missing (every program needs a command)")
-    items = {**_PROGRAM_DEFAULTS, **raw}
-
-    def integer(key: str, minimum: int = 0) -> int:
-        try:
-            value = int(items[key])
-        except ValueError:
-            raise _error(source, section, key, f"{items[key]!r} is not an integer") from None
-        if value < minimum:
-            raise _error(source, section, key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def seconds(key: str) -> float:
-        try:
-            value = float(items[key])
-        except ValueError:
-            raise _error(source, section, key, f"{items[key]!r} is not a number") from None
-        if not value >= 0:  # also refuses NaN
-            raise _error(source, section, key, f"must be >= 0, got {items[key]}")
-        return value
-
-    def boolean(key: str) -> bool:
-        value = items[key].lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise _error(source, section, key, f"{items[key]!r} is not true or false")
-
-    def size(key: str) -> int:
-        match = _SIZE_RE.match(items[key].strip())
-        if not match:
-            raise _error(source, section, key, f"{items[key]!r} is not a size like 50MB")
-        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
-
-    for key in _PROGRAM_COMPAT_KEYS & set(raw):
-        boolean(key)
-    ignored = sorted(_PROGRAM_IGNORED_KEYS & set(raw))
-    if ignored:
-        warnings.append(f"{source}: [{section}] {', '.join(ignored)}: accepted and ignored "
-                        "(event listeners, syslog and capture mode are not supported)")
-    for key in ("stdout_logfile", "stderr_logfile"):
-        if items[key].strip().upper() == "SYSLOG":
-            raise _error(source, section, key, "syslog is not supported: use a file path, "
-                         "AUTO or NONE")
-    numprocs = integer("numprocs", 1)
-    process_name = items.get("process_name", "")
-    if numprocs > 1 and process_name and "%(process_num)" not in process_name:
-        raise _error(source, section, "process_name",
-                     "must contain %(process_num)s when numprocs > 1")
-    autorestart = items["autorestart"].lower()
-    if autorestart in _TRUE:
-        autorestart = "true"
-    elif autorestart in _FALSE:
-        autorestart = "false"
-    elif autorestart != "unexpected":
-        raise _error(source, section, "autorestart",
-                     f"{items['autorestart']!r} is not true, false or unexpected")
-    try:
-        exitcodes = frozenset(int(c) for c in items["exitcodes"].split(",") if c.strip())
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise _error(source, section, "exitcodes",
-                     f"{items['exitcodes']!r} is not a comma-separated list of integers") from None
-    user = items["user"] or None
-    if user is not None:
-        _check_user(source, section, "user", user)
-    group = items["group"] or None
-    if group is not None:
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            raise _error(source, section, "group", f"no such group {group!r}") from None
-    backoff_initial = seconds("backoff_initial")
-    backoff_max = seconds("backoff_max")
-    if backoff_max < backoff_initial:
-        raise _error(source, section, "backoff_max", "must be >= backoff_initial")
-    return ProgramConfig(
-        name=name,
-        source=source,
-        command=items["command"],
-        process_name=process_name,
-        numprocs=numprocs,
-        numprocs_start=integer("numprocs_start"),
-        directory=items["directory"],
-        environment=_environment(source, section, "environment", items["environment"]),
-        user=user,
-        group=group,
-        umask=_octal(source, section, "umask", items["umask"]) if items["umask"] else None,
-        autostart=boolean("autostart"),
-        autorestart=autorestart,
-        exitcodes=exitcodes,
-        startsecs=seconds("startsecs"),
-        startretries=integer("startretries"),
-        stopsignal=_signal(source, section, items["stopsignal"]),
-        stopwaitsecs=seconds("stopwaitsecs"),
-        stdout_logfile=items["stdout_logfile"],
-        stderr_logfile=items["stderr_logfile"],
-        redirect_stderr=boolean("redirect_stderr"),
-        stdout_logfile_maxbytes=size("stdout_logfile_maxbytes"),
-        stdout_logfile_backups=integer("stdout_logfile_backups"),
-        stderr_logfile_maxbytes=size("stderr_logfile_maxbytes"),
-        stderr_logfile_backups=integer("stderr_logfile_backups"),
-        priority=integer("priority", -(10**9)),
-        notify=boolean("notify"),
-        ready_timeout=seconds("ready_timeout"),
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        here=os.path.dirname(source),
-    )
-
-
-def _check_user(source: str, section: str, key: str, user: str) -> None:
+        pass
     try:
-        pwd.getpwnam(user)
-    except KeyError:
-        if not user.isdigit():
-            raise _error(source, section, key, f"no such user {user!r}") from None
-
-
-def _octal(source: str, section: str, key: str, value: str) -> int:
-    try:
-        umask = int(value, 8)
-    except ValueError:
-        raise _error(source, section, key, f"{value!r} is not an octal umask") from None
-    if not 0 <= umask <= 0o777:
-        raise _error(source, section, key, f"{value!r} is out of range")
-    return umask
-
-
-def _signal(source: str, section: str, value: str) -> int:
-    name = value.strip().upper()
-    if name.isdigit():
-        number = int(name)
-        if number in {int(s) for s in signal.Signals}:
-            return number
-    else:
-        name = name if name.startswith("SIG") else "SIG" + name
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            pass
-    raise _error(source, section, "stopsignal", f"{value!r} is not a signal name")
-
-
-def _environment(source: str, section: str, key_name: str, value: str
-                 ) -> tuple[tuple[str, str], ...]:
-    """``KEY="a,b",K2=v``: supervisord's syntax (commas separate, quotes protect)."""
-    if not value.strip():
-        return ()
-    lexer = shlex.shlex(value, posix=True)
-    lexer.whitespace = ","
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    pairs: list[tuple[str, str]] = []
-    try:
-        tokens = list(lexer)
-    except ValueError as exc:
-        raise _error(source, section, key_name, str(exc)) from None
-    for token in tokens:
-        key, sep, val = token.strip().partition("=")
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise _error(source, section, key_name, f"{token.strip()!r} is not KEY=value")
-        pairs.append((key, val))
-    return tuple(pairs)
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback
+                                   for a in addresses)

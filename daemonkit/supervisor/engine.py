@@ -4,24 +4,29 @@ The loop sleeps in ``select()`` until one of these wakes it:
 
 * a child's pidfd (readable the instant the child exits: respawn needs no SIGCHLD handler
   and no 1 s tick, and a pidfd cannot be fooled by pid reuse);
-* a child's stdout/stderr pipe (relayed to its log file);
+* a child's stdout/stderr pipe (relayed to its log file), or its stdin becoming writable;
 * the NOTIFY_SOCKET datagram socket (``READY=1`` from programs with ``notify = true``);
-* the wakeup pipe, written by other threads after they queued a call (control socket, web);
+* the wakeup pipe, written by other threads after they queued a call (control socket, web,
+  XML-RPC);
 * the nearest instance timer (startsecs, backoff, stopwaitsecs), from ``time.monotonic()``.
 
 Every instance's state lives here and is only touched by the main thread; other threads go
-through :meth:`Engine.call`, which queues a function and waits for its result. A call may
-answer later (``start NAME`` answers when the instance is RUNNING or has failed) by returning
-a :class:`Pending`.
+through :meth:`Engine.call`, which queues a function and waits for its result (or its
+exception). A call may answer later (``start NAME`` answers when the instance is RUNNING or
+has failed) by returning a :class:`Pending`.
+
+Names are resolved here and nowhere else (:meth:`Engine.select`): an instance (``web``,
+``worker:2``), a program, a group, ``group:*``, ``group:name`` (supervisord's namespec),
+``all``. State changes are published on :attr:`Engine.events`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
-import secrets
 import selectors
 import socket
 import struct
@@ -34,9 +39,21 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import config as config_module
-from .config import ProgramConfig, SupervisorConfig
-from .process import Instance
-from .states import State, Want
+from .config import GroupConfig, ProgramConfig, SupervisorConfig
+from .events import EventBus, GroupAdded, GroupRemoved, ProcessStateChanged
+from .faults import (
+    AlreadyAdded,
+    Failed,
+    Fault,
+    NoSuchName,
+    Result,
+    ShuttingDown,
+    StillRunning,
+    SupervisorError,
+)
+from .logfile import SyslogSink
+from .process import Instance, SpawnError, resolve_command
+from .states import SIGNALLABLE_STATES, STARTED_STATES, State, Want
 
 _UCRED = struct.Struct("3i")
 
@@ -46,30 +63,37 @@ class Pending:
     """An answer that depends on future events: ready when ``done()`` is true or at deadline."""
 
     done: Callable[[], bool]
-    answer: Callable[[bool], dict[str, Any]]  # argument: False if the deadline passed first
+    answer: Callable[[bool], Any]  # argument: False if the deadline passed first
     deadline: float
 
 
 @dataclass
 class _Call:
-    function: Callable[[], dict[str, Any] | Pending]
+    function: Callable[[], Any]
     finished: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, Any] | None = None
+    result: Any = None
+    error: BaseException | None = None
     pending: Pending | None = None
 
 
 class Engine:
-    def __init__(self, log: logging.Logger, supervisor_id: str | None = None) -> None:
+    def __init__(self, log: logging.Logger, supervisor_id: str | None = None,
+                 syslog_address: str = "/dev/log") -> None:
         self.log = log
         self.supervisor_id = supervisor_id
         self.selector = selectors.DefaultSelector()
-        self.config: SupervisorConfig | None = None
+        self.config: SupervisorConfig | None = None  # what runs
+        self.available: SupervisorConfig | None = None  # the file as last read (reread)
         self.instances: dict[str, Instance] = {}  # live config's instances, in start order
         self.retiring: list[Instance] = []  # removed or changed: stopping, then forgotten
         self.numprocs: dict[str, int] = {}  # per program, after runtime scaling
+        self.sockets: dict[str, socket.socket] = {}  # fcgi programs' listening sockets
         self.started_at = time.monotonic()
         self.last_reload: dict[str, Any] = {}
+        self.events = EventBus()
+        self.syslog = SyslogSink(syslog_address)
         self.stopping = False
+        self.exit_requested = False  # supervisor.shutdown: the loop ends, the daemon stops
         self.closed = False
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._pending: list[_Call] = []
@@ -77,7 +101,8 @@ class Engine:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self._wake_r, self._drain_wakeup)
         self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        name = f"daemonkit-supervisor-{os.getpid()}-{secrets.token_hex(6)}"
+        # os.urandom, not secrets: secrets loads OpenSSL's libcrypto (4 MB of RSS) for this
+        name = f"daemonkit-supervisor-{os.getpid()}-{os.urandom(6).hex()}"
         self._notify_sock.bind("\0" + name)  # abstract: reachable from children of any uid
         self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._notify_sock.setblocking(False)
@@ -89,12 +114,20 @@ class Engine:
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         self.selector.register(fd, selectors.EVENT_READ, callback)
 
+    def watch_write(self, fd: int, callback: Callable[[], None]) -> None:
+        self.selector.register(fd, selectors.EVENT_WRITE, callback)
+
     def unwatch(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fd)
 
-    def changed(self, instance: Instance) -> None:
-        """State changes are picked up by pending answers at the end of the iteration."""
+    def changed(self, instance: Instance, old: State, expected: bool) -> None:
+        self.events.publish(ProcessStateChanged(
+            instance.name, instance.spec.group, instance.spec.process_name, old.value,
+            instance.state.value, instance.pid, expected, instance.failed_starts))
+
+    def listen_socket(self, instance: Instance) -> socket.socket | None:
+        return self.sockets.get(instance.program.name) if instance.program.socket else None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -102,17 +135,15 @@ class Engine:
         """Apply ``new`` (already validated) as the difference from the running config."""
         notes = []
         if self.config is not None:
-            settings = ("pidfile", "logfile", "control", "user", "umask")
+            settings = ("pidfile", "logfile", "control", "user", "umask", "servers",
+                        "directory", "log_level")
             stale = [key for key in settings
                      if getattr(self.config, key) != getattr(new, key)]
             if stale:
-                notes.append(f"[supervisor] {', '.join(stale)} changed: restart the supervisor "
-                             "to apply")
+                notes.append(f"[{new.top_section}] {', '.join(stale)} changed: restart the "
+                             "supervisor to apply")
             if self.config.web != new.web:
                 notes.append("[web] changed: restart the supervisor to apply")
-            for warning in new.warnings:
-                if warning not in self.config.warnings:
-                    self.log.warning("%s", warning)
         old = self.config.programs if self.config else {}
         added = [p for p in new.programs if p not in old]
         removed = [p for p in old if p not in new.programs]
@@ -123,16 +154,21 @@ class Engine:
                 continue
             before, after = old[name], new.programs[name]
             current = self.numprocs.get(name, before.numprocs)
-            if not before.same_except_numprocs(after):
+            if not before.same_config(after):
                 changed.append(name)
             elif current != after.numprocs:  # also undoes a runtime scale: the file rules
                 scaled[name] = [current, after.numprocs]
+        self._open_sockets([new.programs[p] for p in (*added, *changed)])
+        old_groups = set(self.config.all_groups) if self.config else set()
         self.config = new
+        self.available = new
         for name in removed:
             self._retire(self._of_program(name))
             self.numprocs.pop(name, None)
+            self._close_socket(name)
         for name in changed:
             self._retire(self._of_program(name))
+            self._close_socket(name, keep=new.programs[name])
             self.numprocs[name] = new.programs[name].numprocs
             self._create(new.programs[name], start=new.programs[name].autostart)
         for name in added:
@@ -141,6 +177,10 @@ class Engine:
         for name, (_count, target) in scaled.items():
             self._resize(name, target)
         self._reorder()
+        for group in sorted(old_groups - set(new.all_groups)):
+            self.events.publish(GroupRemoved(group))
+        for group in sorted(set(new.all_groups) - old_groups):
+            self.events.publish(GroupAdded(group))
         self._wake()
         summary = {"added": sorted(added), "changed": sorted(changed),
                    "removed": sorted(removed), "scaled": scaled,
@@ -149,18 +189,134 @@ class Engine:
         self.last_reload = summary
         return summary
 
-    def reload_file(self) -> dict[str, Any]:
-        """Re-read the config file; ConfigError leaves everything as it was."""
+    def reload_file(self, new: SupervisorConfig | None = None) -> dict[str, Any]:
+        """Re-read the config file (unless ``new`` was read already, outside the loop) and
+        apply the difference; ConfigError leaves everything as it was."""
         assert self.config is not None
         if self.stopping:
-            raise ConfigError("the supervisor is stopping; reload refused")
-        new = config_module.load(self.config.path)
+            raise ShuttingDown("the supervisor is stopping; reload refused")
+        if new is None:
+            new = config_module.load(self.config.path, strict=self.config.strict)
+        warnings = [w for w in new.warnings if w not in self.config.warnings]
+        for warning in warnings:
+            self.log.warning("%s", warning)
         summary = self.load(new)
+        summary["warnings"] = warnings
         self.log.info("reloaded %s: %s", new.path, summary)
         return summary
 
+    def read_file(self) -> SupervisorConfig:
+        """Read the config file anew (any thread: nothing here touches the running state)."""
+        config = self.config
+        if config is None:
+            raise ShuttingDown("the supervisor is not ready")
+        return config_module.load(config.path, strict=config.strict)
+
+    def group_diff(self, new: SupervisorConfig) -> tuple[list[str], list[str], list[str]]:
+        """supervisord's ``reloadConfig``: (added, changed, removed) process groups between
+        the running config and ``new``. A group changes when any of its programs does
+        (``numprocs`` too: supervisorctl's ``update`` then restarts the whole group)."""
+        assert self.config is not None
+        running, read = self.config.all_groups, new.all_groups
+        added = sorted(set(read) - set(running))
+        removed = sorted(set(running) - set(read))
+        changed = sorted(name for name in set(read) & set(running)
+                         if self._group_signature(self.config, name)
+                         != self._group_signature(new, name))
+        self.available = new
+        return added, changed, removed
+
+    @staticmethod
+    def _group_signature(config: SupervisorConfig, group: str) -> tuple[Any, ...]:
+        spec = config.all_groups[group]
+        return (spec, tuple(config.programs[p] for p in spec.programs if p in config.programs))
+
+    def add_group(self, group: str) -> None:
+        """supervisord's ``addProcessGroup``: make a group of the last read file active."""
+        assert self.config is not None
+        source = self.available or self.config
+        if group not in source.all_groups:
+            raise NoSuchName(group)
+        if group in self.config.all_groups:
+            raise AlreadyAdded(group)
+        spec = source.all_groups[group]
+        programs = {**self.config.programs,
+                    **{p: source.programs[p] for p in spec.programs}}
+        groups = {**self.config.all_groups, group: spec}
+        self._apply_groups(programs, groups)
+
+    def remove_group(self, group: str) -> None:
+        """supervisord's ``removeProcessGroup``: only a group whose processes are stopped."""
+        assert self.config is not None
+        if group not in self.config.all_groups:
+            raise NoSuchName(group)
+        members = self._group_instances(group)
+        if any(not i.stopped() or i.state in STARTED_STATES for i in members):
+            raise StillRunning(group)
+        names = set(self.config.all_groups[group].programs)
+        programs = {n: p for n, p in self.config.programs.items() if n not in names}
+        groups = {n: g for n, g in self.config.all_groups.items() if n != group}
+        self._apply_groups(programs, groups)
+
+    def _apply_groups(self, programs: dict[str, ProgramConfig],
+                      groups: dict[str, GroupConfig]) -> None:
+        assert self.config is not None
+        available = self.available
+        composite = dataclasses.replace(self.config, programs=programs, all_groups=groups)
+        self.load(composite)
+        self.available = available
+
+    def restart_all(self, new: SupervisorConfig) -> None:
+        """supervisord's ``restart`` (supervisorctl ``reload``): every process stops, and the
+        file (already read and valid) starts afresh."""
+        assert self.config is not None
+        everyone = list(self.instances.values())
+        self.config = dataclasses.replace(self.config, programs={}, all_groups={})
+        self.numprocs.clear()
+        for name in list(self.sockets):
+            self._close_socket(name)
+        self.instances = {}
+        self._retire(everyone)
+        self.load(new)
+
+    def _open_sockets(self, programs: Iterable[ProgramConfig]) -> None:
+        """Create the fcgi sockets a change needs, all or none (ConfigError changes nothing)."""
+        opened: dict[str, socket.socket] = {}
+        try:
+            for program in programs:
+                if program.socket is None:
+                    continue
+                current = self.config.programs.get(program.name) if self.config else None
+                if current is not None and current.socket == program.socket and (
+                        program.name in self.sockets):
+                    continue  # same socket: keep it (and its queued connections)
+                opened[program.name] = _create_socket(program)
+        except (OSError, ValueError) as exc:
+            for sock in opened.values():
+                sock.close()
+            raise ConfigError(f"[fcgi-program:{program.name}] socket: could not create "
+                              f"{program.socket.address.url if program.socket else ''}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        for name, sock in opened.items():
+            self._close_socket(name)
+            self.sockets[name] = sock
+
+    def _close_socket(self, program: str, keep: ProgramConfig | None = None) -> None:
+        if keep is not None and keep.socket is not None:
+            return  # the changed program's new socket is already in place
+        sock = self.sockets.pop(program, None)
+        if sock is not None:
+            address = sock.getsockname() if sock.family == socket.AF_UNIX else None
+            sock.close()
+            if isinstance(address, str) and address:
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
+
     def _of_program(self, program: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.program.name == program]
+
+    def _group_instances(self, group: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.spec.group == group]
 
     def _create(self, program: ProgramConfig, start: bool, nums: Iterable[int] | None = None
                 ) -> None:
@@ -168,7 +324,7 @@ class Engine:
         for num in (program.process_nums(count) if nums is None else nums):
             instance = Instance(program, program.instance(num, count), self, self.log,
                                 notify_address=self.notify_address,
-                                supervisor_id=self.supervisor_id)
+                                supervisor_id=self.supervisor_id, syslog=self.syslog)
             self.instances[instance.name] = instance
             if start:
                 instance.want = Want.UP  # spawned by _start_held once no namesake is retiring
@@ -176,7 +332,7 @@ class Engine:
 
     def _retire(self, instances: list[Instance]) -> None:
         for instance in instances:
-            del self.instances[instance.name]
+            self.instances.pop(instance.name, None)
             instance.stop()
             if not instance.stopped():
                 self.retiring.append(instance)
@@ -248,7 +404,7 @@ class Engine:
     def run(self, should_stop: Callable[[], bool],
             critical: Callable[[], AbstractContextManager[None]]) -> None:
         """Serve events until ``should_stop()``; each batch runs inside ``critical()``."""
-        while not should_stop():
+        while not should_stop() and not self.exit_requested:
             with critical():  # a SIGHUP reload must not resize what we iterate over
                 timeout = self._timeout()
             # a reload served after this point wakes us through the wakeup pipe
@@ -281,6 +437,11 @@ class Engine:
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
+
+    def request_exit(self) -> None:
+        """Any thread: end :meth:`run` (the daemon then shuts down as on SIGTERM)."""
+        self.exit_requested = True
+        self._wake()
 
     def _drain_wakeup(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -317,22 +478,23 @@ class Engine:
 
     # -- calls from other threads -------------------------------------------------------
 
-    def call(self, function: Callable[[], dict[str, Any] | Pending],
-             timeout_s: float = 30.0) -> dict[str, Any]:
-        """Run ``function`` in the loop's thread and return its answer (any thread)."""
+    def call(self, function: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+        """Run ``function`` in the loop's thread and return its answer (any thread); its
+        exception is raised here. A :class:`Pending` answer is waited for."""
         if self.closed:
-            return {"ok": False, "error": "the supervisor is stopping"}
+            raise ShuttingDown("the supervisor is stopping")
         if threading.current_thread() is self._main:
             outcome = function()
             if isinstance(outcome, Pending):
-                return {"ok": False, "error": "cannot wait inside the supervisor's own thread"}
+                raise Failed("cannot wait inside the supervisor's own thread")
             return outcome
         pending = _Call(function)
         self._calls.put(pending)
         self._wake()
         if not pending.finished.wait(timeout_s):
-            return {"ok": False, "error": f"no answer from the supervisor within {timeout_s:g}s"}
-        assert pending.result is not None
+            raise Failed(f"no answer from the supervisor within {timeout_s:g}s")
+        if pending.error is not None:
+            raise pending.error
         return pending.result
 
     def _run_calls(self) -> None:
@@ -343,11 +505,15 @@ class Engine:
                 return
             try:
                 outcome = pending.function()
-            except ConfigError as exc:
-                outcome = {"ok": False, "error": str(exc)}
+            except (SupervisorError, ConfigError) as exc:
+                pending.error = exc
+                pending.finished.set()
+                continue
             except Exception as exc:  # a bad request must not kill the loop
                 self.log.exception("control command failed")
-                outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                pending.error = Failed(f"{type(exc).__name__}: {exc}")
+                pending.finished.set()
+                continue
             if isinstance(outcome, Pending):
                 pending.pending = outcome
                 self._pending.append(pending)
@@ -365,94 +531,244 @@ class Engine:
             assert waiting.pending is not None
             done = waiting.pending.done()
             if done or now >= waiting.pending.deadline or self.stopping:
-                waiting.result = waiting.pending.answer(done)
+                try:
+                    waiting.result = waiting.pending.answer(done)
+                except (SupervisorError, ConfigError) as exc:
+                    waiting.error = exc
                 waiting.finished.set()
             else:
                 still.append(waiting)
         self._pending = still
 
-    # -- operations (loop thread) -------------------------------------------------------
+    # -- names (loop thread) ------------------------------------------------------------
 
-    def targets(self, name: str) -> list[Instance] | None:
+    def select(self, names: Iterable[str]) -> list[Instance]:
+        """The instances ``names`` address, each once, in start order; NoSuchName for the
+        first name that addresses nothing known."""
+        chosen: dict[str, Instance] = {}
+        for name in names:
+            for instance in self._select_one(name):
+                chosen.setdefault(instance.name, instance)
+        order = list(self.instances)
+        return sorted(chosen.values(), key=lambda i: order.index(i.name)
+                      if i.name in self.instances else len(order))
+
+    def knows(self, name: str) -> bool:
+        try:
+            self._select_one(name)
+        except NoSuchName:
+            return False
+        return True
+
+    def _select_one(self, name: str) -> list[Instance]:
+        config = self.config
         if name in ("*", "all"):
             return list(self.instances.values())
         if name in self.instances:
             return [self.instances[name]]
-        found = self._of_program(name)
-        if found:
-            return found
-        if self.config and name in self.config.programs:
-            return []  # a program scaled to zero instances
+        if config is not None and name in config.programs:
+            return self._of_program(name)  # maybe none: a program scaled to zero
         group, sep, member = name.partition(":")
-        members = self.config.groups.get(group) if self.config else None
-        if members is None:
-            return None
-        in_group = [i for i in self.instances.values() if i.program.name in members]
-        if not sep or member == "*":  # supervisord's "group" and "group:*"
+        if config is None or group not in config.all_groups:
+            raise NoSuchName(name)
+        in_group = self._group_instances(group)
+        if not sep or member in ("", "*"):  # supervisord's "group" and "group:*"
             return in_group
-        if member in members:  # "group:program"
-            return self._of_program(member)
-        named = [i for i in in_group if i.name == member]  # "group:prog:2"
-        return named or None
+        if member in config.all_groups[group].programs and config.all_groups[group].explicit:
+            return self._of_program(member)  # "group:program"
+        named = [i for i in in_group if member in (i.spec.process_name, i.name)]
+        if not named:
+            raise NoSuchName(name)
+        return named
 
-    def action(self, name: str, verb: str) -> dict[str, Any] | Pending:
-        if self.stopping:
-            return {"ok": False, "error": "the supervisor is stopping"}
-        instances = self.targets(name)
-        if instances is None:
-            return {"ok": False, "error": f"no such program or instance: {name}"}
+    def lookup(self, namespec: str) -> tuple[str, Instance | None]:
+        """supervisord's ``_getGroupAndProcess``: ``group`` (or ``group:*``) -> (group,
+        None); ``group:name`` or ``name`` (its own group) -> (group, instance)."""
+        config = self.config
+        group, sep, process = namespec.partition(":")
+        if not sep:
+            process = namespec
+        elif process == "*":
+            process = ""
+        if config is None or group not in config.all_groups:
+            raise NoSuchName(namespec)
+        if not process:
+            return group, None
+        for instance in self._group_instances(group):
+            if instance.spec.process_name == process:
+                return group, instance
+        raise NoSuchName(namespec)
+
+    def group_members(self, group: str) -> list[Instance]:
+        if self.config is None or group not in self.config.all_groups:
+            raise NoSuchName(group)
+        return self._group_instances(group)
+
+    # -- operations (loop thread) -------------------------------------------------------
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping or self.exit_requested:
+            raise ShuttingDown("the supervisor is stopping")
+
+    def start(self, instances: list[Instance], supervisord: bool = False,
+              wait: bool = True) -> Pending | list[Result]:
+        """Start each instance and answer once each is RUNNING or has failed.
+
+        ``supervisord``: supervisord's ``startProcess`` rules: an instance already starting,
+        running or in backoff is ALREADY_STARTED, the command is checked first (NO_FILE,
+        NOT_EXECUTABLE), and a failed start is reported at once (SPAWN_ERROR,
+        ABNORMAL_TERMINATION). Otherwise daemonkit's: a backing-off instance starts now,
+        and the answer waits through the retries for the outcome. Either way, an instance
+        that reached RUNNING counts as started even if it exited since (startsecs = 0)."""
+        self._refuse_if_stopping()
+        marks: dict[str, int] = {}
+        immediate: dict[str, Result] = {}
+        for instance in instances:
+            if supervisord:
+                if instance.state in STARTED_STATES:
+                    immediate[instance.name] = self._result(instance, Fault.ALREADY_STARTED)
+                    continue
+                try:
+                    resolve_command(instance.spec)
+                except SpawnError as exc:
+                    immediate[instance.name] = self._result(instance, Fault[exc.kind],
+                                                            str(exc))
+                    continue
+            marks[instance.name] = instance.times_running
+            self._start(instance)
+        waiting = [i for i in instances if i.name in marks]
+
+        def outcome(instance: Instance) -> Fault | None:
+            if instance.times_running > marks[instance.name]:
+                return Fault.SUCCESS
+            if self._held(instance) or instance.lingering_pgid is not None:
+                return None
+            if instance.state is State.RUNNING:
+                return Fault.SUCCESS
+            if supervisord:
+                if instance.spawnerr:
+                    return Fault.SPAWN_ERROR
+                if instance.state in (State.STARTING, State.RUNNING):
+                    return None
+                return Fault.ABNORMAL_TERMINATION
+            if instance.state in (State.STARTING, State.BACKOFF, State.STOPPING):
+                return None
+            return Fault.SPAWN_ERROR if instance.spawn_error else Fault.ABNORMAL_TERMINATION
+
         held_s = max((old.program.stopwaitsecs + 3.0 for old in self.retiring
-                       if old.name in {i.name for i in instances}), default=0.0)
-        if verb == "start":
-            for instance in instances:
+                      if old.name in marks), default=0.0)
+        wait_s = _start_wait_s(waiting) + held_s
+        return self._answer(instances, immediate, waiting, outcome, wait, wait_s, "start")
+
+    def stop(self, instances: list[Instance], supervisord: bool = False,
+             wait: bool = True) -> Pending | list[Result]:
+        """Stop each instance; answer once each process group is gone. ``supervisord``: an
+        instance that is not starting, running or backing off is NOT_RUNNING."""
+        self._refuse_if_stopping()
+        immediate: dict[str, Result] = {}
+        for instance in instances:
+            if supervisord and instance.state not in STARTED_STATES:
+                immediate[instance.name] = self._result(instance, Fault.NOT_RUNNING)
+                continue
+            instance.stop()
+        waiting = [i for i in instances if i.name not in immediate]
+
+        def outcome(instance: Instance) -> Fault | None:
+            return Fault.SUCCESS if instance.stopped() else None
+
+        wait_s = max((i.program.stopwaitsecs for i in waiting), default=0.0) + 3.0
+        return self._answer(instances, immediate, waiting, outcome, wait, wait_s, "stop")
+
+    def restart(self, instances: list[Instance]) -> Pending | list[Result]:
+        """Stop, then start again (daemonkit's ``restart NAME``), answered like ``start``."""
+        self._refuse_if_stopping()
+        marks = {i.name: i.times_running for i in instances}
+        for instance in instances:
+            instance.stop()
+            instance.want = Want.UP
+            if instance.stopped():
                 self._start(instance)
-            return self._wait(instances, lambda i: _settled_up(i) and not self._held(i),
-                              _extra_start_s(instances) + held_s, "start")
-        if verb == "stop":
-            for instance in instances:
-                instance.stop()
-            return self._wait(instances, lambda i: i.stopped(), _extra_stop_s(instances), "stop")
-        if verb == "restart":
-            for instance in instances:
-                instance.stop()
-                instance.want = Want.UP
-                if instance.stopped():
-                    self._start(instance)
-            wait_s = _extra_stop_s(instances) + _extra_start_s(instances) + held_s
-            return self._wait(instances, lambda i: _settled_up(i) and not self._held(i),
-                              wait_s, "restart")
-        return {"ok": False, "error": f"unknown verb {verb!r} (start, stop or restart)"}
 
-    def _wait(self, instances: list[Instance], done: Callable[[Instance], bool],
-              wait_s: float, verb: str) -> Pending:
-        def answer(finished: bool) -> dict[str, Any]:
-            states = [i.describe() for i in instances]
-            if verb in ("start", "restart"):
-                failed = [i for i in instances if i.state != State.RUNNING]
-            else:
-                failed = [i for i in instances if not i.stopped()]
-            if not failed:
-                return {"ok": True, "instances": states}
-            detail = ", ".join(f"{i.name} {i.state.value}" + (f" ({i.spawn_error})"
-                               if i.spawn_error else "") for i in failed)
-            why = "" if finished else f" after {wait_s:g}s"
-            return {"ok": False, "error": f"{verb} failed{why}: {detail}", "instances": states}
+        def outcome(instance: Instance) -> Fault | None:
+            if instance.times_running > marks[instance.name]:
+                return Fault.SUCCESS
+            if (self._held(instance) or instance.lingering_pgid is not None
+                    or instance.state in (State.STARTING, State.BACKOFF, State.STOPPING)):
+                return None
+            return Fault.SPAWN_ERROR if instance.spawn_error else Fault.ABNORMAL_TERMINATION
 
-        return Pending(lambda: all(done(i) for i in instances), answer,
+        held_s = max((old.program.stopwaitsecs + 3.0 for old in self.retiring
+                      if old.name in marks), default=0.0)
+        wait_s = (max((i.program.stopwaitsecs for i in instances), default=0.0) + 3.0
+                  + _start_wait_s(instances) + held_s)
+        return self._answer(instances, {}, instances, outcome, True, wait_s, "restart")
+
+    def _answer(self, instances: list[Instance], immediate: dict[str, Result],  # noqa: PLR0917
+                waiting: list[Instance], outcome: Callable[[Instance], Fault | None],
+                wait: bool, wait_s: float, verb: str) -> Pending | list[Result]:
+        def results(finished: bool) -> list[Result]:
+            answer = []
+            for instance in instances:
+                if instance.name in immediate:
+                    answer.append(immediate[instance.name])
+                    continue
+                code = outcome(instance)
+                if code is None:
+                    answer.append(self._result(instance, Fault.FAILED,
+                                               f"{verb} not done after {wait_s:g}s"))
+                else:
+                    answer.append(self._result(instance, code))
+            return answer
+
+        if not wait or not waiting:
+            return results(True)
+        return Pending(lambda: all(outcome(i) is not None for i in waiting), results,
                        time.monotonic() + wait_s)
+
+    def _result(self, instance: Instance, code: Fault, detail: str | None = None) -> Result:
+        if code is Fault.SUCCESS:
+            description = "OK"
+        else:
+            description = code.name if detail is None else f"{code.name}: {detail}"
+        return Result(instance.spec.process_name, instance.spec.group, code, description,
+                      self._describe(instance))
+
+    def signal(self, instances: list[Instance], signum: int,
+               supervisord: bool = False) -> list[Result]:
+        """Send ``signum`` to each process (supervisord's ``signalProcess``: the process
+        itself, not its group); an instance without a process is NOT_RUNNING."""
+        self._refuse_if_stopping()
+        results = []
+        for instance in instances:
+            if instance.state not in SIGNALLABLE_STATES or not instance.signal(signum):
+                results.append(self._result(instance, Fault.NOT_RUNNING))
+            else:
+                results.append(self._result(instance, Fault.SUCCESS))
+        return results
+
+    def clear_logs(self, instances: list[Instance]) -> list[Result]:
+        results = []
+        for instance in instances:
+            try:
+                instance.clear_logs()
+            except OSError as exc:
+                results.append(self._result(instance, Fault.FAILED, str(exc)))
+            else:
+                results.append(self._result(instance, Fault.SUCCESS))
+        return results
 
     def scale(self, program: str, delta: int) -> dict[str, Any]:
         if self.config is None or program not in self.config.programs:
-            return {"ok": False, "error": f"no such program: {program}"}
+            raise NoSuchName(f"no such program: {program}")
         if delta not in (1, -1):  # one instance per request, as the web page offers
-            return {"ok": False, "error": f"delta must be 1 or -1, got {delta}"}
+            raise Failed(f"delta must be 1 or -1, got {delta}")
         current = self.numprocs.get(program, self.config.programs[program].numprocs)
         target = current + delta
         if target < 0:
-            return {"ok": False, "error": f"{program} has only {current} instances"}
+            raise Failed(f"{program} has only {current} instances")
         if target > 1 and "%(process_num)" not in self.config.programs[program].name_template(
                 target):
-            return {"ok": False, "error": f"{program}: process_name has no %(process_num)s"}
+            raise Failed(f"{program}: process_name has no %(process_num)s")
         self._resize(program, target)
         return {"ok": True, "program": program, "numprocs": target}
 
@@ -477,6 +793,14 @@ class Engine:
             return instance.describe()
         return {**old.describe(), "want": instance.want.value, "retiring": True}
 
+    def shown(self, instance: Instance) -> Instance:
+        """The instance whose process runs under this name (see :meth:`_describe`)."""
+        if instance.state == State.STOPPED:
+            old = self._retiring_namesake(instance)
+            if old is not None:
+                return old
+        return instance
+
     def reopen_logs(self) -> None:
         everyone = [*self.instances.values(), *self.retiring]
         for instance in everyone:
@@ -486,7 +810,8 @@ class Engine:
     # -- shutdown -----------------------------------------------------------------------
 
     def shutdown(self, grace_s: float) -> None:
-        """Stop every instance (stopsignal, stopwaitsecs, SIGKILL), reaping as we go."""
+        """Stop every instance (stopsignal, stopwaitsecs, SIGKILL), reaping as we go; the
+        highest priority last, as supervisord stops them."""
         self.stopping = True
         for instance in reversed([*self.instances.values()]):
             instance.stop()
@@ -514,22 +839,57 @@ class Engine:
 
     def close(self) -> None:
         self.closed = True  # before the fds go: their numbers may be reused at once
+        for name in list(self.sockets):
+            self._close_socket(name)
+        self.syslog.close()
         self.selector.close()
         self._notify_sock.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
 
 
-def _settled_up(instance: Instance) -> bool:
-    return instance.state not in (State.STARTING, State.BACKOFF, State.STOPPING) and (
-        instance.lingering_pgid is None)
+def _start_wait_s(instances: list[Instance]) -> float:
+    """How long a start may take: startsecs (or ready_timeout), the retries' backoff, 5 s."""
+    worst = 0.0
+    for instance in instances:
+        program = instance.program
+        first = program.ready_timeout if program.notify else program.startsecs
+        retries = sum(min(program.backoff_max, program.backoff_initial * 2 ** n) * 1.1 + first
+                      for n in range(min(program.startretries, 8)))
+        worst = max(worst, first + retries)
+    return min(worst, 600.0) + 5.0
 
 
-def _extra_start_s(instances: list[Instance]) -> float:
-    worst = max((i.program.startsecs for i in instances), default=0.0)
-    return worst + 5.0
-
-
-def _extra_stop_s(instances: list[Instance]) -> float:
-    worst = max((i.program.stopwaitsecs for i in instances), default=0.0)
-    return worst + 3.0
+def _create_socket(program: ProgramConfig) -> socket.socket:
+    """Bind and listen, as supervisord's SocketManager does (children inherit it as fd 0)."""
+    assert program.socket is not None
+    spec = program.socket
+    address = spec.address
+    if address.kind == "tcp":
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _name, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address.path)
+            if spec.owner is not None:
+                os.chown(address.path, spec.owner[0], spec.owner[1])
+            if spec.mode is not None:
+                os.chmod(address.path, spec.mode)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(address.path)
+            raise
+    sock.listen(spec.backlog or socket.SOMAXCONN)
+    os.set_inheritable(sock.fileno(), False)  # given to each child as fd 0 by Popen only
+    return sock

@@ -2,33 +2,44 @@
 
 The instance never blocks and never polls: it reacts to three events the supervisor's loop
 delivers (its process exited, its timer fired, it sent READY=1) and to operator requests
-(start, stop). Each reaction is one explicit state change checked against
-:data:`states.TRANSITIONS`.
+(start, stop, signal). Each reaction is one explicit state change checked against
+:data:`states.TRANSITIONS` and reported to the loop (``changed``), which publishes it.
+
+What a child gets is what supervisord gives it: the command resolved on ``$PATH`` (the
+program's ``environment`` PATH first) and checked before the fork (so "can't find command"
+is a spawn error, not an exit 127), a pipe on stdin (the fcgi socket for
+``[fcgi-program:x]``), the ``SUPERVISOR_*`` variables, its own process group. On top:
+``PR_SET_PDEATHSIG``, and a stop that leaves nothing of the group behind.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import logging
 import os
 import pwd
 import random
 import signal
+import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from .config import InstanceSpec, LogSpec, ProgramConfig
-from .logfile import LogFile
+from .datatypes import signal_name
+from .logfile import LogFile, SyslogSink
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
 _PR_SET_PDEATHSIG = 1
 #: children carry the supervisor's pidfile path: a later supervisor of the same pidfile
 #: recognises strays of a predecessor that died by SIGKILL (see strays.py)
 SUPERVISOR_ID_ENV = "DAEMONKIT_SUPERVISOR"
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: the process's own symbols, libc's prctl among them (ctypes.util.find_library would pull in
+#: tempfile, shutil, bz2, lzma and random: 2 MB of RSS for a name we know)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 #: a RUNNING process that exits sooner than this after its spawn counts as a quick exit;
 #: this many quick exits in a row are a crash loop, and restarts back off
@@ -36,14 +47,63 @@ QUICK_EXIT_S = 1.0
 QUICK_EXITS_TOLERATED = 3
 #: while a stopped leader's group still has members, how often to look again
 _GROUP_RECHECK_S = 0.02
+#: bytes sendProcessStdin may queue for a child that does not read its stdin
+MAX_STDIN_BUFFER = 1024 * 1024
+DEFAULT_PATH = ("/bin", "/usr/bin", "/usr/local/bin")
 
 
 class Loop(Protocol):
     """What an instance needs from the supervisor's selector loop."""
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None: ...
+    def watch_write(self, fd: int, callback: Callable[[], None]) -> None: ...
     def unwatch(self, fd: int) -> None: ...
-    def changed(self, instance: Instance) -> None: ...
+    def changed(self, instance: Instance, old: State, expected: bool) -> None: ...
+    def listen_socket(self, instance: Instance) -> socket.socket | None: ...
+
+
+class SpawnError(Exception):
+    """The command cannot be run; ``kind`` is supervisord's fault name for it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # NO_FILE | NOT_EXECUTABLE | SPAWN_ERROR
+
+
+def resolve_command(spec: InstanceSpec) -> str:
+    """The file ``execve`` will run, checked as supervisord checks it before forking."""
+    if spec.command_error:
+        raise SpawnError("NOT_EXECUTABLE", spec.command_error)
+    program = spec.argv[0]
+    if "/" in program:
+        filename = program if os.path.isabs(program) or not spec.directory else (
+            os.path.join(spec.directory, program))
+        info = _stat(filename)
+    else:
+        path = dict(spec.environment).get("PATH", os.environ.get("PATH") or "")
+        info, filename = None, program
+        for directory in (path.split(os.pathsep) if path else DEFAULT_PATH):
+            candidate = os.path.join(directory, program)
+            info = _stat(candidate)
+            if info is not None:
+                filename = candidate
+                break
+    if info is None:
+        raise SpawnError("NO_FILE", f"can't find command {program!r}")
+    if stat.S_ISDIR(info.st_mode):
+        raise SpawnError("NOT_EXECUTABLE", f"command at {filename!r} is a directory")
+    if not stat.S_IMODE(info.st_mode) & 0o111:
+        raise SpawnError("NOT_EXECUTABLE", f"command at {filename!r} is not executable")
+    if not os.access(filename, os.X_OK):
+        raise SpawnError("NOT_EXECUTABLE", f"no permission to run command {filename!r}")
+    return filename
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _set_pdeathsig(parent_pid: int) -> Callable[[], None]:
@@ -74,10 +134,17 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
+def _signal_pid(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class Instance:
     def __init__(self, program: ProgramConfig, spec: InstanceSpec, loop: Loop,
                  log: logging.Logger, *, notify_address: str | None = None,
-                 supervisor_id: str | None = None) -> None:
+                 supervisor_id: str | None = None, syslog: SyslogSink | None = None) -> None:
         self.program = program
         self.spec = spec
         self.loop = loop
@@ -90,6 +157,8 @@ class Instance:
         self.pidfd: int | None = None
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None  # monotonic time of the current spawn
+        self.laststart = 0.0  # wall clock of the last spawn (0: never), as supervisord's
+        self.laststop = 0.0  # wall clock of the last exit
         self.deadline: float | None = None  # monotonic time of the next timer event
         self.lingering_pgid: int | None = None  # stopped leader's group still has members
         self.kill_sent = False
@@ -97,28 +166,36 @@ class Instance:
         self.kill_at = 0.0  # monotonic time at which a STOPPING group gets SIGKILL
         self.restarts = 0  # spawns after the first one
         self.spawns = 0
+        self.times_running = 0  # how often it reached RUNNING (a start waits for this)
         self.failed_starts = 0  # consecutive failed starts (reset on RUNNING)
         self.exit_status: int | None = None  # last exit code (negative: killed by signal)
-        self.spawn_error: str | None = None
+        self.spawn_error: str | None = None  # why the last spawn failed (daemonkit's status)
+        self.spawnerr = ""  # supervisord's spawnerr: spawn failures and unexpected exits
         self.quick_exits = 0  # consecutive RUNNING exits within QUICK_EXIT_S
+        self.stdin_fd: int | None = None
+        self.stdin_buffer = b""
         self.stdout_log = self._log(spec.stdout)
         self.stderr_log = self._log(spec.stderr) if spec.stderr else None
+        self.syslog = syslog
 
-    @staticmethod
-    def _log(log_spec: LogSpec) -> LogFile | None:
+    def _log(self, log_spec: LogSpec) -> LogFile | None:
         if not log_spec.path:
             return None
-        return LogFile(log_spec.path, log_spec.maxbytes, log_spec.backups)
+        return LogFile(log_spec.path, log_spec.maxbytes, log_spec.backups,
+                       strip_ansi=self.program.strip_ansi)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def _to(self, new: State) -> None:
+    def _to(self, new: State, expected: bool = True) -> None:
         check_transition(self.state, new)
-        self.log.info("%s: %s -> %s", self.name, self.state.value, new.value)
+        old = self.state
+        self.log.info("%s: %s -> %s", self.name, old.value, new.value)
         self.state = new
-        self.loop.changed(self)
+        if new is State.RUNNING:
+            self.times_running += 1
+        self.loop.changed(self, old, expected)
 
     # -- operator requests --------------------------------------------------------------
 
@@ -140,11 +217,56 @@ class Instance:
             self.kill_at = time.monotonic() + self.program.stopwaitsecs
             self.deadline = self.kill_at
             assert self.pid is not None
-            _signal_group(self.pid, self.program.stopsignal)
+            self._close_stdin()
+            if self.program.stopasgroup:
+                _signal_group(self.pid, self.program.stopsignal)
+            else:  # supervisord's default: the process decides what its children do
+                _signal_pid(self.pid, self.program.stopsignal)
+
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` to the process (not its group), as supervisord's ``signal``."""
+        if self.pid is None:
+            return False
+        _signal_pid(self.pid, signum)
+        return True
 
     def stopped(self) -> bool:
         """Down for good: no leader, no member of its group left behind."""
         return self.state not in LIVE_STATES and self.lingering_pgid is None
+
+    def write_stdin(self, data: bytes) -> None:
+        """Queue ``data`` for the child's stdin; OSError(EPIPE) if it has none or closed it."""
+        if self.pid is None or self.state is State.STOPPING:
+            raise OSError(errno.EPIPE, "process not running")
+        if self.stdin_fd is None:
+            raise OSError(errno.EPIPE, "process has no stdin channel")
+        if len(self.stdin_buffer) + len(data) > MAX_STDIN_BUFFER:
+            raise OSError(errno.ENOBUFS, "the process does not read its stdin")
+        if not self.stdin_buffer:
+            self.loop.watch_write(self.stdin_fd, self._flush_stdin)
+        self.stdin_buffer += data
+        self._flush_stdin()
+
+    def _flush_stdin(self) -> None:
+        if self.stdin_fd is None:
+            return
+        try:
+            sent = os.write(self.stdin_fd, self.stdin_buffer)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close_stdin()  # EPIPE: the child closed its stdin
+            return
+        self.stdin_buffer = self.stdin_buffer[sent:]
+        if not self.stdin_buffer:
+            self.loop.unwatch(self.stdin_fd)
+
+    def _close_stdin(self) -> None:
+        if self.stdin_fd is not None:
+            self.loop.unwatch(self.stdin_fd)
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+        self.stdin_buffer = b""
 
     # -- events from the loop -----------------------------------------------------------
 
@@ -152,17 +274,22 @@ class Instance:
         """The leader was reaped with wait status ``status``."""
         code = os.waitstatus_to_exitcode(status)
         self.exit_status = code
+        self.laststop = time.time()
         pgid, self.pid = self.pid, None
         self._close_pidfd()
+        self._close_stdin()
         if self.popen is not None:
             self.popen.returncode = code  # reaped by us: keep Popen from waiting again
             self.popen = None
         now = time.monotonic()
         uptime = now - (self.started_at or now)
-        self.log.info("%s: exited with %s after %.3fs", self.name, code, uptime)
+        shown = signal_name(code) if code < 0 else f"exit status {code}"
+        self.log.info("%s: exited (%s) after %.3fs", self.name, shown, uptime)
         if self.state == State.STOPPING:
             if pgid is not None and group_alive(pgid):
                 self.lingering_pgid = pgid  # stop is not done until the group is gone
+                if not self.program.stopasgroup and not self.kill_sent:
+                    _signal_group(pgid, self.program.stopsignal)  # their turn to stop
                 self.deadline = now + _GROUP_RECHECK_S
                 return
             self.deadline = None
@@ -171,15 +298,17 @@ class Instance:
         if pgid is not None and group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)  # a dead leader's helpers die with it
         if self.state == State.STARTING:
-            self._failed_start(f"exited with {code} before startsecs")
+            self.spawnerr = "Exited too quickly (process log may have details)"
+            self._failed_start(f"exited ({shown}) before startsecs")
             return
         # RUNNING -> exited
         expected = code in self.program.exitcodes
+        self.spawnerr = "" if expected else f"Bad exit code {code if code >= 0 else -1}"
         restart = self.want == Want.UP and (
             self.program.autorestart == "true"
             or (self.program.autorestart == "unexpected" and not expected))
         if not restart:
-            self._to(State.EXITED)
+            self._to(State.EXITED, expected)
             return
         # a process that ran a while is respawned at once; one that keeps dying within
         # QUICK_EXIT_S (possible with small startsecs) backs off, growing, never FATAL
@@ -191,7 +320,7 @@ class Instance:
                              self.name, self.quick_exits, delay)
             self.deadline = now + delay
             return
-        self._to(State.EXITED)
+        self._to(State.EXITED, expected)
         self._spawn()
 
     def on_timer(self, now: float) -> None:
@@ -280,16 +409,15 @@ class Instance:
         """Start the process; a spawn error counts as a failed start."""
         self._to(State.STARTING)
         self.spawn_error = None
+        self.spawnerr = ""
         if self.spawns:
             self.restarts += 1
         self.spawns += 1
+        self.laststart = time.time()
         try:
             self._popen()
-        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
-            self.spawn_error = f"spawn error: {exc}"
-            self.log.error("%s: %s", self.name, self.spawn_error)
-            self.started_at = time.monotonic()
-            self._failed_start(self.spawn_error)
+        except (SpawnError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            self._spawn_failed(str(exc))
             return
         self.started_at = time.monotonic()
         if self.program.notify:
@@ -301,14 +429,24 @@ class Instance:
         else:
             self.deadline = self.started_at + self.program.startsecs
 
-    def _environment(self) -> dict[str, str]:
+    def _spawn_failed(self, why: str) -> None:
+        self.spawn_error = f"spawn error: {why}"
+        self.spawnerr = why  # supervisord's text, without our prefix
+        self.log.error("%s: %s", self.name, self.spawn_error)
+        self.started_at = time.monotonic()
+        self._failed_start(why)
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: the supervisor's, supervisord's variables, the config's."""
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
-        if self.program.user:
-            try:
-                record = pwd.getpwnam(self.program.user)
-            except KeyError:
-                record = pwd.getpwuid(int(self.program.user))
+        env["SUPERVISOR_ENABLED"] = "1"
+        if self.program.serverurl:
+            env["SUPERVISOR_SERVER_URL"] = self.program.serverurl
+        env["SUPERVISOR_PROCESS_NAME"] = self.spec.process_name
+        env["SUPERVISOR_GROUP_NAME"] = self.spec.group
+        if self.program.user:  # supervisord keeps root's HOME; a program as nobody gets its own
+            record = _user_record(self.program.user)
             env.update(HOME=record.pw_dir, USER=record.pw_name, LOGNAME=record.pw_name)
         env.update(self.spec.environment)
         env["DAEMONKIT_PROGRAM"] = self.program.name
@@ -320,13 +458,12 @@ class Instance:
         return env
 
     def _popen(self) -> None:
+        executable = resolve_command(self.spec)
+        self.log.debug("%s: spawning %s %s", self.name, executable, list(self.spec.argv[1:]))
         uid = gid = None
         groups: list[int] | None = None
         if self.program.user:
-            try:
-                record = pwd.getpwnam(self.program.user)
-            except KeyError:
-                record = pwd.getpwuid(int(self.program.user))
+            record = _user_record(self.program.user)
             if record.pw_uid != os.geteuid():
                 uid, gid = record.pw_uid, record.pw_gid
                 groups = os.getgrouplist(record.pw_name, record.pw_gid)
@@ -334,8 +471,11 @@ class Instance:
             import grp
 
             gid = grp.getgrnam(self.program.group).gr_gid
-        out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self.stdout_log else (None, None))
-        err_r, err_w = (os.pipe2(os.O_CLOEXEC) if self.stderr_log else (None, None))
+        listen = self.loop.listen_socket(self)
+        in_r, in_w = (None, None) if listen is not None else os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stdout") else (None, None))
+        err_r, err_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stderr") else (None, None))
+        stdin: int = listen.fileno() if listen is not None else in_r  # type: ignore[assignment]
         stdout: int = out_w if out_w is not None else subprocess.DEVNULL
         if self.spec.stderr is None:
             stderr: int = subprocess.STDOUT
@@ -343,33 +483,43 @@ class Instance:
             stderr = err_w if err_w is not None else subprocess.DEVNULL
         try:
             self.popen = subprocess.Popen(
-                list(self.spec.argv),
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                cwd=self.spec.directory, env=self._environment(),
+                list(self.spec.argv), executable=executable,
+                stdin=stdin, stdout=stdout, stderr=stderr,
+                cwd=self.spec.directory, env=self.environment(),
                 start_new_session=True, user=uid, group=gid, extra_groups=groups,
                 umask=-1 if self.program.umask is None else self.program.umask,
                 # one prctl, async-signal-safe: the documented exception to no preexec_fn
                 preexec_fn=_set_pdeathsig(os.getpid()),  # noqa: PLW1509
             )
         except BaseException:
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, in_w):
                 if fd is not None:
                     os.close(fd)
             raise
         finally:
-            for fd in (out_w, err_w):
+            for fd in (out_w, err_w, in_r):
                 if fd is not None:
                     os.close(fd)
         self.pid = self.popen.pid
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.watch(self.pidfd, self._reap)
-        if out_r is not None and self.stdout_log is not None:
-            self._relay(out_r, self.stdout_log)
-        if err_r is not None and self.stderr_log is not None:
-            self._relay(err_r, self.stderr_log)
+        if in_w is not None:
+            os.set_blocking(in_w, False)
+            self.stdin_fd = in_w
+        if out_r is not None:
+            self._relay(out_r, self.stdout_log, self.spec.stdout)
+        if err_r is not None and self.spec.stderr is not None:
+            self._relay(err_r, self.stderr_log, self.spec.stderr)
 
-    def _relay(self, fd: int, log_file: LogFile) -> None:
+    def _captures(self, channel: str) -> bool:
+        log_spec = self.spec.stdout if channel == "stdout" else self.spec.stderr
+        return log_spec is not None and (log_spec.path is not None or log_spec.syslog)
+
+    def _relay(self, fd: int, log_file: LogFile | None, log_spec: LogSpec) -> None:
         os.set_blocking(fd, False)
+        if log_file is not None:
+            log_file.touch()
+        to_syslog = self.syslog if log_spec.syslog else None
 
         def readable() -> None:
             try:
@@ -379,7 +529,10 @@ class Instance:
             except OSError:
                 data = b""
             if data:
-                log_file.write(data)
+                if log_file is not None:
+                    log_file.write(data)
+                if to_syslog is not None:
+                    to_syslog.send(self.spec.process_name, data)
                 return
             self.loop.unwatch(fd)  # EOF: the last writer (maybe a grandchild) is gone
             os.close(fd)
@@ -408,6 +561,12 @@ class Instance:
             if log_file is not None:
                 log_file.reopen()
 
+    def clear_logs(self) -> None:
+        """supervisorctl's ``clear``: the logs and their rotated copies go, empty files stay."""
+        for log_file in (self.stdout_log, self.stderr_log):
+            if log_file is not None:
+                log_file.clear()
+
     def kill_now(self) -> None:
         """Last resort (the supervisor is exiting and stop timed out): SIGKILL the group."""
         for pgid in (self.pid, self.lingering_pgid):
@@ -423,6 +582,8 @@ class Instance:
         return {
             "name": self.name,
             "program": self.program.name,
+            "group": self.spec.group,
+            "namespec": self.spec.namespec,
             "process_num": self.spec.process_num,
             "state": self.state.value,
             "want": self.want.value,
@@ -431,5 +592,13 @@ class Instance:
             "restarts": self.restarts,
             "exit_status": self.exit_status,
             "stdout_logfile": self.spec.stdout.path,
+            "stderr_logfile": self.spec.stderr.path if self.spec.stderr else None,
             "error": self.spawn_error,
         }
+
+
+def _user_record(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        return pwd.getpwuid(int(user))

@@ -1,32 +1,32 @@
 """The supervisor as a :class:`daemonkit.Daemon`: the core gives it start/stop/status/reload,
-the pidfile and the privilege drop; this module wires the core's hooks to the :class:`Engine`.
+the pidfile and the privilege drop; this module wires the core's hooks to the :class:`Engine`
+and to its servers (the control commands, supervisord's XML-RPC, the web page).
 
 Thread map: ``setup``/``run``/``reload``/``shutdown`` run in the main thread, which owns the
-engine. ``handle_control`` and ``status_info`` run in the core's control thread and the web
-server has threads of its own: they all reach the engine through ``Engine.call``.
+engine. ``handle_control`` and ``status_info`` run in the core's control thread; the web and
+XML-RPC servers have threads of their own: they all reach the engine through ``Engine.call``.
+This module knows nothing of the command line (that is :mod:`.cli`, which subclasses
+:class:`Supervisor` to add the client side).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
+import resource
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ..control import control_path_for
+from ..control import ControlServer
 from ..daemon import Daemon
-from ..errors import ConfigError
+from ..errors import ConfigError, DaemonkitError
+from . import protocol
+from .faults import SupervisorError
 
 if TYPE_CHECKING:  # config and engine are imported where used: CLI clients start faster
     from .config import SupervisorConfig
     from .engine import Engine
-
-#: control-socket commands of the supervisor (the core handles "status" and "reload")
-CMD_STATUS = "supervisor-status"
-CMD_ACTION = "supervisor-action"
-CMD_SCALE = "supervisor-scale"
-CMD_RELOAD = "supervisor-reload"
+    from .rpc.server import RPCServers
 
 
 class EngineAPI:
@@ -37,18 +37,36 @@ class EngineAPI:
         self.timeout_s = timeout_s
 
     def status(self) -> dict[str, Any]:
-        return self.engine.call(self.engine.status, self.timeout_s)
+        status: dict[str, Any] = self.engine.call(self.engine.status, self.timeout_s)
+        return status
 
     def action(self, name: str, verb: str) -> dict[str, Any]:
-        return self.engine.call(lambda: self.engine.action(name, verb), self.timeout_s)
+        from .operations import Operations
+
+        try:
+            return Operations(self.engine).action([name], verb)
+        except SupervisorError as exc:
+            return protocol.refusal(exc)
 
     def scale(self, program: str, delta: int) -> dict[str, Any]:
-        return self.engine.call(lambda: self.engine.scale(program, delta), self.timeout_s)
+        try:
+            answer: dict[str, Any] = self.engine.call(
+                lambda: self.engine.scale(program, delta), self.timeout_s)
+        except SupervisorError as exc:
+            return {"ok": False, "error": exc.detail or exc.text}
+        return answer
+
+    def select(self, name: str) -> list[str] | None:
+        def names() -> list[str] | None:
+            if not self.engine.knows(name):
+                return None
+            return [i.name for i in self.engine.select([name])]
+
+        found: list[str] | None = self.engine.call(names, self.timeout_s)
+        return found
 
     def known(self, name: str) -> bool:
-        answer = self.engine.call(lambda: {"ok": self.engine.targets(name) is not None},
-                                  self.timeout_s)
-        return bool(answer.get("ok"))
+        return self.select(name) is not None
 
 
 class Supervisor(Daemon):
@@ -62,27 +80,49 @@ class Supervisor(Daemon):
         self.config: SupervisorConfig | None = None
         self.engine: Engine | None = None
         self.web: Any = None
+        self.rpc: RPCServers | None = None
+        self.control_at: ControlServer | None = None  # [supervisord] control = PATH
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-c", "--config", required=True, metavar="FILE",
-                            help="supervisor config (supervisord-style INI)")
+                            help="supervisor config (supervisord's INI format)")
+        parser.add_argument("--strict", action="store_true",
+                            help="refuse unknown sections and keys (supervisord ignores them)")
         parser.add_argument("names", nargs="*", metavar="NAME",
-                            help="programs or instances (name:N) to act on")
+                            help="programs, instances (name:N), group, group:*, group:name, "
+                                 "all")
 
     def configure(self) -> None:
         from . import config as config_module
 
         self.options.config = os.path.abspath(self.options.config)
-        self.config = config_module.load(self.options.config)
-
-    def handle_command(self, action: str) -> int | None:
-        from .cli import client_action
-
-        answer: int | None = client_action(self, action)
-        return answer
+        self.config = config_module.load(self.options.config,
+                                         strict=bool(getattr(self.options, "strict", False)))
 
     # -- inside the daemon --------------------------------------------------------------
+
+    def setup_privileged(self) -> None:
+        """Still as the invoking user (root): raise limits, bind what needs privilege."""
+        if self.config is None:
+            self.configure()
+        assert self.config is not None
+        _raise_limit(resource.RLIMIT_NOFILE, self.config.minfds, "minfds", "file descriptors")
+        _raise_limit(resource.RLIMIT_NPROC, self.config.minprocs, "minprocs", "processes")
+        if self.config.servers:
+            from .rpc.server import RPCServers
+
+            self.rpc = RPCServers(self.config, self.log)
+            self.rpc.bind()
+        if self.config.control:
+            self.control_at = ControlServer(self.config.control, self._answer_at_control_path)
+            self.control_at.bind()
+            if self.config.user is not None and os.geteuid() == 0:
+                import pwd
+
+                record = pwd.getpwnam(self.config.user) if not self.config.user.isdigit() \
+                    else pwd.getpwuid(int(self.config.user))
+                self.control_at.hand_over(record.pw_uid, record.pw_gid)
 
     def setup(self) -> None:
         if self.config is None:
@@ -102,20 +142,25 @@ class Supervisor(Daemon):
         if strays:
             self.log.warning("killed %d processes left by a previous supervisor: %s",
                              len(strays), strays)
-        if self.config.control and self.config.control != control_path_for(supervisor_id):
-            self.log.warning("[supervisor] control = %s is not supported yet; the control "
-                             "socket is %s", self.config.control,
-                             control_path_for(supervisor_id))
         for warning in self.config.warnings:  # once, at start; a reload logs new ones
             self.log.warning("%s", warning)
-        self.engine = Engine(self.log, supervisor_id)
+        syslog_address = getattr(self.options, "syslog_socket", None) or "/dev/log"
+        self.engine = Engine(self.log, supervisor_id, syslog_address)
         self.engine.load(self.config)
         self.engine.last_reload = {}
-        if self.config.web is not None and not isinstance(self.config.web, dict):
-            from ..web.server import WebServer  # type: ignore[import-not-found,unused-ignore]
+        if self.rpc is not None:
+            self.rpc.serve(self.engine, self._log_file())
+        if self.control_at is not None:
+            self.control_at.start_thread()
+        if self.config.web is not None:
+            from ..web.server import WebServer
 
             self.web = WebServer(EngineAPI(self.engine), self.config.web)
             self.web.start()
+
+    def _log_file(self) -> str | None:
+        path = getattr(self.options, "log_file", None)
+        return str(path) if path else None
 
     def run(self) -> None:
         assert self.engine is not None
@@ -127,8 +172,11 @@ class Supervisor(Daemon):
         self.engine.reload_file()
 
     def shutdown(self) -> None:
-        if self.web is not None:
-            self.web.stop()
+        for server in (self.web, self.rpc):
+            if server is not None:
+                server.stop()
+        if self.control_at is not None:
+            self.control_at.close()
         if self.engine is None:
             return
         grace = max((p.stopwaitsecs for p in self.engine.config.programs.values()),
@@ -154,42 +202,40 @@ class Supervisor(Daemon):
         engine = self.engine
         if engine is None:
             return {"ok": False, "error": "the supervisor is not ready"}
-        command = request.get("cmd")
-        if command == CMD_STATUS:
-            return engine.call(lambda: {"ok": True, **engine.status()}, 10.0)
-        if command == CMD_ACTION:
-            names = request.get("names")
-            verb = str(request.get("verb"))
-            if not isinstance(names, list) or not names:
-                return {"ok": False, "error": "names: a non-empty list is required"}
-            if not all(isinstance(n, str) for n in names):
-                return {"ok": False, "error": "names must be strings"}
-            unknown = engine.call(lambda: {"ok": True, "unknown": [
-                n for n in names if engine.targets(n) is None]}, 10.0).get("unknown")
-            if unknown:
-                return {"ok": False, "error": f"no such program or instance: {unknown[0]}"}
-            results = [engine.call(functools.partial(engine.action, n, verb), 600.0)
-                       for n in names]
-            errors = [r["error"] for r in results if not r.get("ok")]
-            instances = [i for r in results for i in r.get("instances", [])]
-            if errors:
-                return {"ok": False, "error": "; ".join(errors), "instances": instances}
-            return {"ok": True, "instances": instances}
-        if command == CMD_SCALE:
-            program, delta = request.get("program"), request.get("delta")
-            if not isinstance(program, str) or not isinstance(delta, int):
-                return {"ok": False, "error": "scale needs program (str) and delta (int)"}
-            return engine.call(lambda: engine.scale(program, delta), 60.0)
-        if command == CMD_RELOAD:
-            def reload_now() -> dict[str, Any]:
-                try:
-                    return {"ok": True, **engine.reload_file()}
-                except ConfigError as exc:
-                    return {"ok": False, "error": str(exc)}
+        from .operations import Operations
 
-            return engine.call(reload_now, 60.0)
-        not_ours: dict[str, Any] = super().handle_control(request)
-        return not_ours
+        try:
+            answer = Operations(engine).handle(request)
+        except SupervisorError as exc:
+            return protocol.refusal(exc)
+        except ConfigError as exc:
+            return {"ok": False, "code": "CANT_REREAD", "error": str(exc)}
+        if answer is None:
+            not_ours: dict[str, Any] = super().handle_control(request)
+            return not_ours
+        return answer
+
+    def _answer_at_control_path(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket at ``[supervisord] control``: the supervisor's own commands."""
+        if str(request.get("cmd", "")).startswith("supervisor-"):
+            return self.handle_control(request)
+        return {"ok": False, "error": f"unknown command {request.get('cmd')!r} here (the "
+                                      "core's commands are served beside the pidfile)"}
+
+
+def _raise_limit(which: int, minimum: int, key: str, what: str) -> None:
+    """supervisord's minfds/minprocs: raise the soft limit (and the hard one, as root)."""
+    if minimum <= 0:
+        return
+    soft, hard = resource.getrlimit(which)
+    if soft == resource.RLIM_INFINITY or soft >= minimum:
+        return
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= minimum else minimum
+    try:
+        resource.setrlimit(which, (minimum, new_hard))
+    except (ValueError, OSError):
+        raise DaemonkitError(f"[supervisord] {key} = {minimum}: the environment allows only "
+                             f"{hard} {what}; raise the limit or lower {key}") from None
 
 
 def _set_title(title: str) -> None:

@@ -31,6 +31,13 @@ class Want(enum.Enum):
 LIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 #: states from which `start` spawns a new process
 STARTABLE_STATES = frozenset({State.STOPPED, State.EXITED, State.FATAL, State.BACKOFF})
+#: supervisord's RUNNING_STATES: `start` says ALREADY_STARTED, `stop` acts
+STARTED_STATES = frozenset({State.STARTING, State.RUNNING, State.BACKOFF})
+#: supervisord's SIGNALLABLE_STATES: a process exists to signal
+SIGNALLABLE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
+#: supervisord's state codes (getProcessInfo's ``state``)
+STATE_CODES = {State.STOPPED: 0, State.STARTING: 10, State.RUNNING: 20, State.BACKOFF: 30,
+               State.STOPPING: 40, State.EXITED: 100, State.FATAL: 200}
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),

@@ -313,8 +313,9 @@ class WebServer:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"no such program or instance: {name}")
 
     def _instances(self, name: str) -> list[dict[str, Any]]:
-        return [p for p in self.status()["programs"]
-                if name in ("*", p.get("name"), p.get("program"))]
+        """The supervisor decides what a name means (program, instance, group, ``*``)."""
+        wanted = set(self.api.select(name) or [])
+        return [p for p in self.status()["programs"] if p.get("name") in wanted]
 
     def program(self, name: str) -> dict[str, Any]:
         self._known(name)

@@ -1,0 +1,171 @@
+"""The one reader of supervisor INI files: sections and raw values, the way supervisord reads them.
+
+supervisord reads its main file and every ``[include]``d file into one
+``RawConfigParser(strict=False, inline_comment_prefixes=(';', '#'))``. What follows from that,
+and what this reader reproduces:
+
+* a key repeated in a section: the last one wins; a section repeated (in one file or across
+  included files): its keys are merged, later files winning;
+* `` ;`` and `` #`` after whitespace start a comment (``command = sleep 9 # why`` runs
+  ``sleep 9``); keys are case-insensitive; indented lines continue a value;
+* ``[DEFAULT]`` keys apply to every section that lacks them;
+* ``[include] files`` is read from the main file only, after ``%(here)s``/``%(ENV_X)s``
+  expansion, each pattern relative to the main file's directory;
+* ``%(here)s`` in a value is the directory of the file that holds the value.
+
+Values come out unexpanded otherwise (``%(program_name)s`` and friends are for the loader,
+which knows the section). The reader never looks at what a section means.
+"""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .expand import ExpansionError, expand
+
+#: a config file larger than this is refused: it is not a config file
+MAX_FILE_BYTES = 16 * 1024 * 1024
+HERE = "%(here)s"
+_HEADER_RE = re.compile(r"^\[[^\]]+\]\s*([;#].*)?$")
+_NO_DEFAULTS = "\0daemonkit-no-defaults"  # [DEFAULT] is handled here, not by configparser
+
+
+@dataclass(frozen=True)
+class Value:
+    text: str
+    file: str  # the file the value was read from
+
+
+@dataclass
+class Section:
+    name: str
+    file: str  # the file that opened the section first
+    values: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class Document:
+    path: str  # the main file, absolute
+    files: list[str] = field(default_factory=list)
+    sections: dict[str, Section] = field(default_factory=dict)  # in order of appearance
+    defaults: dict[str, Value] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, section: str, key: str) -> Value | None:
+        """The section's value, else ``[DEFAULT]``'s, else None."""
+        found = self.sections.get(section)
+        if found is not None and key in found.values:
+            return found.values[key]
+        return self.defaults.get(key)
+
+    def keys(self, section: str) -> set[str]:
+        found = self.sections.get(section)
+        return set(found.values) if found else set()
+
+
+def read(path: str, base_values: Mapping[str, object] | None = None) -> Document:
+    """Read ``path`` and its includes; ConfigError (one line) if a file cannot be parsed.
+
+    ``base_values``: what ``%(...)s`` may name in ``[include] files`` besides ``here``
+    (``ENV_X``, ``host_node_name``)."""
+    path = os.path.abspath(path)
+    document = Document(path)
+    _merge(document, path)
+    include = document.sections.get("include")
+    if include is not None:
+        _read_includes(document, include, base_values or {})
+    default = document.sections.pop("DEFAULT", None)
+    if default is not None:
+        document.defaults = dict(default.values)
+    return document
+
+
+def _read_includes(document: Document, include: Section, base_values: Mapping[str, object]
+                   ) -> None:
+    main_here = os.path.dirname(document.path)
+    files = include.values.get("files")
+    if files is None:
+        raise ConfigError(f"{include.file}: [include] has no files setting")
+    try:
+        patterns = expand(files.text, {**base_values, "here": main_here}, "[include] files")
+    except ExpansionError as exc:
+        raise ConfigError(f"{files.file}: [include] files: {exc}") from None
+    for pattern in patterns.split():
+        full = os.path.join(main_here, pattern)
+        matches = sorted(glob.glob(full))
+        if not matches:
+            document.warnings.append(f"{document.path}: [include] files: {pattern} matches "
+                                     "no file")
+        for included in matches:
+            if os.path.abspath(included) == document.path:
+                continue  # supervisord would read it twice: same values, nothing new
+            before = dict(include.values)
+            _merge(document, os.path.abspath(included))
+            if include.values != before:
+                include.values = before  # supervisord reads [include] once, from the main file
+                document.warnings.append(f"{included}: [include] ignored: only the main file's "
+                                         "[include] is read (as supervisord does)")
+
+
+def _merge(document: Document, path: str) -> None:
+    text = _read_text(path)
+    parser = _parse(path, text)
+    document.files.append(path)
+    here = os.path.dirname(path)
+    for number, line in _bad_headers(text):
+        document.warnings.append(f"{path}: line {number}: {line!r} is not a section header "
+                                 "(missing ']'?): read as a key of the section above it")
+    for name in parser.sections():
+        section = document.sections.setdefault(name, Section(name, path))
+        for key, raw in parser.items(name, raw=True):
+            section.values[key] = Value(raw.replace(HERE, here), path)
+
+
+def _parse(path: str, text: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(
+        inline_comment_prefixes=(";", "#"), strict=False, interpolation=None,
+        default_section=_NO_DEFAULTS)
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+    return parser
+
+
+def _read_text(path: str) -> str:
+    """A regular file of bounded size, UTF-8: a FIFO or /dev/zero must not hang the reader."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: cannot read: not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: cannot read: larger than {MAX_FILE_BYTES} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+
+
+def _bad_headers(text: str) -> list[tuple[int, str]]:
+    """Lines that look like a section header but are not one (configparser reads
+    ``[program:b`` as the key ``[program`` of the section above)."""
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+            if line.startswith("[") and not _HEADER_RE.match(line)]

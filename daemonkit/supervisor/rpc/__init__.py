@@ -1,0 +1,1 @@
+"""supervisord's XML-RPC interface: what supervisorctl and other clients speak."""
