@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT, free_port, pid_alive, wait_for
-
-from tests.test_supervisor import Sv, tagged_pids
+from test_supervisor import Sv, tagged_pids
 
 
 @pytest.fixture

@@ -28,8 +28,7 @@ from typing import Any
 
 import pytest
 from helpers import free_port, pid_alive, wait_for
-
-from tests.test_supervisor import Sv, tagged_pids
+from test_supervisor import Sv, tagged_pids
 
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
 SUPERVISORD = str(Path(sys.executable).with_name("supervisord"))
