@@ -32,9 +32,14 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 
-#: file kinds, in output order: (template, path under --output-dir, file mode)
+from .errors import ConfigError
+from .listen import ListenAddress, parse_address
+
+#: file kinds, in output order: (template, path under --output-dir, file mode); ``socket``
+#: only for a service that listens (``listen`` class attribute, or ``--listen`` after ``--``)
 KINDS: dict[str, tuple[str, str, int]] = {
     "notify": ("notify.service.in", "systemd/{name}.service", 0o644),
+    "socket": ("socket.in", "systemd/{name}.socket", 0o644),
     "forking": ("forking.service.in", "systemd/{name}-forking.service", 0o644),
     "sysv": ("sysv-init.sh.in", "sysv/{name}", 0o755),
     "logrotate": ("logrotate.in", "logrotate/{name}", 0o644),
@@ -79,6 +84,8 @@ class Settings:
     service_args: tuple[str, ...]
     #: the systemd the units are for; None: unknown, write what every systemd understands
     systemd_version: int | None = None
+    #: where the service listens (its --listen addresses), in order
+    listen: tuple[ListenAddress, ...] = ()
 
     @property
     def notify_reload(self) -> bool:
@@ -118,27 +125,55 @@ def plain_path(path: str, what: str) -> str:
 
 def read_script_facts(path: str) -> tuple[str | None, str | None]:
     """(``name`` class attribute, first docstring line) of a service script, without running it."""
+    tree = _script_tree(path)
+    docstring = ast.get_docstring(tree)
+    summary = docstring.strip().splitlines()[0].strip() if docstring else None
+    name = _class_constant(tree, "name")
+    return name if isinstance(name, str) else None, summary or None
+
+
+def read_script_listen(path: str) -> tuple[str, ...]:
+    """The ``listen`` class attribute (a tuple or list of strings) of a service script."""
+    value = _class_constant(_script_tree(path), "listen")
+    if isinstance(value, tuple | list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return ()
+
+
+def _script_tree(path: str) -> ast.Module:
     try:
         with open(path, encoding="utf-8") as script_file:
-            tree = ast.parse(script_file.read(), filename=path)
+            return ast.parse(script_file.read(), filename=path)
     except (OSError, SyntaxError, ValueError) as exc:
         raise InitFilesError(f"cannot read {path}: {exc}") from exc
-    name = None
+
+
+def _class_constant(tree: ast.Module, attribute: str) -> object:
+    """The literal value of a class attribute in the script (the first class that has it)."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):
             continue
         for statement in node.body:
-            if (isinstance(statement, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == "name" for t in statement.targets)
-                    and isinstance(statement.value, ast.Constant)
-                    and isinstance(statement.value.value, str)):
-                name = statement.value.value
-                break
-        if name:
-            break
-    docstring = ast.get_docstring(tree)
-    summary = docstring.strip().splitlines()[0].strip() if docstring else None
-    return name, summary or None
+            if (isinstance(statement, ast.Assign | ast.AnnAssign) and statement.value is not None
+                    and any(isinstance(t, ast.Name) and t.id == attribute
+                            for t in (statement.targets if isinstance(statement, ast.Assign)
+                                      else [statement.target]))):
+                try:
+                    return ast.literal_eval(statement.value)
+                except ValueError:
+                    return None
+    return None
+
+
+def listen_arguments(service_args: list[str]) -> tuple[str, ...]:
+    """The ``--listen`` values among the service's own arguments."""
+    found = []
+    for position, argument in enumerate(service_args):
+        if argument == "--listen" and position + 1 < len(service_args):
+            found.append(service_args[position + 1])
+        elif argument.startswith("--listen="):
+            found.append(argument.split("=", 1)[1])
+    return tuple(found)
 
 
 # -- settings from the command line --------------------------------------------------------------
@@ -177,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the systemd the units are for (default: the one installed here, "
                              f"{installed_systemd_version() or 'none'}); from "
                              f"{NOTIFY_RELOAD_SINCE} on the notify unit is Type=notify-reload")
-    parser.add_argument("--only", choices=tuple(KINDS), help="print or write just this file")
+    parser.add_argument("--only", choices=tuple(KINDS), action="append",
+                        help="print or write just this file (repeatable)")
     parser.add_argument("--output-dir", metavar="DIR", help="write DIR/systemd/NAME.service, "
                         "DIR/systemd/NAME-forking.service, DIR/sysv/NAME and DIR/logrotate/NAME "
                         "instead of printing them")
@@ -213,6 +249,11 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         raise InitFilesError("--description must be one line")
     script_path = options.script_path or script
     python = options.python
+    try:
+        listen = tuple(parse_address(text) for text in
+                       listen_arguments(service_args) or read_script_listen(script))
+    except ConfigError as exc:
+        raise InitFilesError(str(exc)) from exc
     for label, path in (("--python", python), ("--script-path", script_path)):
         if not os.path.isabs(path):
             raise InitFilesError(f"{label} {path!r} must be an absolute path")
@@ -233,6 +274,7 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         watchdog_sec=options.watchdog_sec,
         service_args=tuple(service_args),
         systemd_version=systemd_version,
+        listen=listen,
     )
 
 
@@ -285,6 +327,35 @@ def _reload_directives(settings: Settings, command: str) -> str:
     return "\n".join(lines)
 
 
+def _listen_streams(settings: Settings) -> str:
+    lines = []
+    for address in settings.listen:
+        if address.path is not None:
+            lines.append(f"ListenStream={plain_path(address.path, '--listen')}")
+        else:
+            host = f"[{address.host}]" if ":" in str(address.host) else address.host
+            lines.append(f"ListenStream={host}:{address.port}")
+    if any(address.path is not None for address in settings.listen):
+        lines += ["SocketMode=0666", "RemoveOnStop=yes"]
+    return "\n".join(lines)
+
+
+def _fd_name(settings: Settings) -> str:
+    """A name for the sockets, when the service names its one address: systemd names every
+    socket of a unit alike, so several addresses are matched by their order instead."""
+    names = [address.name for address in settings.listen]
+    if len(names) == 1 and names[0]:
+        return f"FileDescriptorName={names[0]}"
+    return ""
+
+
+def _socket_dependency(settings: Settings) -> str:
+    if not settings.listen:
+        return ""
+    return (f"# started with {settings.name}.socket, which holds the listening sockets\n"
+            f"Requires={settings.name}.socket\nAfter={settings.name}.socket")
+
+
 def _protect_home(settings: Settings) -> str:
     """``yes`` unless the interpreter or the script lives in a home directory (a pyenv, a
     checkout): then the service could not even start, so the homes stay visible, read-only."""
@@ -323,6 +394,9 @@ def placeholders(settings: Settings) -> dict[str, str]:
         "UNIT_STOP_TIMEOUT": str(settings.stop_timeout + UNIT_TIMEOUT_MARGIN_S),
         "WATCHDOG_SEC": str(settings.watchdog_sec),
         "POSTROTATE": postrotate,
+        "LISTEN_STREAMS": _listen_streams(settings) if settings.listen else "",
+        "FD_NAME": _fd_name(settings),
+        "SOCKET_DEPENDENCY": _socket_dependency(settings),
         "ARGS": "".join(" " + systemd_word(arg) for arg in settings.service_args),
         "SHELL_ARGS": "".join(shlex.quote(arg) + " " for arg in settings.service_args),
     }
@@ -387,7 +461,10 @@ def main(argv: list[str]) -> int:
     options = build_parser().parse_args(own_args)
     try:
         settings = settings_from(options, service_args)
-        kinds = [options.only] if options.only else list(KINDS)
+        kinds = options.only or [kind for kind in KINDS if kind != "socket" or settings.listen]
+        if "socket" in kinds and not settings.listen:
+            raise InitFilesError("--only socket: the service listens nowhere (no `listen` "
+                                 "class attribute, no --listen after --)")
         if options.output_dir:
             for path in write_files(settings, kinds, options.output_dir):
                 print(f"wrote {path}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""An asyncio TCP service that echoes each line back: the example to copy for a network
-service. daemonkit owns the listening socket (bound before the privilege drop, passed by
-systemd's socket activation, or handed over by `restart`); the service only accepts on it.
+"""An asyncio TCP service that echoes each line back, the example to copy.
+
+A network service on daemonkit: daemonkit owns the listening socket (bound before the
+privilege drop, passed by systemd's socket activation, or handed over by `restart`); the
+service only accepts on it.
 
     python examples/echo.py --pidfile /tmp/echo.pid start       # tcp://127.0.0.1:7007
     printf 'ping\\n' | nc -q1 127.0.0.1 7007                     # -> ping
