@@ -276,8 +276,8 @@ def core_action(daemon: Supervisor, action: str) -> int | None:
     if action not in ("status", "reload") and not names:
         return None
     config = daemon.config
+    # the pidfile as resolved by the core: --pidfile if given, else the file's
     path = (config.control if config is not None and config.control else None) or (
-        control_path(daemon.options.config) if daemon.options.config else None) or (
         control_path_for(daemon.options.pidfile))
     connection = Client(path)
     try:
