@@ -39,6 +39,9 @@ CORE_TEST_FILES = (
     "tests/test_notify.py",
     "tests/test_privileges.py",
     "tests/test_container_init.py",
+    "tests/test_async.py",
+    "tests/test_hostile_user.py",
+    "tests/test_listen.py",
 )
 debian_only = pytest.mark.parametrize("systemd_machine", ["debian"], indirect=True)
 
@@ -485,3 +488,123 @@ def _pid_namespace(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
         return None
+
+
+# -- socket activation, and the supervisor as a service -----------------------------------------
+
+#: a client run inside the machine: connect, send a line, read it back, until a file appears
+#: (bounded); prints how many were answered and how many failed, and why
+ECHO_CLIENT = """
+import os, socket, sys, time
+answered, failures = 0, []
+for number in range(200_000):
+    if os.path.exists(sys.argv[1]):
+        break
+    try:
+        with socket.create_connection(("127.0.0.1", 7007), timeout=10) as sock:
+            sock.sendall(b"n%d\\n" % number)
+            if sock.makefile("rb").readline() == b"n%d\\n" % number:
+                answered += 1
+            else:
+                failures.append("wrong answer")
+    except OSError as exc:
+        failures.append(type(exc).__name__)
+print(answered, len(failures), sorted(set(failures)))
+"""
+
+
+ECHO_PING = """
+import socket
+with socket.create_connection(("127.0.0.1", 7007), timeout=30) as sock:
+    sock.sendall(b"ping\\n")
+    print(sock.makefile().readline(), end="")
+"""
+
+
+def test_echo_socket_activation_and_a_restart_that_refuses_nothing(
+        systemd_machine: Machine, units: Units) -> None:
+    """echo.socket holds 127.0.0.1:7007; the first connection starts echo.service, which
+    takes the socket from LISTEN_FDS; `systemctl restart` under load refuses no connection."""
+    import threading
+
+    machine = systemd_machine
+    machine.add_user("echo")
+    units.install("echo.service", (INIT_SYSTEMD / "echo.service").read_text())
+    socket_unit = units.install("echo.socket", (INIT_SYSTEMD / "echo.socket").read_text())
+    assert machine.systemctl("start", socket_unit).returncode == 0
+    assert machine.show("echo.service", "ActiveState")["ActiveState"] == "inactive"
+    ping = machine.run(PYTHON, "-c", ECHO_PING, timeout=60, check=True)
+    assert ping.stdout == "ping\n", ping.stdout  # answered by the service it started
+    wait_for(lambda: machine.show("echo.service", "SubState")["SubState"] == "running", 30,
+             0.1, "echo.service activated by its socket")
+    first = machine.main_pid("echo.service")
+    outcome: list[str] = []
+    client = threading.Thread(target=lambda: outcome.append(
+        machine.run(PYTHON, "-c", ECHO_CLIENT, "/tmp/stop-now", timeout=300).stdout))
+    client.start()
+    pids = {first}
+    try:
+        for _ in range(3):  # with the activation, 4 starts: under systemd's rate limit (5/10s)
+            assert machine.systemctl("restart", "echo.service").returncode == 0
+            pids.add(machine.main_pid("echo.service"))
+    finally:
+        machine.write_file("/tmp/stop-now", "")
+        client.join(300)
+    answered, failed = outcome[0].split()[:2]
+    assert (int(failed), int(answered) > 0) == (0, True), outcome[0]
+    assert len(pids) == 4, pids
+    stop(machine, "echo.service")
+    assert machine.systemctl("stop", socket_unit).returncode == 0
+
+
+SUPERVISOR_INI = """
+[supervisord]
+logfile = /var/log/daemonkit-supervisor/supervisor.log
+
+[program:steady]
+command = /bin/sleep 1000
+
+[program:changing]
+command = /bin/sleep {seconds}
+{added}
+"""
+
+
+def supervisor_pids(machine: Machine) -> dict[str, int]:
+    result = machine.run("/opt/daemonkit/venv/bin/daemonkit", "supervise", "-c",
+                         "/etc/daemonkit/supervisor.ini", "status", "--json", "--pidfile",
+                         "/run/daemonkit-supervisor/supervisor.pid", check=True)
+    import json
+
+    programs = json.loads(result.stdout)["programs"]
+    return {p["name"]: p["pid"] for p in programs if p["state"] == "RUNNING"}
+
+
+def test_supervisor_unit_reloads_only_the_difference_and_stops_everything(
+        systemd_machine: Machine, units: Units) -> None:
+    machine = systemd_machine
+    machine.run("mkdir", "-p", "/etc/daemonkit", check=True)
+    machine.write_file("/etc/daemonkit/supervisor.ini",
+                       SUPERVISOR_INI.format(seconds=1000, added=""))
+    unit = units.install("daemonkit-supervisor.service",
+                         (INIT_SYSTEMD / "daemonkit-supervisor.service").read_text())
+    cursor = machine.cursor()
+    supervisor = start(machine, unit)  # READY=1 once the programs are started
+    before = wait_for(lambda: len(pids := supervisor_pids(machine)) == 2 and pids, 30, 0.1,
+                      "both programs RUNNING")
+    machine.write_file("/etc/daemonkit/supervisor.ini", SUPERVISOR_INI.format(
+        seconds=1001, added="[program:added]\ncommand = /bin/sleep 1002\n"))
+    result, _ = reload(machine, unit)
+    assert result.returncode == 0, result.stderr + "\n".join(machine.journal(unit, cursor))
+    after = wait_for(lambda: len(pids := supervisor_pids(machine)) == 3 and pids, 30, 0.1,
+                     "three programs RUNNING")
+    assert after["steady"] == before["steady"], "an unchanged program keeps its pid"
+    assert after["changing"] != before["changing"]
+    assert machine.main_pid(unit) == supervisor
+    machine.write_file("/etc/daemonkit/supervisor.ini", "[program:broken]\nnumprocs = x\n")
+    failed, _ = reload(machine, unit)
+    assert failed.returncode != 0, "a bad file fails the reload"
+    assert supervisor_pids(machine) == after, "and the old configuration stays"
+    stop(machine, unit)
+    left = machine.run("sh", "-c", "pgrep -x sleep || true", check=True).stdout.split()
+    assert left == [], f"programs outlived the unit: {left}"
