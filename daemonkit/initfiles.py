@@ -7,12 +7,15 @@ in: systemd splits ``ExecStart=`` itself and expands ``%`` and ``$``, the shell 
 rules. Paths that go into directives which cannot be quoted (``PIDFile=``...) are refused
 when they hold blanks or quotes, rather than written into a unit that means something else.
 
-The notify unit is ``Type=notify-reload`` (systemd sends SIGHUP and waits for the daemon's
-``RELOADING=1`` and ``READY=1``: no helper process) when the systemd the units are for has it
-(253 and later: ``--systemd-version``, default the one installed here), else ``Type=notify``
-with ``ExecReload=`` running the service's synchronous ``reload``. The difference users see:
-systemd (257 at least) has no way to hear that a reload failed under notify-reload, so there
-``systemctl reload`` exits 0 even when ``reload()`` raised; under ``ExecReload=`` it fails.
+The notify unit is ``Type=notify`` with ``ExecReload=`` running the service's synchronous
+``reload``, so ``systemctl reload`` fails when ``reload()`` raised. ``--notify-reload`` writes
+``Type=notify-reload`` instead (systemd 253 and later: systemd sends SIGHUP and waits for the
+daemon's ``RELOADING=1`` and ``READY=1``, no helper process), at a price measured under systemd
+257: it has no way to hear that a reload failed, and ``systemctl reload`` exits 0 even when
+``reload()`` raised. What newer systemd does better at no such price is written when the
+systemd the units are for has it (``--systemd-version``, default the one installed here):
+from 254 on, ``Restart=`` backs off (``RestartSteps=``, ``RestartMaxDelaySec=``) instead of
+retrying a crashing service every 2 s for ever.
 
 The service's name comes from ``--name``, else from a ``name = "..."`` class attribute in
 the script (read with ``ast``: the script is never imported, importing runs its code), else
@@ -47,6 +50,8 @@ KINDS: dict[str, tuple[str, str, int]] = {
 
 #: the first systemd with ``Type=notify-reload`` and ``ReloadSignal=``
 NOTIFY_RELOAD_SINCE = 253
+#: the first systemd with ``RestartSteps=`` and ``RestartMaxDelaySec=``
+RESTART_BACKOFF_SINCE = 254
 
 #: extra seconds systemd grants beyond the daemon's own timeouts, so the daemon's clean
 #: outcome (a reported setup error, a SIGKILL after --stop-timeout) comes before systemd's
@@ -86,10 +91,12 @@ class Settings:
     systemd_version: int | None = None
     #: where the service listens (its --listen addresses), in order
     listen: tuple[ListenAddress, ...] = ()
+    #: Type=notify-reload asked for (--notify-reload)
+    notify_reload: bool = False
 
     @property
-    def notify_reload(self) -> bool:
-        return self.systemd_version is not None and self.systemd_version >= NOTIFY_RELOAD_SINCE
+    def restart_backoff(self) -> bool:
+        return self.systemd_version is not None and self.systemd_version >= RESTART_BACKOFF_SINCE
 
     @property
     def group_name(self) -> str:
@@ -211,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--systemd-version", type=int, metavar="N",
                         help="the systemd the units are for (default: the one installed here, "
                              f"{installed_systemd_version() or 'none'}); from "
-                             f"{NOTIFY_RELOAD_SINCE} on the notify unit is Type=notify-reload")
+                             f"{RESTART_BACKOFF_SINCE} on, Restart= backs off")
+    parser.add_argument("--notify-reload", action="store_true",
+                        help=f"Type=notify-reload (systemd {NOTIFY_RELOAD_SINCE}+): SIGHUP, no "
+                             "helper process, but `systemctl reload` cannot fail")
     parser.add_argument("--only", choices=tuple(KINDS), action="append",
                         help="print or write just this file (repeatable)")
     parser.add_argument("--output-dir", metavar="DIR", help="write DIR/systemd/NAME.service, "
@@ -244,6 +254,10 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         systemd_version = installed_systemd_version()
     elif not 0 < systemd_version < 10000:
         raise InitFilesError(f"--systemd-version {systemd_version}: not a systemd version")
+    if options.notify_reload and systemd_version is not None and (
+            systemd_version < NOTIFY_RELOAD_SINCE):
+        raise InitFilesError(f"--notify-reload: systemd {systemd_version} has no "
+                             f"Type=notify-reload (it came with {NOTIFY_RELOAD_SINCE})")
     description = options.description or summary or f"{name} (daemonkit service)"
     if "\n" in description:
         raise InitFilesError("--description must be one line")
@@ -275,6 +289,7 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         service_args=tuple(service_args),
         systemd_version=systemd_version,
         listen=listen,
+        notify_reload=options.notify_reload,
     )
 
 
@@ -314,7 +329,7 @@ def _reload_directives(settings: Settings, command: str) -> str:
             "# failed: the daemon keeps its old state and logs why (journalctl -u "
             f"{settings.name}),",
             "# but `systemctl reload` exits 0. For an exit status that says so, generate the",
-            "# unit with --systemd-version 252 (ExecReload= runs the synchronous `reload`).",
+            "# unit without --notify-reload (ExecReload= runs the synchronous `reload`).",
             "ReloadSignal=SIGHUP",
         ]
     else:
@@ -397,6 +412,9 @@ def placeholders(settings: Settings) -> dict[str, str]:
         "LISTEN_STREAMS": _listen_streams(settings) if settings.listen else "",
         "FD_NAME": _fd_name(settings),
         "SOCKET_DEPENDENCY": _socket_dependency(settings),
+        "RESTART_BACKOFF": ("# a crash loop backs off: 2 s, then longer, up to a minute\n"
+                            "RestartSteps=5\nRestartMaxDelaySec=60s"
+                            if settings.restart_backoff else ""),
         "ARGS": "".join(" " + systemd_word(arg) for arg in settings.service_args),
         "SHELL_ARGS": "".join(shlex.quote(arg) + " " for arg in settings.service_args),
     }

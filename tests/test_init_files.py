@@ -240,15 +240,20 @@ def test_generated_units_for_a_real_script_verify_without_any_message(tmp_path: 
     assert f"PYTHON={shlex.quote(sys.executable)}\n" in sysv.read_text()
 
 
-@pytest.mark.parametrize(("version", "notify_reload"), [("252", False), ("253", True),
+@pytest.mark.parametrize(("version", "notify_reload"), [("252", False), ("253", False),
+                                                       ("257", False), ("253", True),
                                                        ("257", True)])
-def test_the_notify_unit_follows_the_systemd_version(version: str, notify_reload: bool) -> None:
-    """notify-reload from 253 on; before, ExecReload= with the synchronous `reload`. Proven
-    under real systemd 252 and 257 in test_systemd_live.py."""
+def test_the_notify_unit_reloads_truthfully_unless_told(version: str,
+                                                        notify_reload: bool) -> None:
+    """ExecReload= with the synchronous `reload` (a failing reload() fails `systemctl
+    reload`); notify-reload only with --notify-reload, from 253 on. Proven under real
+    systemd 252 and 257 in test_systemd_live.py."""
     result = init_files(str(HELLO), "--user", "svc", "--only", "notify", "--systemd-version",
-                        version)
+                        version, *(["--notify-reload"] if notify_reload else []))
     assert result.returncode == 0, result.stderr
     directives = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    backoff = {"RestartSteps=5", "RestartMaxDelaySec=60s"}
+    assert (backoff <= set(directives)) == (int(version) >= 254), directives
     if notify_reload:
         assert "Type=notify-reload" in directives
         assert "ReloadSignal=SIGHUP" in directives
@@ -273,8 +278,10 @@ def test_the_default_systemd_version_is_the_installed_one() -> None:
                             check=True).stdout
     assert output.startswith(f"systemd {version} ")
     result = init_files(str(HELLO), "--user", "svc", "--only", "notify")
-    expected = "notify-reload" if version is not None and version >= 253 else "notify"
-    assert f"\nType={expected}\n" in result.stdout
+    assert ("\nRestartSteps=" in result.stdout) == (version is not None and version >= 254)
+    refused = init_files(str(HELLO), "--user", "svc", "--systemd-version", "252",
+                         "--notify-reload")
+    assert refused.returncode == 1 and "no Type=notify-reload" in refused.stderr
 
 
 def test_awkward_paths_are_quoted_for_systemd_and_for_the_shell(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from helpers import ROOT, pid_alive, wait_for
 from systemd_machine import EXAMPLES, PYTHON, SERVICES, SRC, InstalledUnits, Machine
 
-from daemonkit.initfiles import NOTIFY_RELOAD_SINCE
+from daemonkit.initfiles import NOTIFY_RELOAD_SINCE, RESTART_BACKOFF_SINCE
 
 # the Debian machine is built inside the first test that uses it (debootstrap, pip)
 pytestmark = pytest.mark.timeout(900)
@@ -224,10 +224,9 @@ def test_generated_unit_starts_and_stops_cleanly(systemd_machine: Machine, units
     stop(machine, unit)
 
 
-#: (kind, init-files options): the notify unit as for systemd < 253 (ExecReload= runs the
-#: service's synchronous `reload`) works on every systemd; notify-reload is tested below
-EXEC_RELOAD_KINDS = {"forking": ("forking", ()),
-                     "notify-execreload": ("notify", ("--systemd-version", "252"))}
+#: (kind, init-files options): the notify unit's ExecReload= runs the service's synchronous
+#: `reload`, on every systemd; --notify-reload is tested below
+EXEC_RELOAD_KINDS = {"forking": ("forking", ()), "notify-execreload": ("notify", ())}
 
 
 @pytest.mark.parametrize("variant", list(EXEC_RELOAD_KINDS))
@@ -346,12 +345,8 @@ def test_generated_units_verify_with_the_machines_own_systemd(systemd_machine: M
                 "sdprobe", "--output-dir", output, check=True)
     machine.add_user("sdprobe")
     notify = machine.read_file(f"{output}/systemd/sdprobe.service")
-    if machine.systemd_version >= NOTIFY_RELOAD_SINCE:
-        assert "\nType=notify-reload\n" in notify
-        assert "\nExecReload=" not in notify
-    else:
-        assert "\nType=notify\n" in notify
-        assert "\nExecReload=" in notify
+    assert "\nType=notify\n" in notify and "\nExecReload=" in notify
+    assert ("\nRestartSteps=5\n" in notify) == (machine.systemd_version >= RESTART_BACKOFF_SINCE)
     for unit in ("sdprobe.service", "sdprobe-forking.service"):
         result = machine.run("systemd-analyze", "verify", f"{output}/systemd/{unit}")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -369,7 +364,7 @@ def test_notify_reload_reloads_through_sighup_and_waits(systemd_machine: Machine
     machine = systemd_machine
     assert machine.systemd_version >= NOTIFY_RELOAD_SINCE
     name = "sdp-notify-reload"
-    unit = units.generate(name, "notify")
+    unit = units.generate(name, "notify", init_files_args=("--notify-reload",))
     settings = machine.show(unit, "Type", "ReloadSignal", "ExecReload")
     assert settings["Type"] == "notify-reload", settings
     assert settings["ReloadSignal"] == "1", settings  # SIGHUP
@@ -397,12 +392,12 @@ def test_notify_reload_cannot_report_a_failed_reload_on_systemd_257(
     """What systemd 257 does when reload() raises under Type=notify-reload (documented in
     init/README.md): the protocol has no way to say "failed" (READY=1 ends the reload job as
     a success), so ``systemctl reload`` exits 0; the service keeps running with its old state
-    and the journal (``systemctl status``) has the error. ``init-files --systemd-version 252``
-    writes the ExecReload= unit, whose ``systemctl reload`` fails (tested above). If this test
-    fails, systemd learnt to report reload failures: use it."""
+    and the journal (``systemctl status``) has the error. Which is why ``init-files`` writes
+    the ExecReload= unit unless told otherwise: its ``systemctl reload`` fails (tested above).
+    If this test fails, systemd learnt to report reload failures: use it."""
     machine = systemd_machine
     name = "sdp-notify-reload-fails"
-    unit = units.generate(name, "notify")
+    unit = units.generate(name, "notify", init_files_args=("--notify-reload",))
     pid = start(machine, unit)
     mark(machine, name, "reload-fails")
     cursor = machine.cursor()
