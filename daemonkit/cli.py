@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import commands
 from .errors import DaemonkitError
@@ -32,9 +32,16 @@ def service_name(daemon_class: type[Daemon]) -> str:
     return os.path.splitext(script)[0] or "daemon"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and a pointer to --help, not the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(int(Exit.USAGE), f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(daemon_class: type[Daemon]) -> argparse.ArgumentParser:
     name = service_name(daemon_class)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else name,
         description=(daemon_class.__doc__ or f"{name} service").strip().splitlines()[0],
         allow_abbrev=False,  # `--pid` must not quietly mean `--pidfile` today, `--pid-x` later
@@ -95,6 +102,12 @@ def parse_options(
     if not 0 < options.umask <= 0o777:
         parser.error("--umask: must be between 001 and 777 (a umask of 0 makes files "
                      "world-writable)")
+    # which options this command line gave (a default is not "given"): `reload` names those
+    # it cannot apply
+    options._daemonkit_given = sorted(
+        action.dest for action in parser._actions if any(
+            argument == flag or argument.startswith(flag + "=")
+            for flag in action.option_strings for argument in argv))
     options.name = service_name(daemon_class)
     if options.listen is None:
         options.listen = list(daemon_class.listen)
@@ -122,7 +135,7 @@ def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) ->
             continue
         import difflib  # only for a command line that fails anyway
 
-        close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(option, known, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""
         parser.error(f"unknown option {option}{hint}")
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import lockfile
 
-from . import process
+from . import filelock, process
 from .control import ControlDenied, ControlError, exchange, request
 from .errors import DaemonkitError, PidfileError
 from .exitcodes import Exit
-from .exitrecord import describe_end, read_exit_record
+from .exitrecord import describe_end, read_exit_record, record_kill
 from .launch import Launch, configured_options, prepare_launch
 from .paths import (
     control_path_for,
@@ -81,8 +81,29 @@ def _wait_released(pidfile: PidFile, timeout_s: float) -> bool:
 
 
 def _impostor(pidfile: PidFile, holder: Holder) -> str:
+    held_by = ""
+    try:
+        info = os.stat(pidfile.path)
+        holders = filelock.write_lock_holders((info.st_dev, info.st_ino))
+        if holders:
+            held_by = f" (it is held by pid {', '.join(map(str, holders))}: {_names(holders)})"
+    except OSError:
+        pass
     return (f"pidfile {pidfile.path} is locked, but pid {holder.pid} in it does not hold the "
-            "lock: refusing to signal anything")
+            f"lock{held_by}: refusing to signal anything")
+
+
+def _names(pids: list[int]) -> str:
+    """What each process is, from its command line: which program holds a lock."""
+    names = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                names.append(cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                             .strip()[:60] or "?")
+        except OSError:
+            names.append("?")
+    return "; ".join(names)
 
 
 # -- start -------------------------------------------------------------------------------------
@@ -213,6 +234,9 @@ def stop(daemon: Daemon) -> int:
     _wait_released(pidfile, 2.0)
     _clean_leftovers(daemon, pidfile)
     if result == "killed":
+        record_kill(exit_record_path_for(pidfile.path), holder.pid,
+                    f"killed with SIGKILL by stop after the {daemon.options.stop_timeout:g}s "
+                    "stop timeout")
         _say(daemon, f"killed after {daemon.options.stop_timeout:g}s timeout (pid {holder.pid})")
     else:
         _say(daemon, f"stopped (pid {holder.pid})")
@@ -285,7 +309,10 @@ def restart(daemon: Daemon) -> int:
     stopped = stop(daemon)
     if stopped != Exit.OK:
         return stopped
-    return start(daemon, launch)
+    started = start(daemon, launch)
+    if started != Exit.OK:
+        _complain(daemon, "the old daemon was stopped: none runs now")
+    return started
 
 
 def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
@@ -410,8 +437,10 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
         os.rename(moved, launch.control_path)
     PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
     what = "killed after timeout" if result == "killed" else "stopped"
-    _say(daemon, f"restarted (pid {old_pid} {what}, pid {new_pid} took over its listening "
-                 "sockets)")
+    kept = [address.key for address in launch.listen if address.key in launch.sockets]
+    handed = (f"took over its listening sockets ({', '.join(kept)})" if kept else
+              "bound its own listening sockets (none of the old daemon's addresses)")
+    _say(daemon, f"restarted (pid {old_pid} {what}, pid {new_pid} {handed})")
     return Exit.OK
 
 
@@ -424,7 +453,7 @@ def _changed_options(daemon: Daemon, launch: Launch | None) -> list[str]:
     else:
         try:
             mine = configured_options(daemon)
-        except DaemonkitError:
+        except Exception:  # noqa: BLE001 - a note is best effort; the command goes on
             return []
     pidfile = _pidfile(daemon)
     try:
@@ -568,9 +597,19 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
         _complain(daemon, _impostor(pidfile, holder).replace("signal", "ask"))
         return Exit.FAILURE
     wait_s = max(daemon.options.start_timeout, 1.0)
+    given = {f"--{key.replace('_', '-')} " for key in getattr(daemon.options,
+                                                             "_daemonkit_given", [])}
+    changes = [change for change in _changed_options(daemon, None)
+               if any(change.startswith(option) for option in given)]
+    if changes:
+        _complain(daemon, f"note: {command} keeps the running daemon's options ("
+                          + "; ".join(changes) + "): restart applies them")
     try:
         reply = request(control_path_for(pidfile.path), {"cmd": command, "timeout": wait_s},
                         timeout_s=wait_s + 5.0)
+    except ControlDenied as exc:
+        _complain(daemon, f"cannot {command}: {exc}")
+        return Exit.NO_PRIVILEGE
     except ControlError as exc:
         _complain(daemon, f"cannot confirm {doing}: {exc}")
         return Exit.FAILURE

@@ -434,6 +434,13 @@ class ControlServer:
             pass
         connection.close()
 
+    def forget(self) -> None:
+        """Close our descriptor of the socket and nothing else (a forked child's copy)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._closed.set()
+
     def move_to(self, path: str) -> None:
         """Rename the bound socket file: a bound unix socket is reached by its inode, so
         clients find it at the new name at once (a successor taking its predecessor's)."""

@@ -31,8 +31,8 @@ class Daemon:
 
     #: service name in messages and process titles; default: the script's name without .py
     name: ClassVar[str | None] = None
-    #: pidfile path; default ``/run/NAME.pid`` as root, else in ``$XDG_RUNTIME_DIR`` or in a
-    #: private directory of the user's
+    #: pidfile path; default ``/run/NAME.pid`` as root, else in a private directory of the
+    #: user's, ``/tmp/daemonkit-UID``
     pidfile: ClassVar[str | None] = None
     #: user and group to drop to after ``setup_privileged()`` (``--user``/``--group``)
     user: ClassVar[str | None] = None

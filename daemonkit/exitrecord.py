@@ -53,6 +53,12 @@ class ExitRecordWriter:
         self._fields = {"pid": pid, "started_at": _now(), "log_file": log_file}
         self._write()
 
+    def forget(self) -> None:
+        """Close the descriptor without writing (a forked child's copy)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def close(self, exit_status: int, reason: str) -> None:
         """Note the end (exit status and why) and close the record."""
         if self._fd is None:
@@ -104,8 +110,33 @@ def describe_end(record: dict[str, Any]) -> str | None:
     where = f"; log: {log_file}" if isinstance(log_file, str) else ""
     if "exit_status" not in record:
         return (f"pid {pid}, started {record.get('started_at')}, ended without a word "
-                f"(killed by SIGKILL, or the machine went down){where}")
+                "(killed by a signal such as SIGKILL or SIGSEGV, or the machine went down: "
+                f"its log may say more){where}")
     if record.get("exit_status") == 0:
         return None
     return (f"pid {pid} exited with status {record['exit_status']} at {record.get('ended_at')}: "
             f"{record.get('reason')}{where}")
+
+
+def record_kill(path: str, pid: int, reason: str) -> None:
+    """Complete the record of a daemon that ``stop`` had to SIGKILL (it could not write its
+    end); only a record of that very pid without an end, and only if we may write it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return
+        record = json.loads(os.pread(fd, _MAX_RECORD, 0))
+        if not isinstance(record, dict) or record.get("pid") != pid or "exit_status" in record:
+            return
+        record.update(ended_at=_now(), exit_status=-9, reason=reason)
+        data = json.dumps(record).encode() + b"\n"
+        os.pwrite(fd, data[:_MAX_RECORD], 0)
+        os.ftruncate(fd, min(len(data), _MAX_RECORD))
+    except (OSError, ValueError):
+        return
+    finally:
+        os.close(fd)

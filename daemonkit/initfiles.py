@@ -93,6 +93,9 @@ class Settings:
     listen: tuple[ListenAddress, ...] = ()
     #: Type=notify-reload asked for (--notify-reload)
     notify_reload: bool = False
+    #: the service uses ZeroMQ (--zmq, or the script imports zmq): libzmq needs what the
+    #: hardening would deny it
+    zmq: bool = False
 
     @property
     def restart_backoff(self) -> bool:
@@ -172,6 +175,29 @@ def _class_constant(tree: ast.Module, attribute: str) -> object:
     return None
 
 
+def imports_zmq(path: str) -> bool:
+    """Whether the script imports pyzmq itself."""
+    for node in ast.walk(_script_tree(path)):
+        if isinstance(node, ast.Import) and any(
+                alias.name.split(".")[0] == "zmq" for alias in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "zmq":
+            return True
+    return False
+
+
+def defines_a_daemon(path: str) -> bool:
+    """Whether the script has a class derived from a ``...Daemon`` (it may be the user's
+    own base class: only a note when not)."""
+    for node in ast.walk(_script_tree(path)):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                if str(name).endswith("Daemon"):
+                    return True
+    return False
+
+
 def listen_arguments(service_args: list[str]) -> tuple[str, ...]:
     """The ``--listen`` values among the service's own arguments."""
     found = []
@@ -219,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the systemd the units are for (default: the one installed here, "
                              f"{installed_systemd_version() or 'none'}); from "
                              f"{RESTART_BACKOFF_SINCE} on, Restart= backs off")
+    parser.add_argument("--zmq", action="store_true",
+                        help="the service uses ZeroMQ (found by itself if the script imports "
+                             "zmq): allow what libzmq needs under the hardening")
     parser.add_argument("--notify-reload", action="store_true",
                         help=f"Type=notify-reload (systemd {NOTIFY_RELOAD_SINCE}+): SIGHUP, no "
                              "helper process, but `systemctl reload` cannot fail")
@@ -241,9 +270,12 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
     for label, account in (("user", options.user), ("group", options.group)):
         if account is not None and not _USER_RE.fullmatch(account):
             raise InitFilesError(f"{label} {account!r} is not a valid name")
-    if options.user in ("root", "nobody") or options.user == "0":
+    if options.user in ("root", "0"):
         raise InitFilesError(f"--user {options.user}: give the service a dedicated user "
-                             "(useradd --system ...); systemd refuses to trust 'nobody'")
+                             "(useradd --system ...); it starts as root only to drop to it")
+    if options.user == "nobody":
+        raise InitFilesError("--user nobody: give the service a dedicated user (useradd "
+                             "--system ...); systemd refuses to trust 'nobody'")
     for label, value in (("--start-timeout", options.start_timeout),
                          ("--stop-timeout", options.stop_timeout),
                          ("--watchdog-sec", options.watchdog_sec)):
@@ -290,6 +322,7 @@ def settings_from(options: argparse.Namespace, service_args: list[str]) -> Setti
         systemd_version=systemd_version,
         listen=listen,
         notify_reload=options.notify_reload,
+        zmq=options.zmq or imports_zmq(script),
     )
 
 
@@ -345,12 +378,18 @@ def _reload_directives(settings: Settings, command: str) -> str:
 def _listen_streams(settings: Settings) -> str:
     lines = []
     for address in settings.listen:
-        if address.path is not None:
+        if address.path is not None and address.path.startswith("@"):
+            if not re.fullmatch(r"@[A-Za-z0-9_.:-]+", address.path):
+                raise InitFilesError(f"--listen unix:{address.path}: only letters, digits and "
+                                     "_.:- in an abstract name")
+            lines.append(f"ListenStream={address.path}")
+        elif address.path is not None:
             lines.append(f"ListenStream={plain_path(address.path, '--listen')}")
         else:
             host = f"[{address.host}]" if ":" in str(address.host) else address.host
             lines.append(f"ListenStream={host}:{address.port}")
-    if any(address.path is not None for address in settings.listen):
+    if any(address.path is not None and not address.path.startswith("@")
+           for address in settings.listen):
         lines += ["SocketMode=0666", "RemoveOnStop=yes"]
     return "\n".join(lines)
 
@@ -369,6 +408,57 @@ def _socket_dependency(settings: Settings) -> str:
         return ""
     return (f"# started with {settings.name}.socket, which holds the listening sockets\n"
             f"Requires={settings.name}.socket\nAfter={settings.name}.socket")
+
+
+#: what a service may need to bind a port below 1024 itself (Type=forking: `start` runs as
+#: User=, and there is no .socket unit binding it as root)
+_PRIVILEGED_PORT = 1024
+
+
+def _capabilities(settings: Settings, kind: str) -> str:
+    if kind == "forking" and any(address.port is not None and address.port < _PRIVILEGED_PORT
+                                 for address in settings.listen):
+        return ("# it binds a port below 1024 as its user: that one capability, nothing else\n"
+                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+                "AmbientCapabilities=CAP_NET_BIND_SERVICE")
+    return "CapabilityBoundingSet=\nAmbientCapabilities="
+
+
+def _address_families(settings: Settings) -> str:
+    if not settings.zmq:
+        return "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+    return ("# AF_NETLINK: libzmq (pyzmq) lists the network interfaces for every bind, even to "
+            "an IP\n# address, and aborts the process if it cannot\n"
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK")
+
+
+def _zmq_syscalls(settings: Settings) -> str:
+    if not settings.zmq:
+        return ""
+    return ("# libzmq sets each of its threads' scheduling policy (to the default) and aborts if "
+            "it cannot;\n# RestrictRealtime= and the empty capability set keep it from raising "
+            "anything\nSystemCallFilter=sched_setscheduler")
+
+
+#: where PrivateTmp= would hide the interpreter or the script
+_TMP_DIRS = ("/tmp/", "/var/tmp/")
+
+
+def _private_tmp(settings: Settings) -> str:
+    if any(path.startswith(_TMP_DIRS) for path in (settings.python, settings.script)):
+        return "no"
+    return "yes"
+
+
+def _runtime_preserve(settings: Settings) -> str:
+    """A unix socket of the .socket unit inside /run/NAME must outlive the service's stops:
+    systemd removes a RuntimeDirectory= when the service stops, unless told not to."""
+    runtime = f"/run/{settings.name}/"
+    if any(address.path is not None and address.path.startswith(runtime)
+           for address in settings.listen):
+        return ("# the socket unit's socket lives here: keep the directory across stops\n"
+                "RuntimeDirectoryPreserve=yes")
+    return ""
 
 
 def _protect_home(settings: Settings) -> str:
@@ -412,6 +502,10 @@ def placeholders(settings: Settings) -> dict[str, str]:
         "LISTEN_STREAMS": _listen_streams(settings) if settings.listen else "",
         "FD_NAME": _fd_name(settings),
         "SOCKET_DEPENDENCY": _socket_dependency(settings),
+        "ADDRESS_FAMILIES": _address_families(settings),
+        "ZMQ_SYSCALLS": _zmq_syscalls(settings),
+        "PRIVATE_TMP": _private_tmp(settings),
+        "RUNTIME_PRESERVE": _runtime_preserve(settings),
         "RESTART_BACKOFF": ("# a crash loop backs off: 2 s, then longer, up to a minute\n"
                             "RestartSteps=5\nRestartMaxDelaySec=60s"
                             if settings.restart_backoff else ""),
@@ -442,7 +536,8 @@ def _value(placeholder: str, values: dict[str, str]) -> str:
 def render(settings: Settings, kind: str) -> str:
     template_name = KINDS[kind][0]
     template = resources.files("daemonkit").joinpath("templates", template_name).read_text()
-    return render_template(template, placeholders(settings))
+    return render_template(template, {**placeholders(settings),
+                                      "CAPABILITIES": _capabilities(settings, kind)})
 
 
 def output_path(settings: Settings, kind: str) -> str:
@@ -460,17 +555,24 @@ def split_service_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def write_files(settings: Settings, kinds: list[str], output_dir: str) -> list[str]:
+    """Write each file; returns what was written (``PATH (replaced)`` for a file that was
+    there before and said something else)."""
     written = []
     for kind in kinds:
         path = os.path.join(output_dir, output_path(settings, kind))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         text = render(settings, kind)
+        try:
+            with open(path, encoding="utf-8") as existing:
+                replaced = existing.read() != text
+        except FileNotFoundError:
+            replaced = False
         temporary = f"{path}.tmp{os.getpid()}"
         with open(temporary, "w", encoding="utf-8") as output:
             output.write(text)
         os.chmod(temporary, KINDS[kind][2])
         os.replace(temporary, path)  # a half-written unit never replaces a good one
-        written.append(path)
+        written.append(f"{path} (replaced)" if replaced else path)
     return written
 
 
@@ -501,4 +603,13 @@ def main(argv: list[str]) -> int:
     if _protect_home(settings) != "yes":
         print("daemonkit init-files: note: the interpreter or the script lives in a home "
               "directory; the units use ProtectHome=read-only", file=sys.stderr)
+    if _private_tmp(settings) != "yes":
+        print("daemonkit init-files: note: the interpreter or the script lives under /tmp; "
+              "the units use PrivateTmp=no (install them elsewhere, e.g. /opt)",
+              file=sys.stderr)
+    if not defines_a_daemon(settings.script if os.path.exists(settings.script)
+                            else os.path.abspath(options.script)):
+        print(f"daemonkit init-files: note: {options.script} defines no class derived from "
+              "daemonkit.Daemon; the units run it with start/stop/run/reload",
+              file=sys.stderr)
     return 0

@@ -14,12 +14,13 @@ import json
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DaemonkitError
 from .exitcodes import Exit
-from .listen import ListenAddress, from_systemd, parse_address
+from .listen import ListenAddress, address_of, from_systemd, parse_address
 from .logsetup import LogTarget
 from .paths import (
     control_path_for,
@@ -78,6 +79,9 @@ def prepare_launch(daemon: Daemon) -> Launch:
     keys = [address.key for address in listen]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"--listen names the same address twice: {' '.join(keys)}")
+    names = [address.name for address in listen if address.name]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--listen gives two addresses the same name: {' '.join(names)}")
     ensure_private_runtime_dir(options.pidfile)
     log = LogTarget(options.log_file, options.log_level,
                     options.syslog_socket if options.syslog else None)
@@ -99,11 +103,11 @@ def prepare_launch(daemon: Daemon) -> Launch:
         identity=identity,
         options=resolved,
         listen=listen,
-        sockets=_socket_activation(listen),
+        sockets=_socket_activation(options.name, listen),
     )
 
 
-def _socket_activation(listen: list[ListenAddress]) -> dict[str, socket.socket]:
+def _socket_activation(name: str, listen: list[ListenAddress]) -> dict[str, socket.socket]:
     """systemd's sockets, if it started this very process from a ``.socket`` unit (then
     ``LISTEN_PID`` is ours: the command process of a ``Type=forking`` unit, or the process of
     ``run``); the daemon inherits them. Without declared addresses, every passed socket is
@@ -126,6 +130,11 @@ def _socket_activation(listen: list[ListenAddress]) -> dict[str, socket.socket]:
     for _name, sock in passed:
         if all(sock is not chosen for chosen in matched.values()):
             sock.close()  # passed, but declared by nobody: not ours to keep open
+    for key, sock in matched.items():
+        actual = address_of(sock)
+        if actual != key:  # the .socket unit and --listen drifted apart: say so, use systemd's
+            print(f"{name}: note: systemd passed a socket on {actual} for --listen {key}; "
+                  "serving where systemd listens", file=sys.stderr, flush=True)
     return matched
 
 
@@ -145,7 +154,7 @@ def comparable_options(options: argparse.Namespace) -> dict[str, Any]:
     """
     plain: dict[str, Any] = {}
     for key, given in vars(options).items():
-        if key in ("action", "json"):
+        if key in ("action", "json") or key.startswith("_daemonkit"):
             continue
         redacted = getattr(given, "redacted", None)
         if key == "umask" and isinstance(given, int):

@@ -12,8 +12,9 @@ they come from is daemonkit's business, never the service's:
 * otherwise daemonkit binds them, before the privilege drop (port 80 works with ``--user``).
 
 Addresses: ``tcp://HOST:PORT`` (``tcp://[::1]:PORT`` for IPv6; ``tcp://:PORT`` or
-``tcp://0.0.0.0:PORT`` for every IPv4 address), ``unix:/path`` (``unix:///path`` too). A
-unix socket's stale file is removed only if it is a socket.
+``tcp://0.0.0.0:PORT`` for every IPv4 address), ``unix:/path`` (``unix:///path`` too),
+``unix:@name`` for Linux's abstract namespace (no file; as systemd writes it). A unix
+socket's stale file is removed only if it is a socket.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def parse_address(text: str) -> ListenAddress:
     if address.startswith("unix:"):
         path = address[len("unix:"):]
         path = "/" + path.lstrip("/") if path.startswith("//") else path
-        if not path:
+        if not path or path == "@":
             raise ConfigError(f"--listen {text}: a unix address needs a path")
+        if path.startswith("@"):
+            return ListenAddress(name, socket.AF_UNIX, path=path)  # abstract: no file
         return ListenAddress(name, socket.AF_UNIX, path=os.path.abspath(path))
     if not address.startswith("tcp://"):
         raise ConfigError(f"--listen {text}: expected tcp://HOST:PORT or unix:/path")
@@ -95,7 +98,10 @@ def bind(address: ListenAddress) -> socket.socket:
     """A listening socket for ``address``; DaemonkitError says why it cannot be had."""
     sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        if address.family == socket.AF_UNIX:
+        if address.family == socket.AF_UNIX and address.path is not None and (
+                address.path.startswith("@")):
+            sock.bind("\0" + address.path[1:])
+        elif address.family == socket.AF_UNIX:
             assert address.path is not None
             _remove_stale_unix_socket(address.path)
             sock.bind(address.path)
@@ -136,6 +142,8 @@ def address_of(sock: socket.socket) -> str:
     """The ``key`` of the address a socket listens on."""
     local = sock.getsockname()
     if sock.family == socket.AF_UNIX:
+        if isinstance(local, bytes):  # the abstract namespace
+            return f"unix:@{local[1:].decode(errors='replace')}"
         return f"unix:{local}"
     if sock.family == socket.AF_INET6:
         return f"tcp://[{local[0]}]:{local[1]}"

@@ -6,9 +6,11 @@ of it, and two daemons with different pidfiles never share anything.
 
 Defaults are never a bare world-writable directory: there another user could create the
 pidfile first (and then write any pid into it, or unlink it to let a second instance start).
-Root uses ``/run``; other users ``$XDG_RUNTIME_DIR`` (private to the user by the XDG spec),
-else a directory of their own under the temp directory, created mode 0700 and checked as
-tmux checks ``/tmp/tmux-UID``.
+Root uses ``/run``; other users a directory of their own, ``/tmp/daemonkit-UID``, created
+mode 0700 and checked as tmux checks ``/tmp/tmux-UID``. Not ``$XDG_RUNTIME_DIR``: a login
+shell has it and cron or sudo do not, so the one service would get two pidfiles (and two
+instances), and logind removes that directory at the user's last logout, pidfile and all.
+Nothing of the environment decides the default.
 """
 
 from __future__ import annotations
@@ -46,16 +48,13 @@ def exit_record_path_for(pidfile_path: str) -> str:
 
 
 def private_runtime_dir() -> str:
-    """The per-user directory for pidfiles when ``$XDG_RUNTIME_DIR`` is not usable."""
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"daemonkit-{os.geteuid()}")
+    """The per-user directory for the pidfiles of a user who is not root."""
+    return f"/tmp/daemonkit-{os.geteuid()}"
 
 
 def default_pidfile(name: str) -> str:
     if os.geteuid() == 0:
         return f"/run/{name}.pid"
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir and os.path.isabs(runtime_dir) and _is_private_dir(runtime_dir):
-        return os.path.join(runtime_dir, f"{name}.pid")
     return os.path.join(private_runtime_dir(), f"{name}.pid")
 
 

@@ -292,6 +292,8 @@ class PidFile:
         say that a daemon runs, so the file must be one nobody else can tamper with."""
         deadline = time.monotonic() + wait_s
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        if for_daemon:  # before anything is created in a directory we would refuse
+            self._check_safe_directory()
         for _ in range(_INODE_RETRIES):
             try:
                 _refuse_special_file(self.path)
@@ -388,11 +390,18 @@ class PidFile:
         if owner not in self.trusted_uids:
             raise PidfileError(f"{self.path} belongs to uid {owner}, not to this user "
                                "(refused: its owner could write any pid into it)")
+
+    def _check_safe_directory(self) -> None:
         directory = os.path.dirname(self.path)
-        info = os.stat(directory)
-        others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if info.st_uid not in self.trusted_uids or (others_write
-                                                   and not info.st_mode & stat.S_ISVTX):
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            return  # the open below says that the directory does not exist
+        if info.st_uid not in self.trusted_uids:
+            raise PidfileError(f"{directory} belongs to uid {info.st_uid}, not to this user "
+                               "(refused: its owner could replace the pidfile); use a "
+                               "directory of your own")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
             raise PidfileError(f"{directory} may be written by other users (refused: they "
                                "could replace the pidfile); use a directory of your own")
 

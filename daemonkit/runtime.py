@@ -29,6 +29,7 @@ the restart command hands it the pidfile's lock (``take-over``).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
@@ -93,6 +94,8 @@ class Runtime:
         self._succession = threading.Lock()  # take-over and giving it up exclude each other
         self._succession_over = False  # taken over, or given up
         self._handover_until = 0.0  # monotonic time until which a handover is under way
+        self._stop_seen = threading.Lock()
+        self._stop_logged = False
 
     # -- the life cycle ------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Runtime:
         global _current
         _current = self
         early = EarlySignals().install()
+        faulthandler.enable()  # a crash in C (SIGSEGV, SIGABRT...) leaves its traceback in the log
         self.launch.log.configure_logging()
         _set_process_title(f"{self.launch.name}: main")
         self.notifier = Notifier.from_environment()
@@ -134,6 +138,7 @@ class Runtime:
             self.successor_lock.write_pid(os.getpid())
         else:
             self._own_the_pidfile()
+        os.register_at_fork(after_in_child=self._forked_child_lets_go)
         if self.ready is not None:
             self.ready.send(pid=os.getpid())
         self._open_listeners()
@@ -141,6 +146,17 @@ class Runtime:
     def _own_the_pidfile(self) -> None:
         self.pidfile.write_pid(os.getpid())
         self.exit_record.start(os.getpid(), self.launch.log.path)
+
+    def _forked_child_lets_go(self) -> None:
+        """In a child the service forks without exec (multiprocessing, a pre-fork server):
+        the daemon's pidfile lock, control socket and records are not the child's. Were it
+        to keep them, the lock would outlive a daemon killed with -9 (held by its orphaned
+        workers) and its socket would answer for nobody."""
+        self.pidfile.forget()
+        if self.successor_lock is not None:
+            self.successor_lock.forget()
+        self.control.forget()
+        self.exit_record.forget()
 
     def _open_listeners(self) -> None:
         """Sockets passed in are used, the rest bound (as root). All of them are handed to the
@@ -240,11 +256,14 @@ class Runtime:
         self._enter_shutdown()
         if gate.acting is not None:  # a reload or reopen started before the stop ends first
             await asyncio.wait([gate.acting])
+        # no unit of work of any task is cut: not by shutdown() closing what it uses, not by
+        # the loop's end
+        await gate.blocks_closed()
         try:
             await self.hooks.call_async(self.daemon.shutdown)
         except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
             exit_code = self._shutdown_failed(exc, exit_code)
-        await gate.blocks_closed()  # a handler's unit of work is never cut by the loop's end
+        await gate.blocks_closed()
         return exit_code
 
     async def _run_async(self) -> BaseException | None:
@@ -266,10 +285,10 @@ class Runtime:
 
     def _setup_failed(self, exc: BaseException) -> int:
         if isinstance(exc, StopDaemon):
-            message = f"stopped by signal {exc.signum} during setup()"
+            message = f"stopped by {_signal_name(exc.signum)} during setup()"
             self.log.warning(message)
         else:
-            message = f"{type(exc).__name__}: {exc}"
+            message = describe(exc)
             self.log.error("setup failed", exc_info=exc)
         self.end_reason = f"setup() failed: {message}"
         self.states.enter(State.FAILED)
@@ -284,7 +303,7 @@ class Runtime:
             self.end_reason = f"run() called sys.exit({exc.code!r})"
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         self.log.error("uncaught exception in run()", exc_info=exc)
-        self.end_reason = f"run() raised {type(exc).__name__}: {exc}"
+        self.end_reason = f"run() raised {describe(exc)}"
         return 1
 
     def _announce_ready(self) -> None:
@@ -299,29 +318,39 @@ class Runtime:
         self.log.info("%s ready (pid %d)", self.launch.name, os.getpid())
 
     def _enter_shutdown(self) -> None:
-        self.states.enter(State.STOPPING)
+        self.states.enter_once(State.STOPPING)
         self.daemon.stopping.set()
         self.notifier.stopping()
 
     def _shutdown_failed(self, exc: BaseException, exit_code: int) -> int:
         self.log.error("uncaught exception in shutdown()", exc_info=exc)
-        self.end_reason += f"; shutdown() raised {type(exc).__name__}: {exc}"
+        self.end_reason += f"; shutdown() raised {describe(exc)}"
         return exit_code or 1
 
-    def _on_stop_signal(self, signum: int) -> None:
-        """The sync gate's watcher thread, once per stop: systemd hears of it at once (the
-        main thread logs it, once, when the stop takes effect: this thread may not get to
-        run before the process ends)."""
+    def _stop_received(self, signum: int) -> None:
+        """A stop was asked (whichever sees it first: the sync gate's watcher thread, the
+        main thread unwinding, the loop): from now on the daemon says it is stopping, so a
+        concurrent `start` waits it out instead of calling it running; logged once."""
+        with self._stop_seen:
+            if self._stop_logged:
+                return
+            self._stop_logged = True
+        self.states.enter_once(State.STOPPING)  # (during setup() it fails the start instead)
         self.notifier.stopping()
+        self.log.info("received %s, stopping", _signal_name(signum))
+
+    def _on_stop_signal(self, signum: int) -> None:
+        """The sync gate's watcher thread, once per stop (a critical() block may defer the
+        stop itself for a while)."""
+        self._stop_received(signum)
 
     def _stopped_by(self, signum: int) -> None:
-        self.log.info("received %s, stopping", _signal_name(signum))
+        self._stop_received(signum)  # the watcher thread may not have run before this
         self.end_reason = f"stopped by {_signal_name(signum)}"
 
     def _on_stop_signal_in_loop(self, signum: int) -> None:
         self.daemon.stopping.set()
-        self.notifier.stopping()
-        self.log.info("received %s, stopping", _signal_name(signum))
+        self._stop_received(signum)
 
     def critical(self) -> Critical | AsyncCritical:
         if self.gate is None:
@@ -354,7 +383,7 @@ class Runtime:
             self.log.info("reloaded")
             result: dict[str, Any] = {"ok": True}
         else:
-            error = f"{type(failure).__name__}: {failure}"
+            error = describe(failure)
             self.log.error("reload failed, keeping the old state: %s", error)
             result = {"ok": False, "error": error}
         self.notifier.ready()
@@ -388,8 +417,7 @@ class Runtime:
 
     def _end_reopen(self, result: dict[str, Any], failure: BaseException | None) -> None:
         if failure is not None:
-            result = {"ok": False,
-                      "error": f"reopen_logs(): {type(failure).__name__}: {failure}"}
+            result = {"ok": False, "error": f"reopen_logs(): {describe(failure)}"}
             self.log.error("%s", result["error"])
         self.actions.finish("reopen", result)
 
@@ -525,6 +553,13 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - an unanswered or failing check is unhealthy
             self.log.warning("healthy() failed: %s: %s", type(exc).__name__, exc)
             return False
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line (a multi-line message would break the terminal's line,
+    an empty one would leave a dangling colon)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _failure_of(call: Callable[[], object]) -> BaseException | None:

@@ -41,6 +41,15 @@ class StateMachine:
             self.current = state
             self._changed.notify_all()
 
+    def enter_once(self, state: State) -> bool:
+        """Enter ``state`` unless already there or past it; True if this call moved."""
+        with self._changed:
+            if state not in _TRANSITIONS[self.current]:
+                return False
+            self.current = state
+            self._changed.notify_all()
+            return True
+
     def wait_until_settled(self, timeout_s: float) -> State:
         """Wait while STARTING (bounded); return the state then."""
         with self._changed:

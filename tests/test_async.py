@@ -71,7 +71,7 @@ def test_stop_during_async_setup_ends_the_start(aprobe: Service) -> None:
         if starting.poll() is None:
             starting.kill()
     assert starting.returncode == 1
-    assert "stopped by signal 15 during setup()" in err
+    assert "stopped by SIGTERM during setup()" in err
     wait_for(lambda: not pid_alive(pid))
 
 
@@ -226,3 +226,13 @@ def test_a_thread_stuck_forever_does_not_turn_a_stop_into_a_kill(aprobe: Service
     stopped = aprobe.cli("stop", "--stop-timeout", "5")
     assert "stopped (pid" in stopped.stdout, stopped.stdout
     assert aprobe.cli("status").stdout.strip() == "aprobe is not running"
+
+
+def test_shutdown_waits_for_a_handler_inside_its_block(aprobe: Service) -> None:
+    """A task that is not run()'s (a server's handler) inside critical(): shutdown() is called
+    only once its block is done, so it never closes what the handler is using."""
+    assert aprobe.cli("start", "--handler-block", "1.0").returncode == 0
+    aprobe.wait_event("handler begin 0")
+    assert "stopped" in aprobe.cli("stop").stdout
+    events = aprobe.events_seen()
+    assert events.index("handler end 0") < events.index("shutdown begins"), events

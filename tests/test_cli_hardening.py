@@ -362,3 +362,68 @@ def test_option_notes_never_show_a_password() -> None:
     assert _shown(["tcp://127.0.0.1:5555", "ipc:///run/x"]) == "tcp://127.0.0.1:5555 ipc:///run/x"
     assert (_shown(None), _shown(True), _shown(False)) == ("(default)", "on", "off")
 
+
+
+def test_workers_forked_without_exec_never_hold_the_pidfile(probe: Service) -> None:
+    """multiprocessing's fork workers outliving a daemon killed with -9 used to keep its lock
+    (status 4, start and stop refused) until someone found and killed them."""
+    assert probe.cli("start", "--fork-workers", "2").returncode == 0
+    workers = [int(e.split("=")[1]) for e in probe.events_seen() if e.startswith("worker=")]
+    assert len(workers) == 2
+    probe.started_pids.update(workers)
+    daemon = probe.pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(daemon))
+    assert all(pid_alive(worker) for worker in workers)  # orphans, still there
+    status = probe.cli("status")
+    assert status.returncode == 1 and "is not running, but pidfile" in status.stdout
+    restarted = probe.cli("start")
+    assert restarted.returncode == 0, restarted.stderr
+
+
+def test_a_stop_deferred_by_a_critical_block_shows_as_stopping(probe: Service) -> None:
+    """start during that stop used to say "already running", then nothing ran."""
+    assert probe.cli("start", "--critical-seconds", "1.5").returncode == 0
+    first = probe.pid()
+    probe.wait_event("begin 0")
+    stopping = subprocess.Popen(probe.argv("stop"), stdout=subprocess.PIPE, text=True)
+    try:
+        state = wait_for(lambda: (s := json.loads(probe.cli("status", "--json").stdout)["state"])
+                         == "stopping" and s, message="status says stopping")
+        assert state == "stopping"
+        started = probe.cli("start")
+    finally:
+        stopping.communicate(timeout=30)
+    assert started.returncode == 0 and "started (pid" in started.stdout, started.stdout
+    assert probe.pid() not in (None, first)
+
+
+def test_a_crash_in_c_leaves_its_traceback_and_a_kill_by_stop_is_recorded(
+        probe: Service) -> None:
+    assert probe.cli("start", "--segfault").returncode == 0
+    wait_for(lambda: "Segmentation fault" in probe.log_text(), message="faulthandler's report")
+    assert 'in run' in probe.log_text()
+    assert probe.cli("start", "--ignore-term").returncode == 0
+    pid = probe.pid()
+    assert "killed after 1s" in probe.cli("stop", "--stop-timeout", "1").stdout
+    status = probe.cli("status")
+    assert (f"pid {pid} exited with status -9" in status.stdout
+            and "killed with SIGKILL by stop after the 1s stop timeout" in status.stdout), (
+        status.stdout)
+
+
+def test_a_refused_pidfile_directory_gets_no_file(probe: Service, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    refused = probe.cli("start", "--pidfile", str(shared / "probe.pid"))
+    assert refused.returncode == 1 and "may be written by other users" in refused.stderr
+    assert list(shared.iterdir()) == []
+
+
+def test_a_usage_error_is_one_line(probe: Service) -> None:
+    result = probe.cli("start", "--umask", "8")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.rstrip().endswith("--help)")

@@ -158,6 +158,9 @@ def test_default_pidfile_of_a_user_is_private(world_runtime: WorldRuntime,
     (world_tmp / "events.log").touch()
     (world_tmp / "events.log").chmod(0o666)
     env = {k: v for k, v in world_runtime.env.items() if k != "XDG_RUNTIME_DIR"}
+    xdg = world_tmp / "xdg"  # a login shell's; cron's and sudo's have none: same pidfile
+    xdg.mkdir(mode=0o700)
+    os.chown(xdg, NOBODY, NOBODY)
     command = ["runuser", "-u", "nobody", "--", world_runtime.python,
                str(world_runtime.root / "services" / "probe.py"), "--events",
                str(world_tmp / "events.log")]
@@ -169,9 +172,10 @@ def test_default_pidfile_of_a_user_is_private(world_runtime: WorldRuntime,
         info = private.stat()
         assert (info.st_uid, info.st_mode & 0o777) == (NOBODY, 0o700)
         assert (private / "probe.pid").exists()
-        status = subprocess.run([*command, "status"], capture_output=True, text=True, env=env,
-                                timeout=60, check=False)
-        assert status.returncode == 0 and "is running" in status.stdout
+        for environment in (env, {**env, "XDG_RUNTIME_DIR": str(xdg)}):
+            status = subprocess.run([*command, "status"], capture_output=True, text=True,
+                                    env=environment, timeout=60, check=False)
+            assert status.returncode == 0 and "is running" in status.stdout, status.stdout
     finally:
         subprocess.run([*command, "stop"], capture_output=True, env=env, timeout=60,
                        check=False)
@@ -322,9 +326,9 @@ def test_a_stop_right_after_the_pid_appears_is_not_fatal_silence(tmp_path: Path)
         os.kill(pid, signal.SIGTERM)
         _, err = starting.communicate(timeout=30)
         assert starting.returncode == 1
-        assert "stopped by signal 15 during setup()" in err, err
+        assert "stopped by SIGTERM during setup()" in err, err
         record = json.loads((aprobe.workdir / "aprobe.exit").read_text())
-        assert record["pid"] == pid and "stopped by signal 15" in record["reason"]
+        assert record["pid"] == pid and "stopped by SIGTERM" in record["reason"]
     finally:
         aprobe.cleanup()
 

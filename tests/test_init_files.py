@@ -476,3 +476,49 @@ def test_forking_unit_commands_work_as_systemd_runs_them(
     stop = as_hello(unit_command(unit, "ExecStop"), env, base / "lib")
     assert stop.returncode == 0, stop.stderr
     assert not pid_alive(pid)
+
+
+def test_a_listening_service_gets_a_socket_unit(tmp_path: Path) -> None:
+    script = tmp_path / "web.py"
+    script.write_text('"""A web service."""\nfrom daemonkit import Daemon\n\n\n'
+                      'class Web(Daemon):\n    name = "web"\n'
+                      '    listen = ("http=tcp://0.0.0.0:80", "admin=unix:/run/web/admin.sock",'
+                      ' "unix:@web-metrics")\n')
+    out = tmp_path / "out"
+    written = init_files(str(script), "--user", "web", "--output-dir", str(out))
+    assert written.returncode == 0, written.stderr
+    socket_unit = (out / "systemd" / "web.socket").read_text()
+    assert [line for line in socket_unit.splitlines() if line.startswith("Listen")] == [
+        "ListenStream=0.0.0.0:80", "ListenStream=/run/web/admin.sock",
+        "ListenStream=@web-metrics"]
+    assert "FileDescriptorName=" not in socket_unit  # several: matched by their order
+    notify = (out / "systemd" / "web.service").read_text()
+    assert "Requires=web.socket\nAfter=web.socket" in notify
+    assert "RuntimeDirectoryPreserve=yes" in notify  # admin.sock outlives service stops
+    forking = (out / "systemd" / "web-forking.service").read_text()
+    # no socket unit binds port 80 for `start`, which runs as User=: one capability
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in forking
+    assert "CapabilityBoundingSet=\nAmbientCapabilities=\n" in notify
+    assert "AF_NETLINK" not in notify and "sched_setscheduler" not in notify  # no zmq here
+    again = init_files(str(script), "--user", "web", "--output-dir", str(out), "--", "--listen",
+                       "tcp://127.0.0.1:8080")
+    assert f"wrote {out}/systemd/web.socket (replaced)" in again.stdout
+    assert "ListenStream=127.0.0.1:8080" in (out / "systemd" / "web.socket").read_text()
+    no_socket = init_files(str(HELLO), "--user", "svc", "--only", "socket")
+    assert no_socket.returncode == 1 and "listens nowhere" in no_socket.stderr
+
+
+def test_notes_for_a_script_that_cannot_work_as_written(tmp_path: Path) -> None:
+    script = tmp_path / "notadaemon.py"
+    script.write_text("print('hi')\n")
+    result = init_files(str(script), "--user", "svc", "--only", "notify")
+    assert result.returncode == 0
+    assert "defines no class derived from daemonkit.Daemon" in result.stderr
+    assert "PrivateTmp=no" in result.stdout and "lives under /tmp" in result.stderr
+    root = init_files(str(HELLO), "--user", "root")
+    assert root.returncode == 1 and "nobody" not in root.stderr
+    zmq_script = tmp_path / "z.py"
+    zmq_script.write_text("import zmq\nfrom daemonkit import Daemon\n\n\nclass Z(Daemon):\n"
+                          "    pass\n")
+    assert "AF_NETLINK" in init_files(str(zmq_script), "--user", "svc", "--only",
+                                      "notify").stdout

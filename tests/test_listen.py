@@ -171,6 +171,33 @@ def test_socket_activation_in_the_foreground_matches_names(tmp_path: Path) -> No
             service.wait()
 
 
+def test_socket_activation_on_another_address_than_declared_is_said(tmp_path: Path) -> None:
+    port, declared = free_port(), free_port()
+    service = activated([port], "echo", [str(ECHO), "run", "--pidfile", str(tmp_path / "e.pid"),
+                                         "--listen", f"tcp://127.0.0.1:{declared}"],
+                        stderr=subprocess.PIPE)
+    try:
+        assert service.stderr is not None
+        note = service.stderr.readline()
+        assert note.strip() == (f"echo: note: systemd passed a socket on tcp://127.0.0.1:{port} "
+                                f"for --listen tcp://127.0.0.1:{declared}; serving where systemd "
+                                "listens")
+        assert wait_for(lambda: _answers(port)) == "ping\n"
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+
+
+def _answers(port: int) -> str | None:
+    try:
+        return ping(port)
+    except OSError:
+        return None
+
+
 def test_socket_activation_of_a_forking_start_passes_them_to_the_daemon(
         tmp_path: Path) -> None:
     """Type=forking: LISTEN_PID names the start command, whose daemon inherits the sockets."""

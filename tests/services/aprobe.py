@@ -42,6 +42,8 @@ class AsyncProbe(Daemon):
         parser.add_argument("--workers", type=int, default=0,
                             help="run() is a TaskGroup of workers looping critical() blocks")
         parser.add_argument("--sys-exit", type=int, help="run() calls sys.exit(CODE)")
+        parser.add_argument("--handler-block", type=float, default=0.0,
+                            help="a task started in setup() loops critical() blocks this long")
         parser.add_argument("--stuck-thread", action="store_true",
                             help="run() awaits a thread that never returns (to_thread)")
 
@@ -76,6 +78,8 @@ class AsyncProbe(Daemon):
             await asyncio.sleep(self.options.setup_sleep)
         if self.options.setup_fail:
             raise ValueError(self.options.setup_fail)
+        if self.options.handler_block:
+            self.handler = asyncio.create_task(self.handle_forever())
         self.event("setup done")
 
     async def serve_client(self, reader: asyncio.StreamReader,
@@ -127,6 +131,17 @@ class AsyncProbe(Daemon):
                     raise
                 self.event(f"worker {number} end")
 
+    async def handle_forever(self) -> None:
+        """Like a connection handler of a server started in setup(): not run()'s task."""
+        number = 0
+        while True:
+            async with self.critical():
+                self.event(f"handler begin {number}")
+                await asyncio.sleep(self.options.handler_block)
+                self.event(f"handler end {number}")
+            number += 1
+            await asyncio.sleep(0.05)
+
     async def drain_on_stop(self) -> None:
         await self.stopping.wait_async()
         self.event("stopping awaited")
@@ -149,6 +164,8 @@ class AsyncProbe(Daemon):
         self.event("reopen_logs")
 
     async def shutdown(self) -> None:
+        if self.options.handler_block:
+            self.event("shutdown begins")
         if self.options.wait_stopping:
             await self.worker  # a task of run()'s, which saw the stop through `stopping`
         self.server.close()  # made by setup() on the same loop

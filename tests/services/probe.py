@@ -43,6 +43,10 @@ class Probe(Daemon):
         parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
         parser.add_argument("--make-orphan", action="store_true",
                             help="setup() leaves an orphan `sleep 0.3` behind (for PID 1 tests)")
+        parser.add_argument("--fork-workers", type=int, default=0,
+                            help="setup() forks workers that sleep (as multiprocessing would)")
+        parser.add_argument("--segfault", action="store_true",
+                            help="run() crashes the interpreter (a C extension's bug)")
         parser.add_argument("--accept-loop", action="store_true",
                             help="run() accepts on its first listener with a plain accept()")
         parser.add_argument("--spawn-child", action="store_true",
@@ -92,6 +96,12 @@ class Probe(Daemon):
             os._exit(3)
         if self.options.setup_fail:
             raise ValueError(self.options.setup_fail)
+        for _ in range(self.options.fork_workers):
+            worker = os.fork()
+            if worker == 0:  # a worker: sleeps, never returns into the daemon's code
+                time.sleep(300)
+                os._exit(0)
+            self.event(f"worker={worker}")
         if self.options.spawn_child:
             import subprocess
 
@@ -105,6 +115,10 @@ class Probe(Daemon):
 
     def run(self) -> None:
         self.event("run")
+        if self.options.segfault:
+            import ctypes
+
+            ctypes.string_at(0)
         if self.options.accept_loop:
             for number in range(1, 1000):
                 connection, _ = self.listeners[0].accept()
