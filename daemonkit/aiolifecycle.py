@@ -30,7 +30,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from .lifecycle import ACTION_SIGNALS, STOP_SIGNALS, EarlySignals
+from .lifecycle import ACTION_SIGNALS, STOP_SIGNALS, AlsoAsync, EarlySignals
 
 #: True in the run() task and in every task started from it
 _IN_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("daemonkit_in_run", default=False)
@@ -185,7 +185,7 @@ class AsyncGate:
         self._cancel_if_safe()  # lands at the target's next await, not here
 
 
-class AsyncCritical:
+class AsyncCritical(AlsoAsync):
     """``async with self.critical():`` (or plain ``with``) in an async service; nests.
 
     Entering never awaits, so a pending cancellation would land at the first ``await``
@@ -208,14 +208,3 @@ class AsyncCritical:
         tb: TracebackType | None,
     ) -> None:
         self.gate._leave_block()
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

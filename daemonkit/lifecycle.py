@@ -191,7 +191,34 @@ class SignalGate:
         signal.pthread_kill(self._main.ident or 0, signum)
 
 
-class Critical:
+class AlsoAsync:
+    """``async with`` meaning the same as ``with``: entering and leaving a critical block
+    never awaits (see ``aiolifecycle`` for why that matters)."""
+
+    def __enter__(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class Critical(AlsoAsync):
     """Context manager behind ``Daemon.critical()`` in a service whose ``run()`` is sync; nests.
 
     ``async with`` works as ``with`` does, for an async hook run on the daemon's loop.
@@ -217,17 +244,6 @@ class Critical:
             # loop that catches the block's exception and goes on must still be stopped (the
             # block's exception is kept as the StopDaemon's __context__)
             self.gate.serve_pending()
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 class StopEvent(threading.Event):
