@@ -8,7 +8,6 @@ other clients; SIGTERM drains and exits 0; SIGKILL loses nothing acknowledged.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -25,24 +24,7 @@ import pytest
 import zmq
 from dbservers import MariadbServer, PostgresServer, mariadb, postgres
 from helpers import ROOT, Service, free_port, pid_alive, wait_for
-
-sys.path.insert(0, str(ROOT / "examples" / "ingest"))  # the ingestd's own package, "ingest"
-
-
-def _load_client_module() -> Any:
-    """examples/ingest/client.py under a name no other test module can clash with."""
-    spec = importlib.util.spec_from_file_location("ingest_client", ROOT / "examples" /
-                                                  "ingest" / "client.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ingest_client"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_client = _load_client_module()
-IngestClient = _client.IngestClient
-ServerUnavailable = _client.ServerUnavailable
+from ingest.client import IngestClient, ServerUnavailable
 
 INGESTD = ROOT / "examples" / "ingest" / "ingestd.py"
 CLIENT = ROOT / "examples" / "ingest" / "client.py"
