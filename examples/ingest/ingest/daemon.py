@@ -15,7 +15,6 @@ threads, so ``start`` reports a busy port or an unreachable database; ``run()`` 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import queue
@@ -28,11 +27,15 @@ from daemonkit import ConfigError, Daemon
 
 from . import dburl, settings
 from .acks import AckChannel
-from .server import STOP, Acks, CurveServer, Intake, Requests, SettingsRef, Writer
+from .intake import CurveServer, Intake
+from .settings import SettingsRef
 from .stores import PermanentError, TransientError, open_store
+from .writer import STOP, Acks, Requests, Writer
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_MAX_MESSAGE = 1024 * 1024
+#: what ZeroMQ may hold per connection while intake is paused, by default (see receive_hwm)
+DEFAULT_QUEUED_PER_CONNECTION = 16 * 1024 * 1024
 #: time kept back from --stop-timeout for closing sockets and exiting after the drain
 SHUTDOWN_MARGIN_S = 1.5
 
@@ -56,8 +59,12 @@ class Ingestd(Daemon):
                             help="enable CURVE: DIR/server.key_secret is the server's "
                                  "certificate, DIR/authorized/*.key the clients allowed in")
         parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE,
-                            metavar="BYTES", help="larger messages disconnect their sender "
+                            metavar="BYTES", help="largest message, all frames together; a "
+                                                  "larger frame disconnects its sender "
                                                   "(default %(default)s)")
+        parser.add_argument("--receive-hwm", type=int, metavar="MESSAGES",
+                            help="messages ZeroMQ queues per connection while intake is paused "
+                                 "(RCVHWM; default 16 MiB / --max-message-size, 8..1000)")
         parser.add_argument("--writers", type=int, metavar="N",
                             help="writer threads (default: 1 for SQLite, 4 otherwise)")
 
@@ -82,6 +89,10 @@ class Ingestd(Daemon):
             _require("pymysql", "mysql:// needs PyMySQL (pip install PyMySQL)")
         if not 1024 <= options.max_message_size <= 1 << 31:
             raise ConfigError("--max-message-size must be between 1024 and 2147483648 bytes")
+        if options.receive_hwm is None:
+            options.receive_hwm = receive_hwm_for(options.max_message_size)
+        elif not 1 <= options.receive_hwm <= 1_000_000:
+            raise ConfigError("--receive-hwm must be between 1 and 1000000")
         if options.writers is None:
             options.writers = 1 if options.db.kind == "sqlite" else 4
         elif not 1 <= options.writers <= 64:
@@ -141,8 +152,8 @@ class Ingestd(Daemon):
         self.acks: Acks = AckChannel()
         self.intake = Intake(self.context, options.bind, self.requests, self.acks,
                              writer_count=options.writers, settings=self.settings,
-                             max_message_size=options.max_message_size, curve=curve,
-                             log=self.log)
+                             max_message_size=options.max_message_size,
+                             receive_hwm=options.receive_hwm, curve=curve, log=self.log)
         self.intake.start()
         self.intake.ready.wait()
         if self.intake.setup_error is not None:
@@ -156,11 +167,6 @@ class Ingestd(Daemon):
             writer.start()
         for writer in self.writers:
             writer.first_attempt_done.wait(10.0)
-        # What exists now (modules, sockets, settings) lives as long as the daemon; frozen, a
-        # full collection no longer re-scans it with the GIL held (about 1.5 ms for the 17k
-        # objects after start-up, a stall every request in flight shares; a traced run at
-        # 16k requests/s did 0.4 full collections per second)
-        gc.freeze()
         self.log.info("listening on %s, storing into %s (%d writer%s)",
                       ", ".join(self.intake.bound), url.redacted(), len(self.writers),
                       "" if len(self.writers) == 1 else "s")
@@ -217,20 +223,24 @@ class Ingestd(Daemon):
 
     def status_info(self) -> dict[str, Any]:
         totals = self._totals()
+        intake = self.intake.stats
         writer_stats = [w.stats for w in self.writers]
         last_ok = max(s.last_ok_at for s in writer_stats)
         latest = max(writer_stats, key=lambda s: s.last_error_at)
         return {
             "records_stored": totals["records_stored"],
             "duplicates": totals["duplicates"],
-            "requests_per_s_1m": round(self.intake.stats.meter.per_second(), 1),
-            "requests_total": self.intake.stats.meter.total,
+            # requests of the last 60 s / 60 (bad ones included)
+            "requests_per_s_1m": round(intake.meter.per_second(), 2),
+            "requests_total": intake.meter.total,
             # taken by the I/O thread and not in a writer's transaction now (this includes
-            # acks committed an instant ago that the I/O thread has not sent yet)
-            "queue_depth": max(0, totals["inflight_requests"]
+            # replies committed an instant ago that the I/O thread has not sent yet)
+            "queue_depth": max(0, intake.inflight_requests
                                - sum(s.in_commit for s in writer_stats)),
-            "inflight_requests": totals["inflight_requests"],
-            "intake_paused": self.intake.stats.paused,
+            "inflight_requests": intake.inflight_requests,
+            "inflight_bytes": intake.inflight_bytes,
+            "large_requests_waiting": intake.slow_lane_requests,
+            "intake_paused": intake.paused,
             # the latest observation of any writer (a store, a connect or an idle ping)
             "db_reachable": last_ok > latest.last_error_at,
             "db": self.options.db.redacted(),
@@ -240,13 +250,17 @@ class Ingestd(Daemon):
             if totals["batches"] else 0.0,
             "mean_commit_ms": round(1000 * sum(s.commit_seconds for s in writer_stats)
                                     / totals["batches"], 3) if totals["batches"] else 0.0,
-            "bad_requests": self.intake.stats.bad_requests,
+            "bad_requests": intake.bad_requests,
+            # large requests refused as "busy" (retryable) while too many waited to be read
+            "busy_replies": intake.busy_replies,
             # replies ZeroMQ could not route: the client had gone (its records are stored)
-            "undeliverable_replies": self.intake.stats.undeliverable_replies,
+            "undeliverable_replies": intake.undeliverable_replies,
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),
             "log_level": logging.getLevelName(self.log.getEffectiveLevel()),
+            "max_message_size": self.options.max_message_size,
+            "receive_hwm": self.options.receive_hwm,
             "max_batch_records": self.settings.current.max_batch_records,
             "max_inflight_requests": self.settings.current.max_inflight_requests,
             "max_inflight_bytes": self.settings.current.max_inflight_bytes,
@@ -260,6 +274,11 @@ class Ingestd(Daemon):
                 totals[key] += getattr(writer.stats, key)
         totals["inflight_requests"] = self.intake.stats.inflight_requests
         return totals
+
+
+def receive_hwm_for(max_message_size: int) -> int:
+    """ZeroMQ's RCVHWM by default: about 16 MiB of full-size messages per connection."""
+    return max(8, min(1000, DEFAULT_QUEUED_PER_CONNECTION // max_message_size))
 
 
 def _check_endpoint(endpoint: str) -> None:

@@ -1,0 +1,235 @@
+"""ingestd under hostile peers: fair to the others, bounded in memory, alive afterwards.
+
+Each hostile peer is a real process of its own (a DEALER flooding, a REQ sending a message
+of many frames, peers killed with SIGKILL while the daemon cannot take their requests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from helpers import pid_alive, wait_for
+from ingest.client import IngestClient
+from ingest_support import (
+    Helper,
+    Ingestd,
+    context,
+    daemons,
+    helpers,
+    locked_database,
+    rss_bytes,
+    sqlite_rows,
+    started_with_settings,
+)
+
+__all__ = ["context", "daemons", "helpers"]  # fixtures, used below
+
+MIB = 1024 * 1024
+
+#: a DEALER that keeps WINDOW requests of the payload kind in flight, forever
+FLOOD = """
+import sys, zmq
+endpoint, kind, window = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == "numbers":      # the issue's [0,0,0,...]: refused at its first element
+    payload = b"[" + b",".join([b"0"] * 400_000) + b"]"
+else:                      # a whole megabyte of numbers to decode, then refused
+    payload = b'[{"id": "dense", "v": [' + b",".join([b"0"] * 400_000) + b']}, 5]'
+assert len(payload) < 1024 * 1024
+dealer = zmq.Context().socket(zmq.DEALER)
+dealer.connect(endpoint)
+for _ in range(window):
+    dealer.send_multipart([b"", payload])
+answered = 0
+while True:
+    reply = dealer.recv_multipart()[-1]
+    assert reply.startswith(b'{"ok":false'), reply
+    answered += 1
+    if answered == 1:
+        print("flooding", flush=True)
+    dealer.send_multipart([b"", payload])
+"""
+
+
+class AckGaps(threading.Thread):
+    """A well-behaved client: one record per request, noting when each ack came."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.client = IngestClient(endpoint, timeout=30.0, retries=0)
+        self.acked_at: list[float] = []
+        self.halt = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            n = 0
+            while not self.halt.is_set():
+                self.client.send({"id": f"fair-{n}"})
+                self.acked_at.append(time.monotonic())
+                n += 1
+        except BaseException as exc:  # noqa: BLE001 - inspected by the test
+            self.failure = exc
+        finally:
+            self.client.close()
+
+    def worst_gap(self, since: float) -> float:
+        times = [since, *(t for t in self.acked_at if t >= since)]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize("kind", ["numbers", "dense"])
+def test_megabyte_requests_that_are_refused_do_not_hold_up_other_clients(
+        kind: str, daemons: Callable[..., Ingestd], helpers: Callable[..., Helper]) -> None:
+    """Two DEALERs keep 32 one-megabyte requests each in flight, every one of them refused
+    after parsing ("dense": ~30 ms of JSON decoding each, with the GIL held). A good client
+    sending one record at a time keeps getting acks: no gap of a second (before: the I/O
+    thread parsed up to 256 of them before it forwarded any ack, a stall of seconds)."""
+    daemon = daemons()
+    daemon.start()
+    floods = [helpers(FLOOD, daemon.endpoint, kind, "32") for _ in range(2)]
+    for flood in floods:
+        assert flood.line(30) == "flooding"
+    good = AckGaps(daemon.endpoint)
+    good.start()
+    try:
+        wait_for(lambda: len(good.acked_at) > 5, 10, message="first acks of the good client")
+        since = time.monotonic()
+        time.sleep(4)  # the span measured: the flood goes on throughout
+        assert all(flood.proc.poll() is None for flood in floods)
+    finally:
+        good.halt.set()
+        good.join(30)
+    assert good.failure is None, good.failure
+    acked = [t for t in good.acked_at if t >= since]
+    assert len(acked) > 40, f"{len(acked)} acks in 4 s"
+    assert good.worst_gap(since) < 1.0, f"worst gap between acks {good.worst_gap(since):.2f} s"
+    status = daemon.status()
+    assert status["bad_requests"] > 20
+    for flood in floods:
+        flood.kill()
+    assert daemon.stop().returncode == 0
+
+
+#: a DEALER that pushes one-megabyte records as fast as ZeroMQ takes them, never reading
+PUSH = """
+import sys, zmq
+endpoint, name = sys.argv[1], sys.argv[2]
+dealer = zmq.Context().socket(zmq.DEALER)
+dealer.sndhwm = 100_000
+dealer.connect(endpoint)
+pad = "x" * (1024 * 1024 - 100)
+print("pushing", flush=True)
+n = 0
+while True:
+    dealer.send_multipart([b"", ('{"id": "%s-%d", "pad": "%s"}' % (name, n, pad)).encode()])
+    n += 1
+"""
+
+
+def test_memory_stays_bounded_and_the_daemon_survives_peers_killed_behind_a_locked_database(
+        daemons: Callable[..., Ingestd], helpers: Callable[..., Helper],
+        tmp_path: Path) -> None:
+    """Four DEALERs push 1 MiB requests while the database is locked: intake pauses at
+    max_inflight_bytes and ZeroMQ holds at most receive_hwm messages per connection, so
+    memory stays under the README's formula (before: 2-3 GB and growing). Then the peers are
+    killed with SIGKILL while their input is stopped; libzmq 4.3.5 aborted the daemon within
+    two heartbeat intervals after that (``Assertion failed: !_io_error``); it must live on,
+    and store and answer once the lock goes."""
+    daemon = started_with_settings(daemons, tmp_path, {"max_inflight_bytes": 8 * MIB})
+    status = daemon.status()
+    hwm = status["receive_hwm"]
+    assert hwm == 16  # 16 MiB / 1 MiB, the default
+    pid = daemon.pid()
+    assert pid is not None
+    base = rss_bytes(pid)
+    db_path = tmp_path / "ingest.db"
+    with locked_database(db_path):
+        pushers = [helpers(PUSH, daemon.endpoint, f"push{i}") for i in range(4)]
+        for pusher in pushers:
+            assert pusher.line(30) == "pushing"
+        wait_for(lambda: daemon.status()["intake_paused"], 30, message="intake paused")
+        # what the peers send piles up until every bound is reached: then RSS stops growing
+        samples = [rss_bytes(pid)]
+        for _ in range(100):
+            time.sleep(0.2)
+            samples.append(rss_bytes(pid))
+            if len(samples) > 10 and max(samples[-10:]) - min(samples[-10:]) < 4 * MIB:
+                break
+        peak = rss_bytes(pid, "VmHWM")
+        # README: base + 2 x max_inflight_bytes + connections x (receive_hwm + 1) x
+        # max_message_size, plus room for the allocator
+        bound = base + 2 * 8 * MIB + 4 * (hwm + 1) * MIB + 48 * MIB
+        assert peak <= bound, f"peak RSS {peak / MIB:.0f} MiB > {bound / MIB:.0f} MiB"
+        assert daemon.status()["inflight_bytes"] <= 9 * MIB
+        for pusher in pushers:
+            os.kill(pusher.proc.pid, signal.SIGKILL)
+        # two of libzmq's heartbeat intervals (the daemon had them at 5 s) and a bit
+        deadline = time.monotonic() + 11
+        while time.monotonic() < deadline:
+            assert pid_alive(pid), f"ingestd died: {daemon.log_text()[-500:]}"
+            time.sleep(0.25)
+    client = IngestClient(daemon.endpoint, timeout=30.0, retries=0)
+    assert client.send({"id": "after-the-storm"})["stored"] == 1
+    client.close()
+    wait_for(lambda: daemon.status()["inflight_requests"] == 0, 30,
+             message="everything taken answered")
+    # the pushers' requests taken before the kill were answered "retry" (the lock outlasted
+    # SQLite's busy timeout) to peers that had gone: nothing of them is stored
+    assert sqlite_rows(db_path, "after-the-storm")
+    assert pid_alive(pid)
+    assert daemon.stop().returncode == 0
+
+
+#: a REQ socket sending one message of FRAMES frames of SIZE bytes each
+MULTIPART = """
+import sys, zmq
+endpoint, frames, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+req = zmq.Context().socket(zmq.REQ)
+req.connect(endpoint)
+part = b"x" * size
+req.send_multipart([part] * frames)
+if req.poll(60000):
+    print(req.recv().decode(), flush=True)
+else:
+    print("no reply", flush=True)
+"""
+
+
+def test_max_message_size_applies_to_the_whole_message_and_nothing_refused_is_copied(
+        daemons: Callable[..., Ingestd], helpers: Callable[..., Helper],
+        context: zmq.Context[Any]) -> None:
+    """128 frames of 1 MiB (each under the limit, the message 128 times over it): ZeroMQ
+    hands a message over only once it is complete, so it holds all of it, once; ingestd
+    refuses it without copying a frame: the daemon's peak RSS grows by the message, not
+    twice the message. Then 100,000 frames of one byte: refused, and nothing of them kept."""
+    daemon = daemons()
+    daemon.start()
+    pid = daemon.pid()
+    assert pid is not None
+    base = rss_bytes(pid, "VmHWM")
+    big = helpers(MULTIPART, daemon.endpoint, "128", str(MIB - 64))
+    reply = json.loads(big.line(60))
+    assert reply["ok"] is False and reply["retryable"] is False
+    assert f"message of {128 * (MIB - 64) + 5} bytes is larger than the limit" in reply["error"]
+    grown = rss_bytes(pid, "VmHWM") - base
+    assert grown < 1.5 * 128 * MIB, f"peak RSS grew by {grown / MIB:.0f} MiB"
+    many = helpers(MULTIPART, daemon.endpoint, "100000", "1")
+    reply = json.loads(many.line(60))
+    assert reply["ok"] is False and "exactly one frame" in reply["error"]
+    sock = context.socket(zmq.REQ)
+    sock.connect(daemon.endpoint)
+    sock.send(b'{"id": "after-the-big-ones"}')
+    assert sock.poll(10000) and json.loads(sock.recv())["stored"] == 1
+    sock.close(linger=0)
+    assert daemon.status()["bad_requests"] == 2
+    assert daemon.stop().returncode == 0
