@@ -233,3 +233,79 @@ def test_max_message_size_applies_to_the_whole_message_and_nothing_refused_is_co
     sock.close(linger=0)
     assert daemon.status()["bad_requests"] == 2
     assert daemon.stop().returncode == 0
+
+
+#: COUNT REQ sockets, each sending one record; prints how many were answered, then waits
+CROWD = """
+import sys, time, zmq
+endpoint, count = sys.argv[1], int(sys.argv[2])
+context = zmq.Context()
+sockets = []
+for n in range(count):
+    sock = context.socket(zmq.REQ)
+    sock.connect(endpoint)
+    sock.send(b'{"id": "crowd-%d"}' % n)
+    sockets.append(sock)
+poller = zmq.Poller()
+for sock in sockets:
+    poller.register(sock, zmq.POLLIN)
+answered = 0
+deadline = time.monotonic() + 3
+while time.monotonic() < deadline:
+    for sock, _ in poller.poll(100):
+        sock.recv()
+        poller.unregister(sock)
+        answered += 1
+print(answered, flush=True)
+time.sleep(3600)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its children (ingestd's shedder), all threads."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):  # a child belongs to the thread that forked
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            pids += map(int, children.read().split())
+    assert len(pids) == 2, "ingestd and its shedder"
+    total = 0
+    for one in pids:
+        with open(f"/proc/{one}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_turns_connections_away_instead_of_spinning(
+        daemons: Callable[..., Ingestd], helpers: Callable[..., Helper],
+        context: zmq.Context[Any]) -> None:
+    """ulimit -n 64 and 100 clients: libzmq's accept() fails with EMFILE and (before) its I/O
+    thread retried at once, 100% of a core until descriptors came back. Now the waiting
+    connections are reset, the clients already in are served, and the CPU stays low; once
+    descriptors are free again, new clients get in."""
+    import resource
+
+    daemon = daemons()
+    daemon.start()
+    pid = daemon.pid()
+    assert pid is not None
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+    crowd = helpers(CROWD, daemon.endpoint, "100")
+    answered = int(crowd.line(30))
+    assert 0 < answered < 100  # some got in, the others are turned away
+    wait_for(lambda: daemon.status()["connections_refused"] > 0, 30,
+             message="connections turned away")
+    before = cpu_seconds(pid)
+    time.sleep(3)  # the span measured; the crowd keeps reconnecting throughout
+    used = (cpu_seconds(pid) - before) / 3
+    assert used < 0.3, f"ingestd used {used:.0%} of a core while out of descriptors"
+    assert daemon.status()["requests_total"] == answered  # and still answers status
+    crowd.kill()
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(daemon.endpoint)
+    sock.send(b'{"id": "after-the-crowd"}')
+    assert sock.poll(15000), "a new client gets in once descriptors are free"
+    assert json.loads(sock.recv())["stored"] == 1
+    sock.close()
+    assert daemon.stop().returncode == 0

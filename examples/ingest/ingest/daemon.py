@@ -255,6 +255,8 @@ class Ingestd(Daemon):
             "busy_replies": intake.busy_replies,
             # replies ZeroMQ could not route: the client had gone (its records are stored)
             "undeliverable_replies": intake.undeliverable_replies,
+            # new connections reset while the process had no file descriptor left
+            "connections_refused": intake.connections_refused,
             "retryable_failures": totals["transient_failures"],
             "endpoints": ", ".join(self.intake.bound),
             "curve": bool(self.options.curve_keys),

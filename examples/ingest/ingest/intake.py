@@ -45,7 +45,7 @@ from typing import Any
 
 import zmq
 
-from . import envelope, protocol
+from . import envelope, listeners, protocol
 from .meter import RateMeter
 from .replies import Pending, ReplyOrder, send_reply
 from .settings import SettingsRef
@@ -71,6 +71,8 @@ KEEPALIVE = {zmq.TCP_KEEPALIVE: 1, zmq.TCP_KEEPALIVE_IDLE: 60, zmq.TCP_KEEPALIVE
 class IntakeStats:
     bad_requests: int = 0
     busy_replies: int = 0
+    #: connections turned away while the process was out of file descriptors
+    connections_refused: int = 0
     undeliverable_replies: int = 0
     paused: bool = False
     inflight_requests: int = 0
@@ -113,11 +115,13 @@ class Intake(threading.Thread):
         self.drained_cleanly = False
         # owned by the thread once it runs
         self._router: zmq.Socket[Any] | None = None
+        self._guard = listeners.Guard()
         self._order = ReplyOrder(self._send)
         #: large requests taken, not parsed yet: (pending, request frame)
         self._slow: collections.deque[tuple[Pending, zmq.Frame]] = collections.deque()
         self._slow_bytes = 0
         self._slow_free_at = 0.0
+        self._warned_at = float("-inf")
 
     # -- called from the main thread --------------------------------------------------------
 
@@ -144,6 +148,7 @@ class Intake(threading.Thread):
         finally:
             remaining_ms = int(max(0.2, min(2.0, self._drain_deadline - time.monotonic())) * 1000)
             router.close(linger=remaining_ms)
+            self._guard.close()
             self.finished.set()
 
     def _open_router(self) -> zmq.Socket[Any]:
@@ -160,20 +165,35 @@ class Intake(threading.Thread):
                 router.curve_publickey = self.curve.public_key
                 router.curve_server = True
             for endpoint in self.endpoints:
-                router.bind(endpoint)
+                self._guard.bind(router, endpoint)
                 self.bound.append(router.getsockopt_string(zmq.LAST_ENDPOINT))
+            self._guard.start()
         except BaseException:
             router.close(linger=0)
+            self._guard.close()
             raise
         return router
 
     def _loop(self, router: zmq.Socket[Any]) -> None:
-        stats = self.stats
-        order = self._order
         acks_fd = self.acks.fd
+        monitor = router.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(acks_fd, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        if self._guard.report >= 0:
+            poller.register(self._guard.report, zmq.POLLIN)
+        try:
+            self._serve(router, poller, monitor)
+        finally:
+            router.disable_monitor()
+            monitor.close(linger=0)
+
+    def _serve(self, router: zmq.Socket[Any], poller: zmq.Poller,
+               monitor: zmq.Socket[Any]) -> None:
+        stats = self.stats
+        order = self._order
+        acks_fd = self.acks.fd
         reading = True
         draining = False
         writers_done = 0
@@ -214,6 +234,10 @@ class Intake(threading.Thread):
             events = dict(poller.poll(timeout))
             if acks_fd in events:
                 writers_done += self._forward_acks()
+            if monitor in events and listeners.out_of_descriptors(monitor):
+                self._guard.shed()
+            if self._guard.report in events:
+                self._count_refused()
             requests_ready = reading and router in events
             if requests_ready:
                 self._take_requests(router)
@@ -327,6 +351,15 @@ class Intake(threading.Thread):
             for pending, reply in batch:
                 answer(pending, reply)
         return done
+
+    def _count_refused(self) -> None:
+        refused = self._guard.refused()
+        self.stats.connections_refused += refused
+        now = time.monotonic()
+        if refused and now - self._warned_at > 10.0:
+            self._warned_at = now
+            self.log.warning("out of file descriptors (ulimit -n): turning new connections "
+                             "away (%d so far)", self.stats.connections_refused)
 
     def _refuse(self, pending: Pending, error: protocol.BadRequest) -> None:
         self.stats.bad_requests += 1
