@@ -42,7 +42,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import zmq
-import zmq.backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGESTD = os.path.join(ROOT, "examples", "ingest", "ingestd.py")
@@ -57,26 +56,25 @@ def free_port() -> int:
 # -- servers (each runs in its own process) ------------------------------------------------
 
 def echo_server(endpoint: str, ready: Any) -> None:
-    """Written as lean as ingestd's I/O loop (int flags, frame by frame, Frame.more instead of
-    getsockopt(RCVMORE), pyzmq's compiled send and recv), so that the ceiling is a real one
-    and not lowered by pyzmq's convenience wrappers."""
+    """Written as lean as ingestd's I/O loop, with the same public pyzmq calls (int flags,
+    frame by frame with ``recv(copy=False)`` and ``Frame.more``, ``send`` per frame), so that
+    the ceiling is a real one and not lowered by convenience wrappers ingestd does not use."""
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.bind(endpoint)
     ready.set()
     nb, more_nb = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
-    recv = zmq.backend.Socket.recv.__get__(router)
-    send = zmq.backend.Socket.send.__get__(router)
+    recv, send = router.recv, router.send
     while True:
         router.poll()
         for _ in range(256):
             try:
-                frame = recv(nb, False)
+                frame = recv(nb, copy=False)
             except zmq.Again:
                 break
             frames = [frame.bytes]
             while frame.more:
-                frame = recv(nb, False)
+                frame = recv(nb, copy=False)
                 frames.append(frame.bytes)
             for part in frames[:-1]:
                 send(part, more_nb)

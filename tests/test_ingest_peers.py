@@ -192,6 +192,11 @@ def test_envelope_limits_are_answered_as_errors(
     assert dealer.poll(10000)
     frames = dealer.recv_multipart()
     assert len(frames) == 1 and "within the first 16 frames" in reply_of(frames)["error"]
+    # a tag frame too big to repeat in every reply
+    dealer.send_multipart([b"t" * 5000, b"", b'{"id": "deep-big-tag"}'])
+    assert dealer.poll(10000)
+    frames = dealer.recv_multipart()
+    assert len(frames) == 1 and "envelope larger than 4096 bytes" in reply_of(frames)["error"]
     # a DEALER without the empty frame
     dealer.send(b'{"id": "no-delimiter"}')
     assert dealer.poll(10000)

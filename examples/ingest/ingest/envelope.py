@@ -13,7 +13,9 @@ Limits, applied before anything is copied out of ZeroMQ's buffers:
 * the **whole message** (every frame) is at most ``max_message_size`` bytes; ZeroMQ's own
   ``MAXMSGSIZE``, which ingestd sets to the same value, applies to each frame and cuts a
   peer off when one frame is too big, but says nothing about a message of many frames;
-* the envelope (routing id included) has at most :data:`MAX_ENVELOPE_FRAMES` frames;
+* the envelope (routing id included) has at most :data:`MAX_ENVELOPE_FRAMES` frames and
+  :data:`MAX_ENVELOPE_BYTES` bytes: every reply repeats it, and ZeroMQ queues up to SNDHWM
+  replies for a peer that does not read them, so a big envelope would multiply memory;
 * exactly one request frame after the delimiter.
 
 A message over a limit is answered with an error and dropped; its frames are never copied
@@ -34,6 +36,8 @@ from . import protocol
 
 #: frames before the delimiter, the ROUTER's routing id included (zmq.proxy adds one per hop)
 MAX_ENVELOPE_FRAMES = 16
+#: and their bytes: 16 routing ids of libzmq's maximum length (255) fit
+MAX_ENVELOPE_BYTES = 4096
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
@@ -90,6 +94,9 @@ def _classify(frames: list[zmq.Frame], count: int, size: int,
         else:
             problem = f"no empty delimiter frame within the first {MAX_ENVELOPE_FRAMES} frames"
         return Message([routing_id], size, None, protocol.error(problem, False))
+    if sum(len(f) for f in frames[:delimiter]) > MAX_ENVELOPE_BYTES:
+        return Message([routing_id], size, None, protocol.error(
+            f"envelope larger than {MAX_ENVELOPE_BYTES} bytes", False))
     prefix = [f.bytes for f in frames[:delimiter]]
     prefix.append(b"")
     if size > max_message_size:
