@@ -254,9 +254,10 @@ class Intake(threading.Thread):
         order = self._order
         settings = self.settings.current
         max_size = self.max_message_size
-        # room under the in-flight limits; past it, the turn ends (and intake pauses)
+        # room under the in-flight limits; past it, the turn ends (and intake pauses); the
+        # bytes of what was parsed this turn are known only afterwards: checked against
+        # order.inflight_bytes, which parsing updates
         room_requests = settings.max_inflight_requests - order.inflight_requests
-        room_bytes = settings.max_inflight_bytes - order.inflight_bytes
         burst = _Burst(self, settings.max_batch_records)
         turn_bytes = 0
         clock = time.perf_counter
@@ -276,14 +277,12 @@ class Intake(threading.Thread):
             elif size > LARGE_REQUEST_BYTES or self._has_slow(message.routing_id):
                 if self._take_slow(message):
                     room_requests -= 1
-                    room_bytes -= size
             else:
                 assert message.body is not None
                 burst.parse(order.take(message.reply_prefix, size), message.body)
                 room_requests -= 1
-                room_bytes -= size
-            if (room_requests <= 0 or room_bytes <= 0 or turn_bytes >= TURN_MAX_BYTES
-                    or clock() > deadline):
+            if (room_requests <= 0 or order.inflight_bytes >= settings.max_inflight_bytes
+                    or turn_bytes >= TURN_MAX_BYTES or clock() > deadline):
                 break
         burst.flush()
         if read:
@@ -395,6 +394,7 @@ class _Burst:
         except protocol.BadRequest as exc:
             self.intake._refuse(pending, exc)
             return
+        self.intake._order.grow(pending, protocol.ROW_OVERHEAD_BYTES * len(rows))
         if self.requests and self.records + len(rows) > self.max_records:
             self.flush()  # a burst never holds more than a group may: committed whole
         self.requests.append((pending, rows))

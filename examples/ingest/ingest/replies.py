@@ -73,6 +73,11 @@ class ReplyOrder:
         self.inflight_bytes += size
         return pending
 
+    def grow(self, pending: Pending, extra: int) -> None:
+        """``pending`` holds ``extra`` bytes more than counted when it was taken."""
+        pending.size += extra
+        self.inflight_bytes += extra
+
     def answer_now(self, reply_prefix: list[bytes], reply: bytes) -> None:
         """Answer a request that needs no work: at once, unless its connection waits for
         earlier replies, in which case it queues behind them."""
