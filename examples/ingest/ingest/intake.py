@@ -254,16 +254,18 @@ class Intake(threading.Thread):
         order = self._order
         settings = self.settings.current
         max_size = self.max_message_size
-        # room under the in-flight limits; past it, the turn ends (and intake pauses); the
-        # bytes of what was parsed this turn are known only afterwards: checked against
-        # order.inflight_bytes, which parsing updates
+        # the turn ends at the in-flight limits (then intake pauses), or at its own budget
         room_requests = settings.max_inflight_requests - order.inflight_requests
         burst = _Burst(self, settings.max_batch_records)
         turn_bytes = 0
         clock = time.perf_counter
         deadline = clock() + TURN_MAX_SECONDS
+        parse = protocol.parse_request
+        row_bytes = protocol.ROW_OVERHEAD_BYTES
         read = 0
-        while read < TURN_MAX_MESSAGES:
+        while (read < TURN_MAX_MESSAGES and room_requests > 0
+               and order.inflight_bytes < settings.max_inflight_bytes
+               and turn_bytes < TURN_MAX_BYTES and clock() < deadline):
             try:
                 message = envelope.receive(router, max_size)
             except zmq.Again:
@@ -274,25 +276,26 @@ class Intake(threading.Thread):
             if message.problem is not None:
                 stats.bad_requests += 1
                 order.answer_now(message.reply_prefix, message.problem)
-            elif size > LARGE_REQUEST_BYTES or self._has_slow(message.routing_id):
+                continue
+            peer = order.peer(message.reply_prefix[0])
+            if size > LARGE_REQUEST_BYTES or (peer is not None and peer.slow):
+                # large, or behind a large one of the same connection: the slow lane
                 if self._take_slow(message):
                     room_requests -= 1
             else:
                 assert message.body is not None
-                burst.parse(order.take(message.reply_prefix, size), message.body)
+                try:
+                    rows = parse(message.body.bytes)
+                except protocol.BadRequest as exc:
+                    stats.bad_requests += 1
+                    order.answer_now(message.reply_prefix, protocol.error(str(exc), False))
+                    continue
+                burst.add(order.take(message.reply_prefix, size + row_bytes * len(rows)),
+                          rows)
                 room_requests -= 1
-            if (room_requests <= 0 or order.inflight_bytes >= settings.max_inflight_bytes
-                    or turn_bytes >= TURN_MAX_BYTES or clock() > deadline):
-                break
         burst.flush()
         if read:
             stats.meter.add(read)
-
-    def _has_slow(self, routing_id: bytes) -> bool:
-        """Whether this connection has requests in the slow lane: then its later requests
-        wait behind them, so that a connection's requests are stored in the order sent."""
-        peer = self._order.peer(routing_id)
-        return peer is not None and peer.slow > 0
 
     def _take_slow(self, message: envelope.Message) -> bool:
         """Queue a large request (or one behind a large one) in the slow lane, or answer
@@ -389,12 +392,16 @@ class _Burst:
         self.records = 0
 
     def parse(self, pending: Pending, body: zmq.Frame) -> None:
+        """Parse a request taken before (in the slow lane), and add it."""
         try:
             rows = protocol.parse_request(body.bytes)
         except protocol.BadRequest as exc:
             self.intake._refuse(pending, exc)
             return
         self.intake._order.grow(pending, protocol.ROW_OVERHEAD_BYTES * len(rows))
+        self.add(pending, rows)
+
+    def add(self, pending: Pending, rows: list[protocol.Row]) -> None:
         if self.requests and self.records + len(rows) > self.max_records:
             self.flush()  # a burst never holds more than a group may: committed whole
         self.requests.append((pending, rows))
