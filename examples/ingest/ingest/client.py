@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Client library and CLI for ingestd, with Lazy Pirate retries.
 
 Library::
 
-    from client import IngestClient
+    from ingest.client import IngestClient
     with IngestClient(["tcp://127.0.0.1:5555"], timeout=2.5, retries=5) as client:
         reply = client.send([{"id": "r1", "v": 1}, {"id": "r2", "v": 2}])
         # {"ok": True, "stored": 2, "duplicates": 0}

@@ -1,9 +1,10 @@
 """The ingestd daemon: receive JSON records over ZeroMQ, store them, acknowledge after COMMIT.
 
-Wire protocol, storage and guarantees: see examples/ingest/README.md. In short, clients use
-plain REQ sockets and send one JSON record or an array of up to 1000; every record has a
-client-chosen ``id``; the reply ``{"ok": true, "stored": N, "duplicates": M}`` goes out only
-once the records are committed, so a client that resends after a timeout creates no copies.
+Wire protocol, storage and guarantees: see examples/ingest/README.md. In short, clients send
+one JSON record or an array of up to 1000 from any request socket (REQ, DEALER, through
+proxies: ingestd answers as REP would); every record has a client-chosen ``id``; the reply
+``{"ok":true,"stored":N,"duplicates":M}`` goes out only once the records are committed, so a
+client that resends after a timeout creates no copies.
 
 Life cycle (daemonkit): ``configure()`` checks options and the config file in the command
 process, so typos fail ``start`` with exit 6 before anything forks; ``setup()`` (in the
