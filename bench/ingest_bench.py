@@ -215,9 +215,9 @@ def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[st
         server.join(10)
 
 
-def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None
-                 ) -> dict[str, float]:
-    base = [sys.executable, INGESTD, "--pidfile", os.path.join(workdir, "ingestd.pid"),
+def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None,
+                 script: str = INGESTD) -> dict[str, float]:
+    base = [sys.executable, script, "--pidfile", os.path.join(workdir, "ingestd.pid"),
             "--log-file", os.path.join(workdir, "ingestd.log")]
     db = db or f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
     subprocess.run([*base, "start", "--bind", endpoint, "--db", db], check=True, cwd=workdir,
@@ -289,6 +289,9 @@ def main() -> None:
     parser.add_argument("--autogroup", choices=("off", "on", "as-is"), default="off",
                         help="kernel autogroup scheduling during the run (default off, "
                              "restored afterwards; needs root)")
+    parser.add_argument("--ingestd", metavar="SCRIPT", default=INGESTD,
+                        help="the ingestd to measure as (c), e.g. another checkout's "
+                             "examples/ingest/ingestd.py (default: this checkout's)")
     parser.add_argument("--db", metavar="URL",
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
@@ -304,7 +307,9 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
           f"SQLite {sqlite3.sqlite_version}")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"autogroup scheduling: {autogroup_mode} (every server runs in a session of its own)")
+    print(f"(c): {args.ingestd}")
     loads = [("single", 1), ("batch", args.batch)]
+    medians: dict[str, float] = {}
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
     for label, batch in loads:
@@ -334,6 +339,16 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                                       for r in rounds)
         print(f"  median of {len(rounds)}: c/a requests {ratio_a:.2f}x   "
               f"c/b requests {ratio_b:.2f}x   c records/s per a req/s {ratio_rec:.2f}x")
+        medians[f"{label} c/a"] = ratio_a
+        medians[f"{label} echo req/s"] = statistics.median(r["a echo"]["req_s"] for r in rounds)
+        medians[f"{label} c records/s"] = statistics.median(r["c ingestd"]["rec_s"]
+                                                            for r in rounds)
+    if "single c/a" in medians:
+        print(f"\ntargets: single-record c/a {medians['single c/a']:.2f}x (>= 0.5x, aim 0.7x)")
+    if "single echo req/s" in medians and "batch c records/s" in medians:
+        print("targets: batched ingestd records/s / single-record echo req/s "
+              f"{medians['batch c records/s'] / medians['single echo req/s']:.2f}x (>= 3x; "
+              "medians over the rounds)")
     # the figures mean little without it: on 2 shared cores every hop waits for a CPU
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
@@ -355,7 +370,8 @@ def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
         load(endpoint, "b"))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     tag = f"c{label[0]}{index}-{os.getpid()}"  # unique ids in a database that persists
-    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db)
+    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db,
+                                        args.ingestd)
     return figures
 
 
