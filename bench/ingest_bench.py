@@ -162,8 +162,22 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
     context.term()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of ``pid`` and of its children so far."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):  # ingestd's shedder, a child of one thread
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+            pids += map(int, children.read().split())
+    total = 0
+    for one in pids:
+        with open(f"/proc/{one}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
-          seconds: float, tag: str) -> dict[str, float]:
+          seconds: float, tag: str, server_pid: int) -> dict[str, float]:
     results: Any = mp.Queue()
     start_at = time.time() + 1.5  # connect + 1 s warm-up
     end_at = start_at + seconds
@@ -174,6 +188,12 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
                                                       start_at, end_at, tag != "a", results))
         worker.start()
         workers.append(worker)
+    # the server's CPU over the measured span: per request, a figure a loaded machine
+    # disturbs much less than throughput (every server waits for a CPU, none does more work)
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = cpu_seconds(server_pid)
+    time.sleep(max(0.0, end_at - time.time()))
+    cpu_used = cpu_seconds(server_pid) - cpu_before
     gathered = [results.get(timeout=seconds + 30) for _ in workers]
     for worker in workers:
         worker.join(10)
@@ -185,6 +205,7 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         "failures": sum(r["failures"] for r in gathered),
+        "cpu_us": 1e6 * cpu_used / requests if requests else float("nan"),
     }
 
 
@@ -209,7 +230,8 @@ def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[st
     try:
         if not ready.wait(10):
             raise RuntimeError("server did not start")
-        return run()  # type: ignore[no-any-return]
+        assert server.pid is not None
+        return run(server.pid)  # type: ignore[no-any-return]
     finally:
         server.kill()
         server.join(10)
@@ -223,7 +245,9 @@ def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None,
     subprocess.run([*base, "start", "--bind", endpoint, "--db", db], check=True, cwd=workdir,
                    stdout=subprocess.DEVNULL)
     try:
-        figures: dict[str, float] = run()
+        with open(os.path.join(workdir, "ingestd.pid"), encoding="ascii") as pidfile:
+            pid = int(pidfile.read())
+        figures: dict[str, float] = run(pid)
         status = json.loads(subprocess.run([*base, "status", "--json"], check=True,
                                            capture_output=True, text=True).stdout)
         figures["batch"] = status["mean_batch_requests"]
@@ -315,7 +339,7 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     for label, batch in loads:
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
         print(f"  {'round':<5} {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
-              f" {'p99 ms':>8} {'failed':>6}")
+              f" {'p99 ms':>8} {'failed':>6} {'server CPU us/req':>17}")
         rounds = []
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
             for index in range(1, args.rounds + 1):
@@ -323,7 +347,8 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                 rounds.append(figures)
                 for name, fig in figures.items():
                     print(f"  {index:<5} {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
-                          f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}")
+                          f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}"
+                          f" {fig['cpu_us']:>17.1f}")
                 a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
                 print(f"  {index:<5} ingestd: {c['batch']:.1f} requests per COMMIT, "
                       f"{c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync); "
@@ -343,6 +368,9 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
         medians[f"{label} echo req/s"] = statistics.median(r["a echo"]["req_s"] for r in rounds)
         medians[f"{label} c records/s"] = statistics.median(r["c ingestd"]["rec_s"]
                                                             for r in rounds)
+        print(f"  median of {len(rounds)}: ingestd's CPU per request "
+              f"{statistics.median(r['c ingestd']['cpu_us'] for r in rounds):.1f} us, the echo's "
+              f"{statistics.median(r['a echo']['cpu_us'] for r in rounds):.1f} us")
     if "single c/a" in medians:
         print(f"\ntargets: single-record c/a {medians['single c/a']:.2f}x (>= 0.5x, aim 0.7x)")
     if "single echo req/s" in medians and "batch c records/s" in medians:
@@ -357,7 +385,8 @@ def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
               index: int) -> dict[str, dict[str, float]]:
     """(a), (b) and (c) back to back with the same client processes' settings."""
     def load(endpoint: str, tag: str) -> Any:
-        return lambda: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag)
+        return lambda pid: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag,
+                                 pid)
 
     figures: dict[str, dict[str, float]] = {}
     workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
