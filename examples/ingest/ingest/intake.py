@@ -125,6 +125,8 @@ class Intake(threading.Thread):
         self._order = ReplyOrder(self._send)
         #: large requests taken, not parsed yet: (pending, request frame)
         self._slow: collections.deque[tuple[Pending, zmq.Frame]] = collections.deque()
+        #: per connection with requests in the slow lane: [how many, how many are large]
+        self._in_lane: dict[bytes, list[int]] = {}
         self._slow_bytes = 0
         self._slow_free_at = 0.0
         self._warned_at = float("-inf")
@@ -284,8 +286,7 @@ class Intake(threading.Thread):
                 stats.bad_requests += 1
                 order.answer_now(message.reply_prefix, message.problem)
                 continue
-            peer = order.peer(message.reply_prefix[0])
-            if size > LARGE_REQUEST_BYTES or (peer is not None and peer.slow):
+            if size > LARGE_REQUEST_BYTES or message.reply_prefix[0] in self._in_lane:
                 # large, or behind a large one of the same connection: the slow lane
                 if self._take_slow(message):
                     room_requests -= 1
@@ -308,22 +309,24 @@ class Intake(threading.Thread):
         """Queue a large request (or one behind a large one) in the slow lane, or answer
         "busy" when the lane is full; True when taken."""
         large = message.size > LARGE_REQUEST_BYTES
+        counts = self._in_lane.get(message.routing_id)
         if large:
-            peer = self._order.peer(message.routing_id)
             limit = self.settings.current.max_inflight_bytes // 4
-            if ((peer is not None and peer.large >= SLOW_LANE_PER_CONNECTION)
+            if ((counts is not None and counts[1] >= SLOW_LANE_PER_CONNECTION)
                     or (self._slow_bytes and self._slow_bytes + message.size > limit)):
                 # not read, not copied; the client resends (client.py backs off first)
                 self.stats.busy_replies += 1
                 self._order.answer_now(message.reply_prefix, protocol.BUSY_ERROR)
                 return False
         assert message.body is not None
-        pending = self._order.take(message.reply_prefix, message.size)
-        pending.peer.slow += 1
+        if counts is None:
+            counts = self._in_lane[message.routing_id] = [0, 0]
+        counts[0] += 1
         if large:
-            pending.peer.large += 1
+            counts[1] += 1
             self._slow_bytes += message.size
-        self._slow.append((pending, message.body))
+        self._slow.append((self._order.take(message.reply_prefix, message.size),
+                           message.body))
         return True
 
     def _parse_slow(self) -> None:
@@ -336,11 +339,14 @@ class Intake(threading.Thread):
         while slow and (first or (len(slow[0][1]) <= LARGE_REQUEST_BYTES
                                   and time.perf_counter() < deadline)):
             pending, body = slow.popleft()
-            peer = pending.peer
-            peer.slow -= 1
+            routing_id = pending.reply_prefix[0]
+            counts = self._in_lane[routing_id]
+            counts[0] -= 1
             if pending.size > LARGE_REQUEST_BYTES:
-                peer.large -= 1
+                counts[1] -= 1
                 self._slow_bytes -= pending.size
+            if not counts[0]:
+                del self._in_lane[routing_id]
             burst.parse(pending, body)
             first = False
         burst.flush()
