@@ -148,7 +148,7 @@ def test_memory_stays_bounded_and_the_daemon_survives_peers_killed_behind_a_lock
     daemon = started_with_settings(daemons, tmp_path, {"max_inflight_bytes": 8 * MIB})
     status = daemon.status()
     hwm = status["receive_hwm"]
-    assert hwm == 16  # 16 MiB / 1 MiB, the default
+    assert hwm == 64  # 64 MiB / 1 MiB, the default
     pid = daemon.pid()
     assert pid is not None
     base = rss_bytes(pid)
