@@ -42,7 +42,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import zmq
-import zmq.backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGESTD = os.path.join(ROOT, "examples", "ingest", "ingestd.py")
@@ -57,26 +56,25 @@ def free_port() -> int:
 # -- servers (each runs in its own process) ------------------------------------------------
 
 def echo_server(endpoint: str, ready: Any) -> None:
-    """Written as lean as ingestd's I/O loop (int flags, frame by frame, Frame.more instead of
-    getsockopt(RCVMORE), pyzmq's compiled send and recv), so that the ceiling is a real one
-    and not lowered by pyzmq's convenience wrappers."""
+    """Written as lean as ingestd's I/O loop, with the same public pyzmq calls (int flags,
+    frame by frame with ``recv(copy=False)`` and ``Frame.more``, ``send`` per frame), so that
+    the ceiling is a real one and not lowered by convenience wrappers ingestd does not use."""
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.bind(endpoint)
     ready.set()
     nb, more_nb = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
-    recv = zmq.backend.Socket.recv.__get__(router)
-    send = zmq.backend.Socket.send.__get__(router)
+    recv, send = router.recv, router.send
     while True:
         router.poll()
         for _ in range(256):
             try:
-                frame = recv(nb, False)
+                frame = recv(nb, copy=False)
             except zmq.Again:
                 break
             frames = [frame.bytes]
             while frame.more:
-                frame = recv(nb, False)
+                frame = recv(nb, copy=False)
                 frames.append(frame.bytes)
             for part in frames[:-1]:
                 send(part, more_nb)
@@ -164,8 +162,22 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
     context.term()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of ``pid`` and of its children so far."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):  # ingestd's shedder, a child of one thread
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+            pids += map(int, children.read().split())
+    total = 0
+    for one in pids:
+        with open(f"/proc/{one}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
-          seconds: float, tag: str) -> dict[str, float]:
+          seconds: float, tag: str, server_pid: int) -> dict[str, float]:
     results: Any = mp.Queue()
     start_at = time.time() + 1.5  # connect + 1 s warm-up
     end_at = start_at + seconds
@@ -176,6 +188,12 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
                                                       start_at, end_at, tag != "a", results))
         worker.start()
         workers.append(worker)
+    # the server's CPU over the measured span: per request, a figure a loaded machine
+    # disturbs much less than throughput (every server waits for a CPU, none does more work)
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = cpu_seconds(server_pid)
+    time.sleep(max(0.0, end_at - time.time()))
+    cpu_used = cpu_seconds(server_pid) - cpu_before
     gathered = [results.get(timeout=seconds + 30) for _ in workers]
     for worker in workers:
         worker.join(10)
@@ -187,6 +205,7 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         "failures": sum(r["failures"] for r in gathered),
+        "cpu_us": 1e6 * cpu_used / requests if requests else float("nan"),
     }
 
 
@@ -211,21 +230,24 @@ def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[st
     try:
         if not ready.wait(10):
             raise RuntimeError("server did not start")
-        return run()  # type: ignore[no-any-return]
+        assert server.pid is not None
+        return run(server.pid)  # type: ignore[no-any-return]
     finally:
         server.kill()
         server.join(10)
 
 
-def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None
-                 ) -> dict[str, float]:
-    base = [sys.executable, INGESTD, "--pidfile", os.path.join(workdir, "ingestd.pid"),
+def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None,
+                 script: str = INGESTD) -> dict[str, float]:
+    base = [sys.executable, script, "--pidfile", os.path.join(workdir, "ingestd.pid"),
             "--log-file", os.path.join(workdir, "ingestd.log")]
     db = db or f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
     subprocess.run([*base, "start", "--bind", endpoint, "--db", db], check=True, cwd=workdir,
                    stdout=subprocess.DEVNULL)
     try:
-        figures: dict[str, float] = run()
+        with open(os.path.join(workdir, "ingestd.pid"), encoding="ascii") as pidfile:
+            pid = int(pidfile.read())
+        figures: dict[str, float] = run(pid)
         status = json.loads(subprocess.run([*base, "status", "--json"], check=True,
                                            capture_output=True, text=True).stdout)
         figures["batch"] = status["mean_batch_requests"]
@@ -291,6 +313,9 @@ def main() -> None:
     parser.add_argument("--autogroup", choices=("off", "on", "as-is"), default="off",
                         help="kernel autogroup scheduling during the run (default off, "
                              "restored afterwards; needs root)")
+    parser.add_argument("--ingestd", metavar="SCRIPT", default=INGESTD,
+                        help="the ingestd to measure as (c), e.g. another checkout's "
+                             "examples/ingest/ingestd.py (default: this checkout's)")
     parser.add_argument("--db", metavar="URL",
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
@@ -306,13 +331,15 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
           f"SQLite {sqlite3.sqlite_version}")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"autogroup scheduling: {autogroup_mode} (every server runs in a session of its own)")
+    print(f"(c): {args.ingestd}")
     loads = [("single", 1), ("batch", args.batch)]
+    medians: dict[str, float] = {}
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
     for label, batch in loads:
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
         print(f"  {'round':<5} {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
-              f" {'p99 ms':>8} {'failed':>6}")
+              f" {'p99 ms':>8} {'failed':>6} {'server CPU us/req':>17}")
         rounds = []
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
             for index in range(1, args.rounds + 1):
@@ -320,7 +347,8 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                 rounds.append(figures)
                 for name, fig in figures.items():
                     print(f"  {index:<5} {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
-                          f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}")
+                          f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}"
+                          f" {fig['cpu_us']:>17.1f}")
                 a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
                 print(f"  {index:<5} ingestd: {c['batch']:.1f} requests per COMMIT, "
                       f"{c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync); "
@@ -336,6 +364,19 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                                       for r in rounds)
         print(f"  median of {len(rounds)}: c/a requests {ratio_a:.2f}x   "
               f"c/b requests {ratio_b:.2f}x   c records/s per a req/s {ratio_rec:.2f}x")
+        medians[f"{label} c/a"] = ratio_a
+        medians[f"{label} echo req/s"] = statistics.median(r["a echo"]["req_s"] for r in rounds)
+        medians[f"{label} c records/s"] = statistics.median(r["c ingestd"]["rec_s"]
+                                                            for r in rounds)
+        print(f"  median of {len(rounds)}: ingestd's CPU per request "
+              f"{statistics.median(r['c ingestd']['cpu_us'] for r in rounds):.1f} us, the echo's "
+              f"{statistics.median(r['a echo']['cpu_us'] for r in rounds):.1f} us")
+    if "single c/a" in medians:
+        print(f"\ntargets: single-record c/a {medians['single c/a']:.2f}x (>= 0.5x, aim 0.7x)")
+    if "single echo req/s" in medians and "batch c records/s" in medians:
+        print("targets: batched ingestd records/s / single-record echo req/s "
+              f"{medians['batch c records/s'] / medians['single echo req/s']:.2f}x (>= 3x; "
+              "medians over the rounds)")
     # the figures mean little without it: on 2 shared cores every hop waits for a CPU
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
@@ -344,7 +385,8 @@ def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
               index: int) -> dict[str, dict[str, float]]:
     """(a), (b) and (c) back to back with the same client processes' settings."""
     def load(endpoint: str, tag: str) -> Any:
-        return lambda: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag)
+        return lambda pid: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag,
+                                 pid)
 
     figures: dict[str, dict[str, float]] = {}
     workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
@@ -357,7 +399,8 @@ def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
         load(endpoint, "b"))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     tag = f"c{label[0]}{index}-{os.getpid()}"  # unique ids in a database that persists
-    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db)
+    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db,
+                                        args.ingestd)
     return figures
 
 

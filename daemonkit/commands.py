@@ -570,7 +570,9 @@ def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) 
         _say(daemon, line)
         for key, value in report.items():
             if key not in _STATUS_CORE_KEYS:
-                print(f"  {key}: {value}")
+                # JSON's spelling (null, true, 1.5), as --json gives them; text as it is
+                shown = value if isinstance(value, str) else json.dumps(value, default=str)
+                print(f"  {key}: {shown}")
     return code
 
 

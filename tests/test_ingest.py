@@ -7,165 +7,37 @@ other clients; SIGTERM drains and exits 0; SIGKILL loses nothing acknowledged.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 from dbservers import MariadbServer, PostgresServer, mariadb, postgres
-from helpers import ROOT, Service, free_port, pid_alive, wait_for
+from helpers import free_port, pid_alive, wait_for
+from ingest.client import IngestClient, ServerUnavailable
+from ingest_support import (
+    CLIENT,
+    Ingestd,
+    LoadClient,
+    clients_behind_a_locked_database,
+    context,
+    daemons,
+    oversized_is_disconnected,
+    pg_ids,
+    request,
+    sqlite_rows,
+    started_with_settings,
+)
 
-sys.path.insert(0, str(ROOT / "examples" / "ingest"))  # the ingestd's own package, "ingest"
-
-
-def _load_client_module() -> Any:
-    """examples/ingest/client.py under a name no other test module can clash with."""
-    spec = importlib.util.spec_from_file_location("ingest_client", ROOT / "examples" /
-                                                  "ingest" / "client.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ingest_client"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_client = _load_client_module()
-IngestClient = _client.IngestClient
-ServerUnavailable = _client.ServerUnavailable
-
-INGESTD = ROOT / "examples" / "ingest" / "ingestd.py"
-CLIENT = ROOT / "examples" / "ingest" / "client.py"
-__all__ = ["mariadb", "postgres"]  # session fixtures from dbservers, used below
-
-
-class Ingestd(Service):
-    def __init__(self, workdir: Path, name: str = "ingestd", db: str | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
-        super().__init__(INGESTD, workdir, name, events_option=False)
-        self.port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
-        self.extra = ["--bind", self.endpoint, *(["--db", db] if db else []), *extra]
-
-    def start(self) -> None:
-        result = self.cli("start")
-        assert result.returncode == 0, f"{result.stdout}{result.stderr}{self.log_text()}"
-
-    def stop(self) -> subprocess.CompletedProcess[str]:
-        return self.cli("stop")
-
-    def status(self) -> dict[str, Any]:
-        result = self.cli("status", "--json")
-        assert result.returncode == 0, result.stderr
-        report: dict[str, Any] = json.loads(result.stdout)
-        return report
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[..., Ingestd]]:
-    started: list[Ingestd] = []
-
-    def make(**kwargs: Any) -> Ingestd:
-        daemon = Ingestd(tmp_path, name=f"ingestd{len(started)}", **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.cleanup()
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-def request(ctx: zmq.Context[Any], endpoint: str, frames: list[bytes],
-            timeout_s: float = 5.0) -> dict[str, Any] | None:
-    """One raw REQ exchange, as a 5-line third-party client would do it."""
-    sock = ctx.socket(zmq.REQ)
-    sock.linger = 0
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(frames)
-        if not sock.poll(int(timeout_s * 1000)):
-            return None
-        reply: dict[str, Any] = json.loads(sock.recv())
-        return reply
-    finally:
-        sock.close()
-
-
-def oversized_is_disconnected(ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> bool:
-    """Send ``payload``; True when the server drops the connection without replying."""
-    from zmq.utils.monitor import recv_monitor_message
-
-    sock = ctx.socket(zmq.REQ)
-    sock.linger = 0
-    monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-    try:
-        sock.connect(endpoint)
-        sock.send(payload)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if sock.poll(0):
-                return False  # a reply came: not a disconnect
-            if monitor.poll(100) and (
-                    recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED):
-                return not sock.poll(0)
-        return False
-    finally:
-        sock.disable_monitor()
-        monitor.close(linger=0)
-        sock.close()
-
-
-def sqlite_rows(path: Path, prefix: str = "") -> dict[str, tuple[str, str]]:
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT id, body, received_at FROM records WHERE id LIKE ?",
-                          (prefix + "%",)).fetchall()
-    return {row[0]: (row[1], row[2]) for row in rows}
-
-
-class LoadClient(threading.Thread):
-    """Sends numbered records in batches until told to stop; remembers every acked id."""
-
-    def __init__(self, endpoints: list[str], prefix: str, *, batch: int = 5,
-                 timeout: float = 1.0, retries: int = 0, total: int | None = None) -> None:
-        super().__init__(daemon=True)
-        self.client = IngestClient(endpoints, timeout=timeout, retries=retries, backoff=0.05)
-        self.prefix, self.batch, self.total = prefix, batch, total
-        self.acked: list[str] = []
-        self.duplicates = 0
-        self.failure: BaseException | None = None
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        sequence = 0
-        try:
-            while not self.halt.is_set() and (self.total is None or sequence < self.total):
-                ids = [f"{self.prefix}-{sequence + i}" for i in range(self.batch)]
-                reply = self.client.send([{"id": i, "n": sequence} for i in ids])
-                assert reply["stored"] + reply["duplicates"] == len(ids), reply
-                self.duplicates += reply["duplicates"]
-                self.acked += ids
-                sequence += self.batch
-        except BaseException as exc:  # noqa: BLE001 - inspected by the test
-            self.failure = exc
-        finally:
-            self.client.close()
+__all__ = ["context", "daemons", "mariadb", "postgres"]  # fixtures, used below
 
 
 # -- the protocol parser alone ----------------------------------------------------------------
@@ -189,7 +61,7 @@ def test_parser_raises_only_bad_request_on_random_input() -> None:
         accepted += 1
         for record_id, body in rows:
             assert json.loads(body)["id"] == record_id
-            assert body.isascii()
+            assert body in payload.decode()  # the record's own text, as sent
     assert accepted > 0
 
 
@@ -267,9 +139,9 @@ def test_writer_answers_retry_on_an_unclassified_error_and_carries_on(tmp_path: 
     import queue
 
     from ingest.acks import AckChannel
-    from ingest.server import STOP, SettingsRef, Writer
-    from ingest.settings import Settings
+    from ingest.settings import Settings, SettingsRef
     from ingest.stores import SqliteStore
+    from ingest.writer import STOP, Writer
 
     class FailsOnce(SqliteStore):
         failed = False
@@ -288,20 +160,20 @@ def test_writer_answers_retry_on_an_unclassified_error_and_carries_on(tmp_path: 
     taken: list[Any] = []
     try:
         row = [("w-1", '{"id":"w-1"}')]
-        requests.put(([(b"client-a", row, 12), (b"client-b", row, 12)], 2, 24))
+        requests.put(([("client-a", row), ("client-b", row)], 2))
         wait_for(lambda: taken.extend(acks.take_all()) or taken, 10, message="first acks")
         first = taken.pop()
-        assert first[0] == 24 and first[1][0::2] == [b"client-a", b"client-b"]
-        assert all(json.loads(reply)["retryable"] is True for reply in first[1][1::2])
+        assert [token for token, _reply in first] == ["client-a", "client-b"]
+        assert all(json.loads(reply)["retryable"] is True for _token, reply in first)
         assert writer.is_alive()
         # a client resends, as told, once the writer's reconnect backoff is over: stored
         wait_for(lambda: time.monotonic() >= writer._next_connect_at, 10,
                  message="reconnect backoff over")
-        requests.put(([(b"client-c", row, 12)], 1, 12))
+        requests.put(([("client-c", row)], 1))
         wait_for(lambda: taken.extend(acks.take_all()) or taken, 10, message="second acks")
-        frames = taken.pop()[1]
-        assert frames[0] == b"client-c"
-        assert json.loads(frames[1]) == {"ok": True, "stored": 1, "duplicates": 0}
+        [(token, reply)] = taken.pop()
+        assert token == "client-c"
+        assert json.loads(reply) == {"ok": True, "stored": 1, "duplicates": 0}
     finally:
         requests.put(STOP)
         writer.join(10)
@@ -323,7 +195,7 @@ def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd]
     # the default database is ingest.db in the directory `start` was run from
     rows = sqlite_rows(tmp_path / "ingest.db", "rt-")
     assert sorted(rows) == [f"rt-{i}" for i in range(1, 6)]
-    assert rows["rt-1"][0] == '{"id":"rt-1","v":[1,2.5,"x\\u00e9"]}'  # compact JSON
+    assert rows["rt-1"][0] == '{"id": "rt-1", "v": [1, 2.5, "x\\u00e9"]}'  # as sent
     assert json.loads(rows["rt-3"][0]) == {"id": "rt-3", "i": 3}
     assert rows["rt-1"][1].endswith("Z")
     with sqlite3.connect(tmp_path / "ingest.db") as db:
@@ -336,7 +208,8 @@ def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd]
     assert status["db_reachable"] is True
     assert status["undeliverable_replies"] == 0
     text = daemon.cli("status")
-    assert "records_stored: 5" in text.stdout and "db_reachable: True" in text.stdout
+    assert "records_stored: 5" in text.stdout and "db_reachable: true" in text.stdout
+    assert "db_last_error: null" in text.stdout  # JSON's spelling, not Python's None
     pid = daemon.pid()
     assert daemon.stop().returncode == 0
     assert pid is not None and not pid_alive(pid)
@@ -357,12 +230,11 @@ BAD_INPUTS: list[tuple[str, list[bytes], str]] = [
         [{"id": f"bad-batch-{i}"} for i in range(5)] + [{"id": None}]).encode()],
      "record 5"),
     ("1001 records", [json.dumps([{"id": f"bad-many-{i}"} for i in range(1001)]).encode()],
-     "1001 records"),
+     "more than 1000 records"),
     ("two frames", [b'{"id": "bad-frames"}', b'{"id": "bad-frames-2"}'], "exactly one frame"),
     ("lone surrogate id", [b'{"id": "\\ud800"}'], "lone surrogate"),
     ("NaN", [b'{"id": "bad-nan", "v": NaN}'], "NaN is not JSON"),
-    ("infinite number", [b'{"id": "bad-inf", "v": 1e999999}'], "record 0: Out of range"),
-    ("huge integer", [b'{"id": "bad-int", "v": ' + b"9" * 5000 + b"}"], "not valid JSON"),
+    ("huge integer", [b'{"id": "bad-int", "v": ' + b"9" * 5000 + b"}"], "cannot be read"),
     ("deep nesting", [b'{"id": "bad-deep", "v": ' + b"[" * 100000 + b"]" * 100000 + b"}"],
      "nested too deeply"),
     ("id with NUL", [b'{"id": "bad\\u0000nul"}'], "NUL"),
@@ -499,32 +371,6 @@ def test_restart_from_another_directory_names_the_other_database(
         f"--db sqlite:///{tmp_path}/ingest.db -> sqlite:///{elsewhere}/ingest.db")
     assert daemon.status()["db"] == f"sqlite:///{elsewhere}/ingest.db"
     assert daemon.stop().returncode == 0
-
-
-def started_with_settings(daemons: Callable[..., Ingestd], tmp_path: Path,
-                          settings: dict[str, Any]) -> Ingestd:
-    config = tmp_path / "ingestd.json"
-    config.write_text(json.dumps(settings))
-    daemon = daemons(extra=("--config", str(config)))
-    daemon.start()
-    return daemon
-
-
-@contextlib.contextmanager
-def clients_behind_a_locked_database(db_path: Path, clients: list[LoadClient]) -> Iterator[None]:
-    """Another process holds SQLite's write lock while the clients start: the writer waits
-    in its busy handler and requests pile up. Released on leaving; then every client ends."""
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        for client in clients:
-            client.start()
-        yield
-    finally:
-        blocker.rollback()
-        blocker.close()
-        for client in clients:
-            client.join(30)
 
 
 def test_backpressure_bounds_requests_in_flight(daemons: Callable[..., Ingestd],
@@ -688,11 +534,6 @@ def test_client_cli_gen_and_send(daemons: Callable[..., Ingestd], tmp_path: Path
 
 # -- PostgreSQL and MariaDB ------------------------------------------------------------------
 
-def pg_ids(server: PostgresServer, prefix: str) -> list[str]:
-    rows = server.sql("ingest", f"SELECT id FROM records WHERE id LIKE '{prefix}%' ORDER BY id")
-    return [str(row[0]) for row in rows]
-
-
 def test_postgres_round_trip_outage_and_recovery(daemons: Callable[..., Ingestd],
                                                  context: zmq.Context[Any],
                                                  postgres: PostgresServer) -> None:
@@ -706,7 +547,7 @@ def test_postgres_round_trip_outage_and_recovery(daemons: Callable[..., Ingestd]
     assert len(pg_ids(postgres, "pg-")) == 50
     body, received_at = postgres.sql(
         "ingest", "SELECT body, received_at FROM records WHERE id = 'pg-3'")[0]
-    assert body == '{"id":"pg-3","i":3}' and received_at is not None
+    assert body == '{"id": "pg-3", "i": 3}' and received_at is not None
     postgres.stop("fast")
     try:
         reply = request(context, daemon.endpoint, [b'{"id": "pg-outage"}'], 15.0)
@@ -791,6 +632,6 @@ def test_mariadb_round_trip_with_exact_ids(daemons: Callable[..., Ingestd],
         ["my-A", "my-a", "my-a ", "my-\u00e9"])
     assert len(ids) == 4 + 4 * 200
     body = mariadb.sql("SELECT body FROM records WHERE id = 'my-A'", "ingest")[0][0]
-    assert body == '{"id":"my-A"}'
+    assert body == '{"id": "my-A"}'
     assert daemon.status()["db_reachable"] is True
     assert daemon.stop().returncode == 0

@@ -1,23 +1,25 @@
 """Requests per second over the last minute, cheap enough to feed from the I/O loop.
 
-The loop calls :meth:`RateMeter.add` once per burst of requests, not once per request; the
-meter keeps one counter per second in a 60-slot ring. Reads from another thread may see a
-count one burst old, which is fine for ``status``.
+The loop calls :meth:`RateMeter.add` once per turn, not once per request; the meter keeps one
+counter per second in a 60-slot ring. :meth:`per_second` is the number of requests of the
+last 60 seconds divided by 60: a rate, the same figure whether the daemon has run for a
+second or a day (a young daemon's missing seconds count as idle), like a load average.
+Reads from another thread may see a count one turn old, which is fine for ``status``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 WINDOW_S = 60
 
 
 class RateMeter:
-    def __init__(self) -> None:
-        self._clock = time.monotonic
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._slots = [0] * WINDOW_S
         self._second = int(self._clock())
-        self._started = self._clock()
         self.total = 0
 
     def add(self, count: int) -> None:
@@ -28,17 +30,12 @@ class RateMeter:
         self.total += count
 
     def per_second(self) -> float:
-        """Mean rate over the last full minute (or since start, if younger)."""
-        now_f = self._clock()
-        now = int(now_f)
-        if now - self._second >= WINDOW_S:
-            return 0.0
-        # the slots still valid: seconds in (now - WINDOW_S, self._second]
-        total = sum(self._slots[s % WINDOW_S]
-                    for s in range(max(now - WINDOW_S + 1, self._second - WINDOW_S + 1),
-                                   self._second + 1))
-        span = min(float(WINDOW_S), max(now_f - self._started, 1.0))
-        return total / span
+        """Mean requests per second over the last 60 seconds."""
+        now = int(self._clock())
+        # the slots still valid: the seconds of the last minute up to the last add()
+        first = max(now, self._second) - WINDOW_S + 1
+        total = sum(self._slots[s % WINDOW_S] for s in range(first, self._second + 1))
+        return total / WINDOW_S
 
     def _advance(self, now: int) -> None:
         gap = now - self._second

@@ -94,3 +94,10 @@ def _value(key: str, value: Any, path: str) -> Any:
         raise SettingsError(f"config {path}: authorized_keys_dir {directory} "
                             "is not a directory")
     return directory
+
+
+class SettingsRef:
+    """The settings in force; replaced as a whole by reload, read by every thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings

@@ -1,0 +1,203 @@
+"""Turn connections away, instead of spinning, when the process runs out of file descriptors.
+
+libzmq 4.3.5 accepts connections in its I/O thread; when ``accept()`` fails with EMFILE it
+reports the failure and returns, the listening socket stays readable, and the thread tries
+again at once: 100% of a core for as long as a connection waits and no descriptor is free
+(``ulimit -n`` reached), while the existing connections are served.
+
+What stops the spin is taking the waiting connections off the listening socket. That needs
+a descriptor per connection, which this process has none of (and any it frees, libzmq's
+spinning thread takes first), so another process does it: a small helper started with the
+listening sockets, the *shedder*. When libzmq's socket monitor reports an accept that
+failed for want of descriptors, the I/O thread writes a byte to the shedder's pipe; the
+shedder accepts every waiting connection, holds each for :data:`HOLD_S` and then resets it.
+The client reconnects after that (and its ``RECONNECT_IVL``): a back-off of about a second
+per client, where an immediate reset would have it back within 100 ms. The connections
+already in are served all along, and new ones get in again as soon as descriptors are free.
+
+For the shedder to accept on libzmq's listening socket, ingestd creates that socket itself
+and hands it to libzmq with ``ZMQ_USE_FD`` (the documented way to bind a pre-made socket),
+keeping a duplicate. Only ``tcp://`` endpoints with an address or a host name
+(``tcp://127.0.0.1:5555``, ``tcp://*:5555``, ``tcp://[::1]:5555``) are guarded; ``ipc://``
+and interface names (``tcp://eth0:5555``) are bound by libzmq itself, as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import subprocess
+import sys
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+#: accept() failures that mean "no descriptor or memory for one more connection"
+OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: monitor events read per call, at most (libzmq sends one per failed accept)
+MAX_EVENTS = 1000
+#: how long the shedder holds a connection before it resets it
+HOLD_S = 1.0
+
+#: the shedder: argv = control pipe fd, report pipe fd, listening socket fds
+SHEDDER = r"""
+import os, select, socket, struct, sys, time
+HOLD_S, MAX_HELD = float(sys.argv[1]), 256
+control, report = int(sys.argv[2]), int(sys.argv[3])
+listeners = [socket.socket(fileno=int(fd)) for fd in sys.argv[4:]]
+held = []  # (reset at, connection), oldest first
+def reset(conn):
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+while True:
+    timeout = max(0.0, held[0][0] - time.monotonic()) if held else None
+    if select.select([control], [], [], timeout)[0]:
+        if not os.read(control, 4096):
+            break  # ingestd closed its end, or died
+        taken = 0
+        for listener in listeners:
+            while taken < 10000:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    break  # nothing waits (or this process is out of descriptors too)
+                taken += 1
+                if len(held) >= MAX_HELD:
+                    reset(held.pop(0)[1])
+                held.append((time.monotonic() + HOLD_S, conn))
+        if taken:
+            os.write(report, struct.pack("=I", taken))
+    while held and held[0][0] <= time.monotonic():
+        reset(held.pop(0)[1])
+for _, conn in held:
+    reset(conn)
+"""
+
+
+class Guard:
+    """The listening sockets of one ROUTER, and the shedder that empties them when needed."""
+
+    def __init__(self) -> None:
+        self._listeners: list[socket.socket] = []
+        self._shedder: subprocess.Popen[bytes] | None = None
+        self._control = -1
+        #: readable when the shedder has turned connections away (see :meth:`refused`)
+        self.report = -1
+
+    def bind(self, router: zmq.Socket[Any], endpoint: str) -> None:
+        sock = _listening_socket(endpoint, int(router.getsockopt(zmq.BACKLOG)))
+        if sock is None:
+            router.bind(endpoint)
+            return
+        ours = sock.dup()
+        fd = sock.detach()  # libzmq's from now on: it closes it when the socket closes
+        try:
+            router.setsockopt(zmq.USE_FD, fd)
+            router.bind(endpoint)  # with USE_FD, libzmq takes the address from the socket
+        except BaseException:
+            os.close(fd)
+            ours.close()
+            raise
+        finally:
+            router.setsockopt(zmq.USE_FD, -1)
+        self._listeners.append(ours)
+
+    def start(self) -> None:
+        """Start the shedder (once every endpoint is bound)."""
+        if not self._listeners:
+            return
+        control_r, self._control = os.pipe2(os.O_CLOEXEC)
+        self.report, report_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._control, False)
+        os.set_blocking(self.report, False)
+        fds = [s.fileno() for s in self._listeners]
+        try:
+            self._shedder = subprocess.Popen(
+                [sys.executable, "-c", SHEDDER, str(HOLD_S), str(control_r), str(report_w),
+                 *map(str, fds)], pass_fds=[control_r, report_w, *fds],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        finally:
+            os.close(control_r)
+            os.close(report_w)
+
+    def shed(self) -> None:
+        """Ask the shedder to take the connections waiting now."""
+        if self._shedder is None:
+            return
+        try:
+            os.write(self._control, b"!")
+        except BlockingIOError:
+            pass  # it has a backlog of requests already: it will look again
+        except OSError:
+            pass  # it is gone; connections wait for descriptors as they would without it
+
+    def refused(self) -> int:
+        """Connections the shedder turned away since the last call."""
+        total = 0
+        while True:
+            try:
+                data = os.read(self.report, 4096)
+            except (BlockingIOError, OSError):
+                return total
+            if not data:
+                return total
+            total += sum(n for (n,) in struct.iter_unpack("=I", data[:len(data) // 4 * 4]))
+
+    def close(self) -> None:
+        if self._shedder is not None:
+            os.close(self._control)
+            try:
+                self._shedder.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self._shedder.kill()
+                self._shedder.wait(2.0)
+            os.close(self.report)
+            self._shedder = None
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+
+
+def out_of_descriptors(monitor: zmq.Socket[Any]) -> bool:
+    """Drain the monitor socket's EVENT_ACCEPT_FAILED events; True if one says EMFILE & co.
+
+    (Imported at the top: at EMFILE an import cannot open its file.)"""
+    found = False
+    for _ in range(MAX_EVENTS):
+        try:
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+        if event["event"] == zmq.EVENT_ACCEPT_FAILED and event["value"] in OUT_OF_DESCRIPTORS:
+            found = True
+    return found
+
+
+def _listening_socket(endpoint: str, backlog: int) -> socket.socket | None:
+    """A listening socket for a tcp:// endpoint, or None when libzmq must bind it itself."""
+    scheme, _, address = endpoint.partition("://")
+    host, _, port = address.rpartition(":")
+    if scheme != "tcp" or not host:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "*":
+        host = "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, 0 if port == "*" else int(port),
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, ValueError):
+        return None  # an interface name, say: libzmq knows what it means
+    family, kind, proto, _name, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libzmq does
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
