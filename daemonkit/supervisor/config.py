@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from . import datatypes, inifile, keys
+from . import datatypes, inifile, keys, limits
 from .expand import ExpansionError, base_values, expand, with_environment
 from .keys import Key, Stage, Support
 
@@ -443,9 +443,13 @@ class _Loader:
             return None
         text = self.raw_value(section, key, extra)
         try:
-            return key.parse(text)
+            value = key.parse(text)
         except ValueError as exc:
             raise self.key_error(section, key.name, str(exc)) from None
+        out_of_bounds = limits.check_key(key.name, value)
+        if out_of_bounds:
+            raise self.key_error(section, key.name, out_of_bounds)
+        return value
 
     def check_keys(self, section: str, table: Mapping[str, Key]) -> None:
         unknown = sorted(self.document.keys(section) - set(table))
@@ -642,6 +646,12 @@ class _Loader:
                  serverurl: str | None) -> dict[str, ProgramConfig]:
         member_of = {m: g.name for g in groups.values() for m in g.programs}
         programs: dict[str, ProgramConfig] = {}
+        sections = [s for s in self.document.sections
+                    if s.split(":", 1)[0] in ("program", "fcgi-program")]
+        if len(sections) > limits.MAX_INSTANCES:
+            raise _error(self.source(sections[limits.MAX_INSTANCES]),
+                         sections[limits.MAX_INSTANCES], None,
+                         f"more than {limits.MAX_INSTANCES} programs (the limit)")
         for section in self.document.sections:
             kind = section.split(":", 1)[0]
             if kind not in ("program", "fcgi-program"):
@@ -760,6 +770,12 @@ class _Loader:
     def check_instances(self, programs: dict[str, ProgramConfig]) -> None:
         names: dict[str, str] = {}
         namespecs: dict[str, str] = {}
+        total = 0
+        for program in programs.values():  # before expanding any: numprocs is bounded each
+            total += program.numprocs
+            if total > limits.MAX_INSTANCES:
+                raise _error(program.source, f"{program.kind}:{program.name}", "numprocs",
+                             f"more than {limits.MAX_INSTANCES} processes in all (the limit)")
         for program in programs.values():
             section = f"{program.kind}:{program.name}"
             for num in program.process_nums():

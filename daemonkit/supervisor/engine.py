@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import config as config_module
+from . import limits
 from .config import GroupConfig, ProgramConfig, SupervisorConfig
 from .events import EventBus, GroupAdded, GroupRemoved, ProcessStateChanged
 from .faults import (
@@ -432,7 +433,7 @@ class Engine:
         deadlines += [c.pending.deadline for c in self._pending if c.pending is not None]
         if not deadlines:
             return None  # idle: sleep until something happens
-        return max(0.0, min(deadlines) - time.monotonic())
+        return limits.select_timeout(min(deadlines) - time.monotonic())
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -766,6 +767,8 @@ class Engine:
         target = current + delta
         if target < 0:
             raise Failed(f"{program} has only {current} instances")
+        if target > limits.MAX_NUMPROCS:
+            raise Failed(f"{program}: {limits.MAX_NUMPROCS} instances is the limit")
         if target > 1 and "%(process_num)" not in self.config.programs[program].name_template(
                 target):
             raise Failed(f"{program}: process_name has no %(process_num)s")
@@ -833,8 +836,8 @@ class Engine:
                 for instance in everyone:
                     instance.kill_now()
                 killed, deadline = True, now + 2.0
-            self._dispatch(self.selector.select(min(self._timeout() or 1.0,
-                                                    max(0.0, deadline - now))))
+            self._dispatch(self.selector.select(limits.select_timeout(
+                min(self._timeout() or 1.0, deadline - now))))
         self._resolve_pending()
 
     def close(self) -> None:

@@ -28,10 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from . import limits
 from .expand import ExpansionError, expand
 
 #: a config file larger than this is refused: it is not a config file
-MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_FILE_BYTES = limits.MAX_FILE_BYTES
 HERE = "%(here)s"
 _HEADER_RE = re.compile(r"^\[[^\]]+\]\s*([;#].*)?$")
 _NO_DEFAULTS = "\0daemonkit-no-defaults"  # [DEFAULT] is handled here, not by configparser
@@ -57,6 +58,7 @@ class Document:
     sections: dict[str, Section] = field(default_factory=dict)  # in order of appearance
     defaults: dict[str, Value] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    size: int = 0  # characters read from all files, bounded by limits.MAX_TOTAL_BYTES
 
     def get(self, section: str, key: str) -> Value | None:
         """The section's value, else ``[DEFAULT]``'s, else None."""
@@ -100,6 +102,9 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
     for pattern in patterns.split():
         full = os.path.join(main_here, pattern)
         matches = sorted(glob.glob(full))
+        if len(document.files) + len(matches) > limits.MAX_FILES:
+            raise ConfigError(f"{files.file}: [include] files: {pattern} adds more than "
+                              f"{limits.MAX_FILES} files (the limit)")
         if not matches:
             document.warnings.append(f"{document.path}: [include] files: {pattern} matches "
                                      "no file")
@@ -116,6 +121,10 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
 
 def _merge(document: Document, path: str) -> None:
     text = _read_text(path)
+    document.size += len(text)
+    if document.size > limits.MAX_TOTAL_BYTES:
+        raise ConfigError(f"{path}: cannot read: the files read so far exceed "
+                          f"{limits.MAX_TOTAL_BYTES} bytes in all (the limit)")
     parser = _parse(path, text)
     document.files.append(path)
     here = os.path.dirname(path)
@@ -125,6 +134,9 @@ def _merge(document: Document, path: str) -> None:
     for name in parser.sections():
         section = document.sections.setdefault(name, Section(name, path))
         for key, raw in parser.items(name, raw=True):
+            if len(raw) > limits.MAX_VALUE_BYTES:
+                raise ConfigError(f"{path}: [{name}] {key}: value longer than "
+                                  f"{limits.MAX_VALUE_BYTES} bytes (the limit)")
             section.values[key] = Value(raw.replace(HERE, here), path)
 
 
@@ -158,10 +170,15 @@ def _read_text(path: str) -> str:
     finally:
         os.close(fd)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    nul = data.find(b"\0")
+    if nul >= 0:  # no path, argv or environment can hold one: refused here, not at spawn
+        line = data[:nul].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: NUL character (not allowed in a config)")
+    return text
 
 
 def _bad_headers(text: str) -> list[tuple[int, str]]:

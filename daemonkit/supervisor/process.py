@@ -402,7 +402,8 @@ class Instance:
 
     def _backoff_delay(self, attempt: int) -> float:
         """Exponential, +-10% jitter (so a fleet does not retry in lockstep), capped."""
-        base = self.program.backoff_initial * (2 ** (attempt - 1))
+        # the exponent is capped: quick exits count without end, and 2.0**1024 overflows
+        base = self.program.backoff_initial * (2.0 ** min(max(attempt - 1, 0), 64))
         return float(min(self.program.backoff_max, base) * random.uniform(0.9, 1.1))
 
     def _spawn(self) -> None:
