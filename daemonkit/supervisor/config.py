@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from . import datatypes, inifile, keys, limits
 from .expand import ExpansionError, base_values, expand, with_environment
 from .keys import Key, Stage, Support
+from .safeopen import is_private
 
 DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
 #: a main log file with one of these names is the supervisor's own stdout/stderr (or
@@ -47,6 +48,7 @@ class LogSpec:
     maxbytes: int = 0  # 0: never rotate by size
     backups: int = 10
     syslog: bool = False  # also each line to syslog
+    private_dir: bool = False  # an AUTO log's own directory: the supervisor makes it 0700
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,19 @@ class ProgramConfig:
     #: from [supervisord]: where AUTO log files go, the name in them, every child's environment
     childlogdir: str = "/tmp"
     identifier: str = "supervisor"
+    log_uid: int = -1  # who writes AUTO logs: [supervisord] user, else who loaded the file
     base_environment: tuple[tuple[str, str], ...] = ()
     strip_ansi: bool = False
     #: ENV_X and host_node_name at load time (one dict shared by every program)
     values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+    #: (process_num, numprocs) -> InstanceSpec: expanded once, while loading (off the loop),
+    #: not again when the loop creates the instances
+    expanded: dict[tuple[int, int], InstanceSpec] = field(default_factory=dict, compare=False,
+                                                          repr=False)
+
+    def __post_init__(self) -> None:
+        # a copy (dataclasses.replace) may differ in what expands: it starts a cache of its own
+        object.__setattr__(self, "expanded", {})
 
     def same_config(self, other: ProgramConfig, numprocs: int | None = None) -> bool:
         """Nothing but ``numprocs`` differs: the running instances can stay."""
@@ -162,6 +173,15 @@ class ProgramConfig:
 
         Only the default name depends on ``numprocs`` (``w`` or ``w:0``); what an instance
         runs does not, so scaling renames but never changes a process."""
+        count = self.numprocs if numprocs is None else numprocs
+        cached = self.expanded.get((process_num, count))
+        if cached is None:
+            cached = self._expand(process_num, count)
+            if len(self.expanded) < limits.MAX_NUMPROCS:
+                self.expanded[process_num, count] = cached
+        return cached
+
+    def _expand(self, process_num: int, numprocs: int) -> InstanceSpec:
         section = f"{self.kind}:{self.name}"
         values: dict[str, object] = {
             **self.values, "here": self.here, "program_name": self.name,
@@ -210,8 +230,13 @@ class ProgramConfig:
         if choice in ("NONE", "SYSLOG"):
             path = None
         elif choice == "AUTO":  # a stable name (supervisord adds a random part): output
-            # survives a supervisor restart in the same file
-            path = os.path.join(self.childlogdir, f"{name}-{channel}---{self.identifier}.log")
+            # survives a supervisor restart in the same file; in a directory others can
+            # write (/tmp), inside a 0700 directory of the supervisor's, where nobody can
+            # plant a symlink or FIFO under the name
+            directory = auto_log_dir(self.childlogdir, self.identifier, self.log_uid)
+            path = os.path.join(directory, f"{name}-{channel}---{self.identifier}.log")
+            return LogSpec(path, maxbytes, backups, syslog,
+                           private_dir=directory != self.childlogdir)
         else:
             path = _resolve(self.here, choice)
         return LogSpec(path, maxbytes, backups, syslog)
@@ -733,6 +758,7 @@ class _Loader:
             serverurl=own_url or serverurl,
             socket=self.fcgi_socket(section, parsed) if kind == "fcgi-program" else None,
             childlogdir=top["childlogdir"], identifier=top["identifier"],
+            log_uid=datatypes.uid_of(top["user"]) if top["user"] else os.geteuid(),
             base_environment=self.top_environment, strip_ansi=top["strip_ansi"],
             values=self.values)
 
@@ -770,12 +796,19 @@ class _Loader:
     def check_instances(self, programs: dict[str, ProgramConfig]) -> None:
         names: dict[str, str] = {}
         namespecs: dict[str, str] = {}
-        total = 0
-        for program in programs.values():  # before expanding any: numprocs is bounded each
+        total = text = 0
+        for program in programs.values():  # before expanding any: each expansion costs
             total += program.numprocs
+            text += program.numprocs * sum(map(len, (
+                program.command, program.environment, program.directory,
+                program.stdout_logfile, program.stderr_logfile)))
             if total > limits.MAX_INSTANCES:
                 raise _error(program.source, f"{program.kind}:{program.name}", "numprocs",
                              f"more than {limits.MAX_INSTANCES} processes in all (the limit)")
+            if text > limits.MAX_INSTANCE_TEXT:
+                raise _error(program.source, f"{program.kind}:{program.name}", "numprocs",
+                             f"the processes' commands and environments exceed "
+                             f"{limits.MAX_INSTANCE_TEXT} bytes in all (the limit)")
         for program in programs.values():
             section = f"{program.kind}:{program.name}"
             for num in program.process_nums():
@@ -801,6 +834,18 @@ class _Loader:
         from ..web.config import parse_web_section
 
         return parse_web_section(items, section.file)
+
+
+def auto_log_dir(childlogdir: str, identifier: str, uid: int) -> str:
+    """``childlogdir`` itself when only root or the supervisor's user can create entries in
+    it; else (``/tmp``) the supervisor's own ``daemonkit-IDENTIFIER-UID`` inside it."""
+    try:
+        info = os.stat(childlogdir)
+    except OSError:
+        return childlogdir  # created at the first spawn, as the supervisor's own
+    if is_private(info) and info.st_uid in (0, uid):
+        return childlogdir
+    return os.path.join(childlogdir, f"daemonkit-{identifier}-{uid}")
 
 
 def temp_dir() -> str:

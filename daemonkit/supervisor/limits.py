@@ -30,6 +30,9 @@ MAX_VALUE_BYTES = 64 * 1024
 #: one value after %(...)s expansion, and the widest field a reference may ask for
 MAX_EXPANDED_BYTES = 256 * 1024
 MAX_FIELD_WIDTH = 4096
+#: what every process's command, environment, directory and log keys add up to before
+#: expansion (numprocs times each): 10,000 processes of 800 bytes, 2,000 of 4 KiB
+MAX_INSTANCE_TEXT = 8 * 1024 * 1024
 #: the loop sleeps at most this long in one select() (it re-reads its timers each wake)
 MAX_SELECT_S = 3600.0
 

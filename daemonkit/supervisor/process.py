@@ -182,7 +182,9 @@ class Instance:
         if not log_spec.path:
             return None
         return LogFile(log_spec.path, log_spec.maxbytes, log_spec.backups,
-                       strip_ansi=self.program.strip_ansi)
+                       strip_ansi=self.program.strip_ansi, private_dir=log_spec.private_dir,
+                       on_error=lambda why: self.log.error("%s: log file: %s", self.name,
+                                                           why))
 
     @property
     def name(self) -> str:
