@@ -385,7 +385,11 @@ def read_settings(path: str) -> Settings:
     try:
         loader.read()
     except ConfigError:
-        return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
+        try:  # an include that cannot be read (/dev/zero, a FIFO) hides no [supervisord],
+            # nor does a byte that is not UTF-8 elsewhere in the file
+            loader.read(includes=False, lenient=True)
+        except ConfigError:
+            return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
     top = loader.supervisor_section()
     stopwaits: list[float] = []
     for name in loader.document.sections:
@@ -419,8 +423,8 @@ class _Loader:
 
     # -- reading values through the key tables ---------------------------------------------
 
-    def read(self) -> None:
-        self.document = inifile.read(self.path, self.values)
+    def read(self, includes: bool = True, lenient: bool = False) -> None:
+        self.document = inifile.read(self.path, self.values, includes, lenient)
         tops = [n for n in ("supervisord", "supervisor") if n in self.document.sections]
         if len(tops) > 1:
             section = self.document.sections["supervisor"]

@@ -52,6 +52,7 @@ from .faults import (
     StillRunning,
     SupervisorError,
 )
+from .isolated import load_isolated
 from .logfile import SyslogSink
 from .process import Instance, SpawnError, resolve_command
 from .states import SIGNALLABLE_STATES, STARTED_STATES, State, Want
@@ -207,11 +208,12 @@ class Engine:
         return summary
 
     def read_file(self) -> SupervisorConfig:
-        """Read the config file anew (any thread: nothing here touches the running state)."""
+        """Read the config file anew (any thread: nothing here touches the running state),
+        in a child interpreter: reading a big file here would starve the loop of the GIL."""
         config = self.config
         if config is None:
             raise ShuttingDown("the supervisor is not ready")
-        return config_module.load(config.path, strict=config.strict)
+        return load_isolated(config.path, strict=config.strict)
 
     def group_diff(self, new: SupervisorConfig) -> tuple[list[str], list[str], list[str]]:
         """supervisord's ``reloadConfig``: (added, changed, removed) process groups between

@@ -72,16 +72,19 @@ class Document:
         return set(found.values) if found else set()
 
 
-def read(path: str, base_values: Mapping[str, object] | None = None) -> Document:
+def read(path: str, base_values: Mapping[str, object] | None = None,
+         includes: bool = True, lenient: bool = False) -> Document:
     """Read ``path`` and its includes; ConfigError (one line) if a file cannot be parsed.
 
     ``base_values``: what ``%(...)s`` may name in ``[include] files`` besides ``here``
-    (``ENV_X``, ``host_node_name``)."""
+    (``ENV_X``, ``host_node_name``). ``includes`` False: the main file alone. ``lenient``:
+    bytes that are not UTF-8 (and NULs) read as U+FFFD, so that ``status`` and ``stop``
+    still find the pidfile of a supervisor whose file was broken after it started."""
     path = os.path.abspath(path)
     document = Document(path)
-    _merge(document, path)
+    _merge(document, path, lenient)
     include = document.sections.get("include")
-    if include is not None:
+    if include is not None and includes:
         _read_includes(document, include, base_values or {})
     default = document.sections.pop("DEFAULT", None)
     if default is not None:
@@ -119,8 +122,8 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
                                          "[include] is read (as supervisord does)")
 
 
-def _merge(document: Document, path: str) -> None:
-    text = _read_text(path)
+def _merge(document: Document, path: str, lenient: bool = False) -> None:
+    text = _read_text(path, lenient)
     document.size += len(text)
     if document.size > limits.MAX_TOTAL_BYTES:
         raise ConfigError(f"{path}: cannot read: the files read so far exceed "
@@ -151,7 +154,7 @@ def _parse(path: str, text: str) -> configparser.RawConfigParser:
     return parser
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str, lenient: bool = False) -> str:
     """A regular file of bounded size, UTF-8: a FIFO or /dev/zero must not hang the reader."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -169,6 +172,8 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+    if lenient:
+        return data.decode("utf-8", "replace").replace("\0", "\ufffd")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

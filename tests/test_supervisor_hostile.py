@@ -1,0 +1,245 @@
+"""Nothing in a config, nor a hostile local user, wedges or crashes the supervisor (issue 14, 4).
+
+Each test is an attack found by an adversarial trial, run against a real supervisor: bounds
+that used to pass validation and then crash the loop, files that used to hang the reader,
+and, as user ``nobody`` (``runuser``), links and FIFOs planted where a root supervisor
+writes its children's logs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import pid_alive, wait_for
+from test_supervisor import Sv, tagged_pids
+
+from daemonkit.supervisor import limits
+from daemonkit.supervisor.process import QUICK_EXIT_S
+
+DURATION_KEYS = ("startsecs", "stopwaitsecs", "ready_timeout", "backoff_initial",
+                 "backoff_max")
+
+
+@pytest.fixture
+def sv(tmp_path: Path) -> Iterator[Sv]:
+    supervisor = Sv(tmp_path)
+    yield supervisor
+    supervisor.cleanup()
+    assert supervisor.supervisor_pids() == []
+    assert tagged_pids(supervisor.tag) == []
+
+
+def as_nobody(*command: str) -> None:
+    """Plant something as user nobody (ln, mkfifo, mkdir: what any local user may run)."""
+    subprocess.run(["runuser", "-u", "nobody", "--", *command], check=True, timeout=10)
+
+
+def one_line_refusal(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    assert result.returncode == 6, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def spawn_times(path: Path) -> list[float]:
+    try:
+        return [float(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def respawn_latency(sv: Sv, name: str, spawns: Path) -> float:
+    """Kill ``name`` with SIGKILL; seconds until its next spawn wrote its time. Each victim
+    lives past QUICK_EXIT_S first: quicker exits back off (a crash loop), by design."""
+    last = wait_for(lambda: spawn_times(spawns), 10, message=f"{name} spawned")[-1]
+    wait_for(lambda: time.time() > last + QUICK_EXIT_S + 0.1, 5, message="a normal uptime")
+    before = len(spawn_times(spawns))
+    pid = sv.status()[name]["pid"]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    times = wait_for(lambda: spawn_times(spawns)[before:], 10, interval=0.002,
+                     message=f"{name} respawned")
+    return times[0] - killed_at
+
+
+VICTIM = """
+[program:victim]
+command = sh -c 'date +%%s.%%N >> {spawns}; exec sleep 600'
+startsecs = 0
+autorestart = true
+stdout_logfile = NONE
+stderr_logfile = NONE
+"""
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e12", "2147484", "1000001"])
+def test_every_duration_is_bounded_at_load(sv: Sv, value: str) -> None:
+    """``stopwaitsecs = 1e12`` used to load, then ``stop`` crashed the whole supervisor
+    (OverflowError in select) and every program stopped."""
+    for key in DURATION_KEYS:
+        extra = "backoff_max = 1000000\n" if key == "backoff_initial" else ""
+        sv.write(f"[program:a]\ncommand = sleep 600\n{key} = {value}\n{extra}")
+        one_line_refusal(sv.cli("check"), f"{sv.ini}: [program:a] {key}:")
+
+
+def test_longest_stopwaitsecs_allowed_never_reaches_select_unclamped(sv: Sv) -> None:
+    """At the bound, a stop that waits keeps the loop serving: another program respawns."""
+    spawns = sv.dir / "spawns"
+    sv.write(f"""
+[program:stubborn]
+command = sh -c 'trap "" TERM; exec sleep 600'
+startsecs = 0
+stopwaitsecs = {int(limits.MAX_DURATION_S)}
+{VICTIM.format(spawns=spawns)}""")
+    sv.cli("start", check=True)
+    stubborn = sv.wait_state("stubborn", "RUNNING")["pid"]
+    sv.wait_state("victim", "RUNNING")
+    stopping = subprocess.Popen(
+        [sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "stop",
+         "stubborn"], cwd=sv.dir, env=sv.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sv.wait_state("stubborn", "STOPPING")
+        assert respawn_latency(sv, "victim", spawns) < 0.5
+        assert pid_alive(sv.supervisor_pid())
+        sv.ini.write_text(sv.ini.read_text().replace(
+            f"stopwaitsecs = {int(limits.MAX_DURATION_S)}", "stopwaitsecs = 1e12"))
+        refused = sv.cli("reload")
+        assert refused.returncode != 0 and "stopwaitsecs: out of range" in refused.stderr
+        os.kill(stubborn, signal.SIGKILL)  # ends the stop
+        assert stopping.wait(20) == 0, stopping.communicate()
+    finally:
+        if stopping.poll() is None:
+            stopping.kill()
+            stopping.wait()
+    assert sv.status()["stubborn"]["state"] == "STOPPED"
+    sv.cli("stop", check=True)
+
+
+def test_huge_counts_are_refused_at_once(sv: Sv) -> None:
+    """numprocs = 10**20 used to spin for minutes at 657 MB; minfds = 10**23 crashed start."""
+    cases = {
+        "[program:a]\ncommand = sleep 1\nnumprocs = 99999999999999999999\n"
+        "process_name = a%(process_num)s\n": "[program:a] numprocs: out of range",
+        f"[program:a]\ncommand = sleep 1\nnumprocs = {limits.MAX_NUMPROCS + 1}\n"
+        "process_name = a%(process_num)s\n": "[program:a] numprocs: out of range",
+        "[program:a]\ncommand = sleep 1\nnumprocs = 6000\nprocess_name = a%(process_num)s\n"
+        "[program:b]\ncommand = sleep 1\nnumprocs = 6000\nprocess_name = b%(process_num)s\n":
+            "processes in all (the limit)",
+        "[program:a]\ncommand = sleep 1\nstartretries = 10000000000\n":
+            "[program:a] startretries: out of range",
+        "[program:a]\ncommand = sleep 1\nstdout_logfile_backups = 10000000000\n":
+            "stdout_logfile_backups: out of range",
+        "[program:a]\ncommand = sleep %(process_num)0999999999d\n": "field width",
+    }
+    for programs, expected in cases.items():
+        sv.write(programs)
+        began = time.monotonic()
+        one_line_refusal(sv.cli("check"), expected)
+        assert time.monotonic() - began < 5
+    sv.write("[program:a]\ncommand = sleep 1\n", header="minfds = 99999999999999999999999")
+    one_line_refusal(sv.cli("start"), "[supervisor] minfds: out of range")
+
+
+def test_files_that_never_end_or_never_open_are_refused(sv: Sv) -> None:
+    """``[include] files = /dev/zero`` read without end (also in status); an included FIFO
+    hung start and stop; a 100 MB value took 120 s."""
+    fifo = sv.dir / "more.conf"
+    os.mkfifo(fifo)
+    big = sv.dir / "big.conf"
+    with big.open("w") as handle:
+        handle.write("[program:big]\ncommand = sleep 1\nenvironment = A=")
+        handle.write("x" * (100 * 1024 * 1024))
+    long_value = sv.dir / "long.conf"
+    long_value.write_text("[program:long]\ncommand = sleep " + "x" * 100_000 + "\n")
+    for include, expected in (("/dev/zero", "/dev/zero: cannot read: not a regular file"),
+                              (str(fifo), "more.conf: cannot read: not a regular file"),
+                              (str(big), "big.conf: cannot read: larger than"),
+                              (str(long_value), "[program:long] command: value longer than")):
+        sv.write(f"[include]\nfiles = {include}\n[program:a]\ncommand = sleep 600\n")
+        began = time.monotonic()
+        one_line_refusal(sv.cli("start"), expected)
+        assert time.monotonic() - began < 10
+    # a running supervisor whose file now includes /dev/zero, then the FIFO: status, reload
+    # and stop answer at once
+    sv.write("[program:a]\ncommand = sleep 600\nstartsecs = 0\n")
+    sv.cli("start", check=True)
+    pid = sv.wait_state("a", "RUNNING")["pid"]
+    for include in ("/dev/zero", str(fifo)):
+        sv.write(f"[include]\nfiles = {include}\n[program:a]\ncommand = sleep 600\n"
+                 "startsecs = 0\n")
+        began = time.monotonic()
+        assert sv.status()["a"]["pid"] == pid
+        reload = sv.cli("reload")
+        assert reload.returncode != 0 and "not a regular file" in reload.stderr
+        assert time.monotonic() - began < 10
+    began = time.monotonic()
+    sv.cli("stop", check=True)
+    assert time.monotonic() - began < 15
+
+
+def test_non_utf8_and_nul_are_one_line_errors(sv: Sv) -> None:
+    sv.write("[program:a]\ncommand = sleep 600\nstartsecs = 0\n")
+    good = sv.ini.read_bytes()
+    sv.ini.write_bytes(good.replace(b"sleep 600", b"sleep 600 \xff\xfe"))
+    one_line_refusal(sv.cli("start"), f"{sv.ini}: line 6: not UTF-8 text")
+    sv.ini.write_bytes(good.replace(b"sleep 600", b"sleep 600\x00"))
+    one_line_refusal(sv.cli("check"), f"{sv.ini}: line 6: NUL character")
+    # and on a running supervisor, reload and SIGHUP refuse both; it keeps running
+    sv.ini.write_bytes(good)
+    sv.cli("start", check=True)
+    pid = sv.wait_state("a", "RUNNING")["pid"]
+    for bad in (b"sleep 600 \xff", b"sleep 600\x00"):
+        sv.ini.write_bytes(good.replace(b"sleep 600", bad))
+        refused = sv.cli("reload")
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused
+    os.kill(sv.supervisor_pid(), signal.SIGHUP)
+    wait_for(lambda: "reload failed, keeping the old state" in sv.log(), 10)
+    assert sv.status()["a"]["pid"] == pid
+    sv.cli("stop", check=True)
+
+
+def test_sighup_reload_of_a_big_config_keeps_respawns_fast(sv: Sv) -> None:
+    """The file is read and validated in a thread; the loop keeps respawning meanwhile
+    (a reload to numprocs = 100000 used to hold a respawn 9.8 s)."""
+    spawns = sv.dir / "spawns"
+    victim = VICTIM.format(spawns=spawns)
+    sv.write(victim)
+    sv.cli("start", check=True)
+    sv.wait_state("victim", "RUNNING")
+    quiet = [respawn_latency(sv, "victim", spawns) for _ in range(3)]
+    # 9,000 instances, each with an environment that takes time to split: seconds of
+    # validation, all within the limits
+    environment = ",".join(f"K{n}=v{n}" for n in range(60))
+    sv.write(victim + f"""
+[program:pool]
+command = sleep 600
+numprocs = 9000
+process_name = pool%(process_num)s
+autostart = false
+environment = {environment}
+stdout_logfile = NONE
+stderr_logfile = NONE
+""")
+    os.kill(sv.supervisor_pid(), signal.SIGHUP)
+    during = []
+    deadline = time.monotonic() + 60
+    while f"reloaded {sv.ini}:" not in sv.log():
+        during.append(respawn_latency(sv, "victim", spawns))
+        assert time.monotonic() < deadline, sv.log()
+    assert len(sv.status()) == 9001
+    print(f"respawn latency: quiet {max(quiet) * 1000:.1f} ms, during the reload "
+          f"{max(during) * 1000:.1f} ms max of {len(during)}")
+    assert during and max(during) < 0.5, during
+    sv.cli("stop", check=True)
