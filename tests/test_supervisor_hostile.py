@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -242,4 +243,148 @@ stderr_logfile = NONE
     print(f"respawn latency: quiet {max(quiet) * 1000:.1f} ms, during the reload "
           f"{max(during) * 1000:.1f} ms max of {len(during)}")
     assert during and max(during) < 0.5, during
+    sv.cli("stop", check=True)
+
+
+# -- a hostile local user against the children's logs ---------------------------------------
+# The supervisor runs as root; nobody plants in a sticky world-writable directory (world_tmp,
+# as /tmp is). secret is a root-only file nobody must get child output appended to.
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "secret"
+    path.write_text("root only\n")
+    path.chmod(0o600)
+    return path
+
+
+def talker(name: str, line: str, log: str) -> str:
+    return (f"[program:{name}]\ncommand = sh -c 'echo {line}; exec sleep 600'\n"
+            f"startsecs = 0\nstdout_logfile = {log}\nredirect_stderr = true\n")
+
+
+def test_a_planted_symlink_at_a_log_path_is_never_followed(sv: Sv, world_tmp: Path,
+                                                           secret: Path) -> None:
+    """A symlink nobody planted at a log's path made the root supervisor append child output
+    to a root-only file (and tail / the web page served that file)."""
+    planted = world_tmp / "app.log"
+    as_nobody("ln", "-s", str(secret), str(planted))
+    spawns = sv.dir / "spawns"
+    sv.write(talker("app", "hello-app", str(planted)) + VICTIM.format(spawns=spawns))
+    sv.cli("start", check=True)
+    sv.wait_state("app", "RUNNING")
+    wait_for(lambda: "app: log file:" in sv.log(), 10, message="the refusal in the log")
+    assert f"{planted}: a symlink owned by uid 65534" in sv.log()
+    assert secret.read_text() == "root only\n"
+    assert planted.is_symlink()
+    tail = sv.cli("tail", "app")
+    assert tail.returncode != 0 and "root only" not in tail.stdout, tail
+    assert "a symlink owned by uid 65534" in tail.stderr
+    # the supervisor serves on: a killed program respawns at once
+    assert respawn_latency(sv, "victim", spawns) < 0.5
+    sv.cli("stop", check=True)
+    assert secret.read_text() == "root only\n"
+
+
+def test_auto_logs_in_a_shared_dir_go_to_a_private_one(sv: Sv, world_tmp: Path,
+                                                       secret: Path) -> None:
+    """AUTO names in /tmp were predictable: nobody planted them as symlinks beforehand."""
+    for channel in ("stdout", "stderr"):
+        as_nobody("ln", "-s", str(secret), str(world_tmp / f"app-{channel}---supervisor.log"))
+    sv.write("[program:app]\ncommand = sh -c 'echo out; echo err >&2; exec sleep 600'\n"
+             "startsecs = 0\n", header=f"childlogdir = {world_tmp}")
+    sv.cli("start", check=True)
+    sv.wait_state("app", "RUNNING")
+    private = world_tmp / f"daemonkit-supervisor-{os.geteuid()}"
+    out, err = (private / "app-stdout---supervisor.log", private / "app-stderr---supervisor.log")
+    wait_for(lambda: out.exists() and out.read_text() == "out\n", 10, message="stdout log")
+    wait_for(lambda: err.exists() and err.read_text() == "err\n", 10, message="stderr log")
+    info = private.lstat()
+    assert info.st_uid == os.geteuid() and (info.st_mode & 0o777) == 0o700
+    assert secret.read_text() == "root only\n"
+    assert "out" in sv.cli("tail", "app", check=True).stdout
+    sv.cli("stop", check=True)
+
+
+def test_a_squatted_private_log_dir_is_refused_and_the_supervisor_runs_on(
+        sv: Sv, world_tmp: Path, secret: Path) -> None:
+    """nobody creates the private directory's name first (a symlink to a directory of
+    theirs): the logs are refused with one line; the program and the supervisor run."""
+    theirs = world_tmp / "theirs"
+    as_nobody("mkdir", str(theirs))
+    private = world_tmp / f"daemonkit-supervisor-{os.geteuid()}"
+    as_nobody("ln", "-s", str(theirs), str(private))
+    spawns = sv.dir / "spawns"
+    sv.write("[program:app]\ncommand = sh -c 'echo out; exec sleep 600'\nstartsecs = 0\n"
+             + VICTIM.format(spawns=spawns), header=f"childlogdir = {world_tmp}")
+    sv.cli("start", check=True)
+    sv.wait_state("app", "RUNNING")
+    wait_for(lambda: f"{private}: not a directory (planted?)" in sv.log(), 10,
+             message="the refusal")
+    assert list(theirs.iterdir()) == []
+    assert respawn_latency(sv, "victim", spawns) < 0.5
+    sv.cli("stop", check=True)
+
+
+def test_a_planted_fifo_or_file_is_refused_without_blocking(sv: Sv, world_tmp: Path) -> None:
+    """A FIFO nobody planted (and holds open, never reading) used to block the loop: no
+    respawns, status failed. A regular file of theirs would hand them the output."""
+    fifo = world_tmp / "fifo.log"
+    as_nobody("mkfifo", str(fifo))
+    reader = subprocess.Popen(["runuser", "-u", "nobody", "--", "sh", "-c",
+                               f"exec 3<{fifo}; exec sleep 600"])
+    theirs = world_tmp / "theirs.log"
+    as_nobody("touch", str(theirs))
+    spawns = sv.dir / "spawns"
+    try:
+        piped = talker("piped", "$(head -c 200000 /dev/zero | tr \\\\0 x)", str(fifo))
+        sv.write(piped + talker("handed", "private", str(theirs)) + VICTIM.format(spawns=spawns))
+        sv.cli("start", check=True)
+        for name in ("piped", "handed"):
+            sv.wait_state(name, "RUNNING")
+        wait_for(lambda: f"{fifo}: owned by uid 65534" in sv.log()
+                 and f"{theirs}: owned by uid 65534" in sv.log(), 10, message="refusals")
+        assert theirs.read_text() == ""
+        began = time.monotonic()
+        assert len(sv.status()) == 3
+        assert time.monotonic() - began < 5
+        assert respawn_latency(sv, "victim", spawns) < 0.5
+        sv.cli("stop", check=True)
+    finally:
+        reader.kill()
+        reader.wait(10)
+
+
+@pytest.mark.parametrize("planted", ["symlinks", "directory"])
+def test_rotation_never_follows_a_planted_backup_name(sv: Sv, world_tmp: Path, secret: Path,
+                                                      planted: str) -> None:
+    """Rotation renames app.log to app.log.1: nobody planted app.log.1 and .2 as symlinks to
+    a root-only file. A rename never follows (the links are replaced); one that cannot be
+    done (a directory of theirs in the way) truncates instead: the log stays bounded."""
+    log = world_tmp / "app.log"
+    for index in (1, 2):
+        if planted == "symlinks":
+            as_nobody("ln", "-s", str(secret), f"{log}.{index}")
+        else:
+            as_nobody("mkdir", f"{log}.{index}")
+    sv.write("[program:app]\ncommand = sh -c 'while :; do echo 0123456789abcdef; "
+             "sleep 0.005; done'\nstartsecs = 0\n"
+             f"stdout_logfile = {log}\nstdout_logfile_maxbytes = 1KB\n"
+             "stdout_logfile_backups = 2\n")
+    sv.cli("start", check=True)
+    sv.wait_state("app", "RUNNING")
+    backups = [Path(f"{log}.{index}") for index in (1, 2)]
+    if planted == "symlinks":
+        wait_for(lambda: all(p.exists() and not p.is_symlink() for p in backups), 20,
+                 message="two rotations")
+        for backup in backups:
+            info = backup.lstat()
+            assert stat.S_ISREG(info.st_mode) and info.st_uid == 0
+            assert 0 < info.st_size <= 1024
+    else:
+        wait_for(lambda: "rotation failed: truncated instead" in sv.log(), 20,
+                 message="a rotation refused")
+        assert Path(f"{log}.2").is_dir()  # .1 moved over it once; then .1 (ours) cannot
+    wait_for(lambda: log.exists() and 0 < log.stat().st_size <= 1024, 10, message="writing on")
+    assert secret.read_text() == "root only\n"
     sv.cli("stop", check=True)

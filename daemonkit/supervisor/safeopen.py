@@ -52,8 +52,8 @@ def open_append(path: str, mode: int = 0o644) -> int:
         private = is_private(dir_info)
         try:
             fd = os.open(name, _APPEND | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
+        except OSError:
+            if not _is_symlink(name, dir_fd):  # ELOOP; some kernels say EACCES with O_CREAT
                 raise
             _check_symlink(path, name, dir_fd, dir_info)
             fd = os.open(name, _APPEND, mode, dir_fd=dir_fd)
@@ -79,8 +79,8 @@ def open_read(path: str) -> int:
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
         try:
             fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
+        except OSError:
+            if not _is_symlink(name, dir_fd):
                 raise
             _check_symlink(path, name, dir_fd, dir_info)
             fd = os.open(name, flags, dir_fd=dir_fd)
@@ -96,6 +96,13 @@ def open_read(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _check_symlink(path: str, name: str, dir_fd: int, dir_info: os.stat_result) -> None:
