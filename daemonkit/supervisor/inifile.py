@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import configparser
 import glob
+import itertools
 import os
 import re
 import stat
@@ -104,7 +105,8 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
         raise ConfigError(f"{files.file}: [include] files: {exc}") from None
     for pattern in patterns.split():
         full = os.path.join(main_here, pattern)
-        matches = sorted(glob.glob(full))
+        # at most one past the limit: a glob like /proc/*/*/* must not be walked to its end
+        matches = sorted(itertools.islice(glob.iglob(full), limits.MAX_FILES + 1))
         if len(document.files) + len(matches) > limits.MAX_FILES:
             raise ConfigError(f"{files.file}: [include] files: {pattern} adds more than "
                               f"{limits.MAX_FILES} files (the limit)")
@@ -157,7 +159,9 @@ def _parse(path: str, text: str) -> configparser.RawConfigParser:
 def _read_text(path: str, lenient: bool = False) -> str:
     """A regular file of bounded size, UTF-8: a FIFO or /dev/zero must not hang the reader."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # not even opened: a device's open acts
+            raise ConfigError(f"{path}: cannot read: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
