@@ -94,6 +94,46 @@ def test_every_duration_is_bounded_at_load(sv: Sv, value: str) -> None:
         one_line_refusal(sv.cli("check"), f"{sv.ini}: [program:a] {key}:")
 
 
+def test_any_timeout_reaching_select_is_one_the_kernel_takes() -> None:
+    """The loop's last guard: whatever arithmetic made a timeout, poll() is given one it
+    accepts (a readable pipe makes each call return at once)."""
+    import selectors
+
+    read_end, write_end = os.pipe()
+    selector = selectors.DefaultSelector()
+    try:
+        os.write(write_end, b"x")
+        selector.register(read_end, selectors.EVENT_READ)
+        with pytest.raises(OverflowError):
+            selector.select(1e300)  # what stopwaitsecs = 1e300 used to become
+        for timeout in (1e300, float("inf"), float("nan"), -1e300, 2.0**31):
+            clamped = limits.select_timeout(timeout)
+            assert clamped is not None and 0.0 <= clamped <= limits.MAX_SELECT_S
+            assert len(selector.select(clamped)) == 1
+        assert limits.select_timeout(None) is None
+    finally:
+        selector.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_backoff_after_thousands_of_quick_exits_stays_at_backoff_max(tmp_path: Path) -> None:
+    """Quick exits count without end (a crash loop is never FATAL); after 1,025 of them
+    ``backoff_initial * 2 ** n`` overflowed a float and the loop died with it."""
+    from types import SimpleNamespace
+
+    from daemonkit.supervisor import config
+    from daemonkit.supervisor.process import Instance
+
+    ini = tmp_path / "sv.ini"
+    ini.write_text("[program:a]\ncommand = sleep 1\nbackoff_max = 30\n")
+    program = config.load(str(ini)).programs["a"]
+    holder = SimpleNamespace(program=program)  # all the delay reads of its instance
+    for attempt in (1, 1025, 10**6):
+        delay = Instance._backoff_delay(holder, attempt)  # type: ignore[arg-type]
+        assert 0 < delay <= 30 * 1.1
+
+
 def test_longest_stopwaitsecs_allowed_never_reaches_select_unclamped(sv: Sv) -> None:
     """At the bound, a stop that waits keeps the loop serving: another program respawns."""
     spawns = sv.dir / "spawns"
