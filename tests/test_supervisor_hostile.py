@@ -14,11 +14,14 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import pid_alive, wait_for
+from helpers import free_port, pid_alive, wait_for
 from test_supervisor import Sv, tagged_pids
 
 from daemonkit.supervisor import limits
@@ -328,7 +331,9 @@ def test_a_planted_symlink_at_a_log_path_is_never_followed(sv: Sv, world_tmp: Pa
     planted = world_tmp / "app.log"
     as_nobody("ln", "-s", str(secret), str(planted))
     spawns = sv.dir / "spawns"
-    sv.write(talker("app", "hello-app", str(planted)) + VICTIM.format(spawns=spawns))
+    port = free_port()
+    sv.write(talker("app", "hello-app", str(planted)) + VICTIM.format(spawns=spawns),
+             header=f"[inet_http_server]\nport = 127.0.0.1:{port}\n[supervisor]")
     sv.cli("start", check=True)
     sv.wait_state("app", "RUNNING")
     wait_for(lambda: "app: log file:" in sv.log(), 10, message="the refusal in the log")
@@ -338,6 +343,16 @@ def test_a_planted_symlink_at_a_log_path_is_never_followed(sv: Sv, world_tmp: Pa
     tail = sv.cli("tail", "app")
     assert tail.returncode != 0 and "root only" not in tail.stdout, tail
     assert "a symlink owned by uid 65534" in tail.stderr
+    # nor through supervisord's XML-RPC (supervisorctl tail) or its /logtail/ stream
+    rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2").supervisor
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        rpc.readProcessStdoutLog("app", 0, 100)
+    assert fault.value.faultString == "FAILED"
+    assert rpc.tailProcessStdoutLog("app", 0, 100) == ["", 0, False]  # supervisord's answer
+    # to a log it cannot read
+    with pytest.raises(urllib.error.HTTPError) as http_error:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/logtail/app", timeout=10)
+    assert http_error.value.code == 404
     # the supervisor serves on: a killed program respawns at once
     assert respawn_latency(sv, "victim", spawns) < 0.5
     sv.cli("stop", check=True)

@@ -210,7 +210,7 @@ def read_piece(path: str, offset: int, length: int) -> dict[str, Any]:
     """Bytes of ``path``: from ``offset`` (negative: that many from the end) at most
     ``length``; ``offset`` in the answer is the size, ``reset`` True if the file shrank."""
     try:
-        with os.fdopen(safeopen.open_read(path), "rb") as handle:
+        with safeopen.open_reader(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             reset = offset > size
             start = max(0, size + offset) if offset < 0 else (0 if reset else offset)

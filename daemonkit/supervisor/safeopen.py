@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import stat
+from typing import BinaryIO
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
@@ -96,6 +97,11 @@ def open_read(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_reader(path: str) -> BinaryIO:
+    """:func:`open_read` as a binary file object."""
+    return os.fdopen(open_read(path), "rb")
 
 
 def _is_symlink(name: str, dir_fd: int) -> bool:
