@@ -161,11 +161,19 @@ def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
         with _short_path(path) as short:
             sock.connect(short)
         data = json.dumps(message).encode() + b"\n"
-        if send:
-            socket.send_fds(sock, [data], send)
+        try:
+            if send:
+                socket.send_fds(sock, [data], send)
+            else:
+                sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # the server may refuse before reading (too many clients, out of descriptors):
+            # its one-line reason is waiting to be read
+            reply, fds = _read_line(sock, MAX_REPLY, deadline)
+            if not reply:
+                raise exc from None
         else:
-            sock.sendall(data)
-        reply, fds = _read_line(sock, MAX_REPLY, deadline)
+            reply, fds = _read_line(sock, MAX_REPLY, deadline)
     except FileNotFoundError:
         raise ControlError(f"no control socket at {path}") from None
     except ConnectionRefusedError:
