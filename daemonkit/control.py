@@ -81,6 +81,10 @@ class ControlDenied(ControlError):
     """The socket's file mode refused us: another user's daemon."""
 
 
+class ControlAbsent(ControlError):
+    """No socket file, or nobody listening on it: the daemon is not running."""
+
+
 class RequestError(ValueError):
     """A request the daemon cannot act on; its message is the error answer."""
 
@@ -150,7 +154,8 @@ def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict
 
 
 def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
-             send: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+             send: list[int] | None = None, limit: int = MAX_REPLY
+             ) -> tuple[dict[str, Any], list[int]]:
     """One request with descriptors to pass along (SCM_RIGHTS); the reply and the
     descriptors that came with it (the caller owns them). ``timeout_s`` bounds the whole
     exchange, however slowly the answer trickles in."""
@@ -169,15 +174,15 @@ def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
         except (BrokenPipeError, ConnectionResetError) as exc:
             # the server may refuse before reading (too many clients, out of descriptors):
             # its one-line reason is waiting to be read
-            reply, fds = _read_line(sock, MAX_REPLY, deadline)
+            reply, fds = _read_line(sock, limit, deadline)
             if not reply:
                 raise exc from None
         else:
-            reply, fds = _read_line(sock, MAX_REPLY, deadline)
+            reply, fds = _read_line(sock, limit, deadline)
     except FileNotFoundError:
-        raise ControlError(f"no control socket at {path}") from None
+        raise ControlAbsent(f"no control socket at {path}") from None
     except ConnectionRefusedError:
-        raise ControlError(f"nobody listens on {path}") from None
+        raise ControlAbsent(f"nobody listens on {path}") from None
     except PermissionError:
         raise ControlDenied(f"permission denied on {path}") from None
     except TimeoutError:

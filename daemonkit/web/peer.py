@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import struct
 
-_TABLES = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
+_TABLES: dict[int, str] = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
 _ESTABLISHED = "01"
 _MAX_TABLE_BYTES = 64 * 1024 * 1024  # a bound on what one lookup reads
 
