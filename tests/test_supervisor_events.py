@@ -26,6 +26,7 @@ from helpers import free_port, pid_alive, wait_for
 from test_supervisor import Sv, tagged_pids
 from test_supervisorctl import Ctl
 
+from daemonkit.supervisor.listeners import Answer, Listener, ListenerState
 from daemonkit.supervisor.process import QUICK_EXIT_S
 
 BIN = Path(sys.executable).parent
@@ -137,6 +138,47 @@ def test_protocol_bytes_ready_gating_fail_rebuffers_and_stderr_is_logged(sv: Sv)
     wait_for(lambda: "handled 2" in (sv.dir / "rec.err").read_text(), 5)
     assert (sv.dir / "rec.out").read_bytes().startswith(b"READY\nRESULT 4\nFAIL")
     assert "rec: event 0 was rejected" in full_log(sv)
+
+
+def test_process_state_payloads_are_supervisords(sv: Sv) -> None:
+    got = sv.dir / "got.jsonl"
+    sv.write(f"""
+        [program:flaky]
+        command = sh -c 'exit 3'
+        startsecs = 1
+        startretries = 1
+        backoff_initial = 0.1
+
+        [program:calm]
+        command = sleep 600
+        startsecs = 0
+
+        [eventlistener:rec]
+        command = {PYTHON} {sv.dir}/recorder.py {got}
+        events = PROCESS_STATE
+        startsecs = 0
+        """)
+    sv.cli("start", check=True)
+    sv.wait_state("flaky", "FATAL")
+    calm = sv.wait_state("calm", "RUNNING")["pid"]
+    sv.cli("stop", "calm", check=True)
+
+    def about(name: str) -> list[str]:
+        return [p for h, p in (parse(r["raw"]) for r in received(got))
+                if p.startswith(f"processname:{name} ")]
+
+    wait_for(lambda: len(about("calm")) >= 4 and len(about("flaky")) >= 5, 10)
+    prefix = "processname:flaky groupname:flaky from_state:"
+    assert about("flaky") == [f"{prefix}STOPPED tries:0", f"{prefix}STARTING tries:1",
+                              f"{prefix}BACKOFF tries:1", f"{prefix}STARTING tries:2",
+                              f"{prefix}BACKOFF"]
+    prefix = "processname:calm groupname:calm from_state:"
+    assert about("calm") == [f"{prefix}STOPPED tries:0", f"{prefix}STARTING pid:{calm}",
+                             f"{prefix}RUNNING pid:{calm}", f"{prefix}STOPPING pid:{calm}"]
+    names = [parse(r["raw"])[0]["eventname"] for r in received(got)
+             if "processname:calm " in r["raw"]]
+    assert names == ["PROCESS_STATE_STARTING", "PROCESS_STATE_RUNNING",
+                     "PROCESS_STATE_STOPPING", "PROCESS_STATE_STOPPED"]
 
 
 def test_buffer_overflow_drops_the_oldest_and_log_events(sv: Sv) -> None:
@@ -397,3 +439,23 @@ def test_supervisorctl_shows_starts_and_stops_listeners(ctl: Ctl) -> None:
     # the RUNNING events of idle and of rec_1 reach the one listener of the pool alive
     wait_for(lambda: {"processname:idle", "processname:rec_1"} <= {
         parse(r["raw"])[1].split()[0] for r in received(got)}, 10, message="events")
+
+
+def test_the_protocol_parser_takes_fragments_and_refuses_garbage() -> None:
+    """What a listener writes may arrive in any pieces; what breaks the protocol makes it
+    UNKNOWN (supervisord's strictness) with nothing kept, however much it writes."""
+    listener = Listener()
+    assert listener.feed(b"REA") == [] and listener.state is ListenerState.ACKNOWLEDGED
+    assert listener.feed(b"DY\n") == [Answer.READY]
+    listener.state = ListenerState.BUSY  # as the pool does when it sends an event
+    assert listener.feed(b"RESULT 2\nO") == []
+    assert listener.feed(b"KREADY\n") == [Answer.OK, Answer.READY]
+    listener.state = ListenerState.BUSY
+    assert listener.feed(b"RESULT 4\nFAILREADY\n") == [Answer.REJECTED, Answer.READY]
+    assert listener.feed(b"READY\n") == [Answer.BROKEN]  # READY twice: out of turn
+    assert listener.state is ListenerState.UNKNOWN
+    assert listener.feed(b"x" * 1_000_000) == [] and not listener.pending
+    for garbage in (b"HELLO\n", b"RESULT x\n", b"RESULT 99999999\n", b"R" * 100):
+        busy = Listener(state=ListenerState.BUSY)
+        assert busy.feed(garbage) == [Answer.BROKEN], garbage
+    assert Listener().feed(b"hello\n") == [Answer.BROKEN]
