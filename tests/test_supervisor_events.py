@@ -459,3 +459,37 @@ def test_the_protocol_parser_takes_fragments_and_refuses_garbage() -> None:
         busy = Listener(state=ListenerState.BUSY)
         assert busy.feed(garbage) == [Answer.BROKEN], garbage
     assert Listener().feed(b"hello\n") == [Answer.BROKEN]
+
+
+CHATTY = """import sys, time
+while True:
+    sys.stdout.write("spam\\n"); sys.stdout.flush(); time.sleep(0.001)
+"""
+
+
+def test_a_chatty_program_and_a_stuck_listener_do_not_flood_the_log(sv: Sv) -> None:
+    (sv.dir / "chatty.py").write_text(CHATTY)
+    sv.write(f"""
+        [program:chatty]
+        command = {PYTHON} {sv.dir}/chatty.py
+        startsecs = 0
+        stdout_events_enabled = true
+        stdout_logfile = NONE
+
+        [eventlistener:mute]
+        command = sleep 600
+        events = PROCESS_LOG_STDOUT
+        buffer_size = 1
+        startsecs = 0
+        """)
+    sv.cli("start", check=True)
+    sv.wait_state("chatty", "RUNNING")
+    wait_for(lambda: "more events discarded" in full_log(sv), 10, message="a summary line")
+    started = time.monotonic()
+    time.sleep(2.0)
+    overflow = [line for line in full_log(sv).splitlines() if "pool mute event buffer" in line]
+    seconds = time.monotonic() - started + 3  # what ran before, generously
+    assert len(overflow) <= (10 + 1) * seconds, len(overflow)
+    summed = sum(int(line.split(": ")[-1].split()[0]) for line in overflow
+                 if "more events discarded" in line)
+    assert summed > 100  # hundreds of events a second were dropped, and counted

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ RESULT_TOKEN = b"RESULT "
 MAX_RESULT_LINE = 64
 MAX_RESULT = 65536
 _SERIAL_WRAP = 2 ** 63 - 1  # supervisord's maxint: the serial starts again at 0
+#: overflow lines a pool logs per second; beyond, drops are counted and summed up (a chatty
+#: program with stdout_events_enabled must not turn a slow listener into a log flood)
+DROPS_LOGGED_PER_S = 10
 
 
 class ListenerState(enum.Enum):
@@ -149,6 +153,9 @@ class Pool:
         self.serial = -1
         self.listeners: dict[Instance, Listener] = {}  # processes alive, by identity
         self.dropped = 0
+        self._drops_window = 0.0  # monotonic start of the current second of drop logging
+        self._drops_logged = 0
+        self._drops_unlogged = 0
         self.configure(program)
 
     def configure(self, program: ProgramConfig) -> None:
@@ -172,8 +179,18 @@ class Pool:
     def _drop_oldest(self) -> None:
         dropped = self.buffer.popleft()
         self.dropped += 1
-        self.log.error("pool %s event buffer overflowed, discarding event %s (%s)",
-                       self.name, dropped.serial, dropped.name)
+        now = time.monotonic()
+        if now - self._drops_window >= 1.0:
+            if self._drops_unlogged:
+                self.log.error("pool %s event buffer overflowed: %d more events discarded",
+                               self.name, self._drops_unlogged)
+            self._drops_window, self._drops_logged, self._drops_unlogged = now, 0, 0
+        if self._drops_logged < DROPS_LOGGED_PER_S:
+            self._drops_logged += 1
+            self.log.error("pool %s event buffer overflowed, discarding event %s (%s)",
+                           self.name, dropped.serial, dropped.name)
+        else:
+            self._drops_unlogged += 1
 
     def dispatch(self, server: str) -> None:
         """Hand buffered events, oldest first, to processes that are RUNNING and READY."""
