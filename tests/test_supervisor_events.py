@@ -423,7 +423,7 @@ def test_supervisorctl_shows_starts_and_stops_listeners(ctl: Ctl) -> None:
 
         [eventlistener:rec]
         command = {PYTHON} {sv.dir}/recorder.py {got}
-        events = PROCESS_STATE_RUNNING
+        events = PROCESS_STATE_RUNNING, REMOTE_COMMUNICATION, PROCESS_GROUP_REMOVED
         numprocs = 2
         process_name = rec_%(process_num)s
         """))
@@ -439,6 +439,15 @@ def test_supervisorctl_shows_starts_and_stops_listeners(ctl: Ctl) -> None:
     # the RUNNING events of idle and of rec_1 reach the one listener of the pool alive
     wait_for(lambda: {"processname:idle", "processname:rec_1"} <= {
         parse(r["raw"])[1].split()[0] for r in received(got)}, 10, message="events")
+    # sendRemoteCommEvent and removeProcessGroup reach listeners too
+    ctl.proxy().supervisor.sendRemoteCommEvent("deploy", "v2 is out")
+    assert ctl.ctl("stop", "idle").returncode == 0
+    assert "removed process group" in ctl.ctl("remove", "idle").stdout
+    wait_for(lambda: {"REMOTE_COMMUNICATION", "PROCESS_GROUP_REMOVED"} <= {
+        parse(r["raw"])[0]["eventname"] for r in received(got)}, 10, message="those events")
+    payloads = {parse(r["raw"])[0]["eventname"]: parse(r["raw"])[1] for r in received(got)}
+    assert payloads["REMOTE_COMMUNICATION"] == "type:deploy\nv2 is out"
+    assert payloads["PROCESS_GROUP_REMOVED"] == "groupname:idle\n"
 
 
 def test_the_protocol_parser_takes_fragments_and_refuses_garbage() -> None:
