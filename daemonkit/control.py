@@ -27,6 +27,7 @@ the kernel resolves like any path: a deep test directory must not make the featu
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -78,6 +79,10 @@ class ControlError(DaemonkitError):
 
 class ControlDenied(ControlError):
     """The socket's file mode refused us: another user's daemon."""
+
+
+class ControlAbsent(ControlError):
+    """No socket file, or nobody listening on it: the daemon is not running."""
 
 
 class RequestError(ValueError):
@@ -149,7 +154,8 @@ def request(path: str, message: dict[str, Any], timeout_s: float = 10.0) -> dict
 
 
 def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
-             send: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+             send: list[int] | None = None, limit: int = MAX_REPLY
+             ) -> tuple[dict[str, Any], list[int]]:
     """One request with descriptors to pass along (SCM_RIGHTS); the reply and the
     descriptors that came with it (the caller owns them). ``timeout_s`` bounds the whole
     exchange, however slowly the answer trickles in."""
@@ -160,15 +166,23 @@ def exchange(path: str, message: dict[str, Any], timeout_s: float = 10.0,
         with _short_path(path) as short:
             sock.connect(short)
         data = json.dumps(message).encode() + b"\n"
-        if send:
-            socket.send_fds(sock, [data], send)
+        try:
+            if send:
+                socket.send_fds(sock, [data], send)
+            else:
+                sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # the server may refuse before reading (too many clients, out of descriptors):
+            # its one-line reason is waiting to be read
+            reply, fds = _read_line(sock, limit, deadline)
+            if not reply:
+                raise exc from None
         else:
-            sock.sendall(data)
-        reply, fds = _read_line(sock, MAX_REPLY, deadline)
+            reply, fds = _read_line(sock, limit, deadline)
     except FileNotFoundError:
-        raise ControlError(f"no control socket at {path}") from None
+        raise ControlAbsent(f"no control socket at {path}") from None
     except ConnectionRefusedError:
-        raise ControlError(f"nobody listens on {path}") from None
+        raise ControlAbsent(f"nobody listens on {path}") from None
     except PermissionError:
         raise ControlDenied(f"permission denied on {path}") from None
     except TimeoutError:
@@ -243,6 +257,7 @@ class ControlServer:
         self._answering = {True: threading.BoundedSemaphore(MAX_ANSWERING),  # quick commands
                            False: threading.BoundedSemaphore(MAX_ANSWERING)}
         self._inode: tuple[int, int] | None = None  # the socket file we bound
+        self._spare_fd: int | None = None  # see _refuse_at_fd_limit
 
     def bind(self) -> None:
         """Create the socket (mode 0600). We hold the pidfile lock, so a stale file is ours."""
@@ -295,6 +310,7 @@ class ControlServer:
         listener = self._sock
         if listener is None:
             return
+        self._spare_fd = _reserve_fd()
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ)
         reading: dict[int, _Connection] = {}
@@ -307,6 +323,9 @@ class ControlServer:
         for connection in reading.values():
             connection.close()
         selector.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
 
     def _turn(self, selector: selectors.BaseSelector, listener: socket.socket,
               reading: dict[int, _Connection]) -> None:
@@ -332,6 +351,11 @@ class ControlServer:
                 sock, _ = listener.accept()
             except BlockingIOError:
                 return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self._refuse_at_fd_limit(listener)
+                return
             sock.setblocking(False)
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
@@ -342,6 +366,34 @@ class ControlServer:
             connection = _Connection(sock, uid, time.monotonic() + REQUEST_DEADLINE_S)
             reading[sock.fileno()] = connection
             selector.register(sock, selectors.EVENT_READ)
+
+    def _refuse_at_fd_limit(self, listener: socket.socket) -> None:
+        """Out of descriptors: answer the waiting client instead of leaving it queued.
+
+        A connection the kernel cannot hand us stays in the backlog and keeps the listener
+        readable, so the loop would wake at once, fail again, and spin. The descriptor kept
+        in reserve (as nginx and libev do) is given up for one accept, long enough to tell
+        that client why, then taken back."""
+        if self._spare_fd is None:
+            self._closed.wait(0.05)  # nothing in reserve: at least do not spin
+            self._spare_fd = _reserve_fd()
+            return
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            sock = None
+        if sock is not None:
+            try:
+                sock.setblocking(False)
+                sock.send(json.dumps({"ok": False, "error": "the daemon is out of file "
+                                      "descriptors; try again"}).encode() + b"\n")
+            except OSError:
+                pass
+            sock.close()
+        log.warning("control socket: out of file descriptors; refused a client")
+        self._spare_fd = _reserve_fd()
 
     def _read(self, selector: selectors.BaseSelector, reading: dict[int, _Connection],
               connection: _Connection) -> None:
@@ -436,6 +488,9 @@ class ControlServer:
 
     def forget(self) -> None:
         """Close our descriptor of the socket and nothing else (a forked child's copy)."""
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -465,3 +520,10 @@ class ControlServer:
                 os.unlink(self.path)
             except OSError:
                 pass  # root-owned directory after a privilege drop: stop removes it
+
+
+def _reserve_fd() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None

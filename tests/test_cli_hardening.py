@@ -427,3 +427,27 @@ def test_a_usage_error_is_one_line(probe: Service) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.rstrip().endswith("--help)")
+
+
+def test_out_of_descriptors_the_control_socket_answers_and_recovers(probe: Service,
+                                                                     tmp_path: Path) -> None:
+    """A daemon at its descriptor limit: a client is told why at once, not left queued
+    (the listener stayed readable and the control thread woke, failed and logged in a loop)."""
+    import resource
+
+    release = tmp_path / "release"
+    assert probe.cli("start", "--reload-hogs-fds-until", str(release)).returncode == 0
+    pid = probe.pid()
+    assert pid is not None
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, 256))
+    assert probe.cli("reload").returncode == 0
+    probe.wait_event("fds exhausted", timeout=20)
+    refused = probe.cli("reload", timeout=30)  # a command only the control socket answers
+    assert refused.returncode != 0
+    assert "out of file descriptors" in refused.stdout + refused.stderr
+    assert pid_alive(pid)
+    assert probe.cli("status").returncode == 0  # running, says the pidfile's lock
+    release.touch()
+    probe.wait_event("fds released", timeout=20)
+    assert probe.cli("status").returncode == 0
+    assert probe.cli("stop").returncode == 0

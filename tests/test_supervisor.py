@@ -611,7 +611,7 @@ def test_supervisor_stop_takes_stubborn_groups_down(sv: Sv) -> None:
 def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
     """A supervisord file: output goes to AUTO files in childlogdir (stderr too when only
     stdout_logfile is set), [supervisord] environment reaches the children, ignored keys are
-    warned once, an event listener is skipped with a warning."""
+    warned once."""
     sv.ini.write_text(textwrap.dedent("""
         [supervisord]
         pidfile = %(here)s/sv.pid
@@ -631,8 +631,6 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
         stdout_logfile = b.log
         startsecs = 0
 
-        [eventlistener:memmon]
-        command = memmon
         """))
     sv.cli("start", check=True)
     sv.wait_state("a", "RUNNING")
@@ -647,7 +645,6 @@ def test_auto_logs_environment_and_warnings(sv: Sv) -> None:
     log = sv.log()
     assert log.count("[supervisord] nodaemon: accepted and ignored") == 1
     assert " DEBUG " in log  # loglevel = debug is the supervisor's log level
-    assert "[eventlistener:memmon] skipped: event listeners are not supported" in log
 
 
 def test_groups_take_supervisorctl_names(sv: Sv) -> None:

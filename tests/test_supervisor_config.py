@@ -184,13 +184,40 @@ def test_supervisord_file_loads_with_warnings(tmp_path: Path) -> None:
                 "[eventlistener:mem]\ncommand = memmon\nevents = TICK_60\n"
                 "[include]\nfiles = conf.d/*.conf\n")
     loaded = config.load(str(ini))
-    assert list(loaded.programs) == ["w"]
+    assert list(loaded.programs) == ["w", "mem"]
+    assert loaded.programs["w"].stdout_events_enabled
+    assert (loaded.programs["mem"].kind, loaded.programs["mem"].events) == (
+        "eventlistener", ("TICK_60",))
     text = "\n".join(loaded.warnings)
     assert f"{ini}: [supervisord] nodaemon: accepted and ignored" in text
     assert loaded.log_level == "DEBUG"  # loglevel means what it means in supervisord
-    assert "[program:w] stdout_events_enabled: accepted and ignored" in text
-    assert "[eventlistener:mem] skipped: event listeners are not supported" in text
+    assert "events_enabled" not in text and "eventlistener" not in text
     assert "[include] files: conf.d/*.conf matches no file" in text
+
+
+@pytest.mark.parametrize(("keys", "error"), [
+    ("", r"\[eventlistener:l\] events: missing"),
+    ("events = PROCESS_STATE, NO_SUCH", r"\[eventlistener:l\] events: unknown event type "
+     "NO_SUCH$"),
+    ("events = TICK_5\nredirect_stderr = true", r"redirect_stderr: true is not allowed"),
+    ("events = TICK_5\nresult_handler = mine:handler", r"result_handler: only "
+     "supervisor.dispatchers:default_handler"),
+    ("events = TICK_5\nbuffer_size = 0", r"buffer_size: must be >= 1"),
+    ("events = TICK_5\nbuffer_size = 100000000000", r"buffer_size: at most 100000"),
+])
+def test_bad_event_listener_sections_are_one_line_errors(tmp_path: Path, keys: str,
+                                                         error: str) -> None:
+    ini = write(tmp_path / "sv.ini", f"[eventlistener:l]\ncommand = x\n{keys}\n")
+    with pytest.raises(config.ConfigError, match=error):
+        config.load(str(ini))
+
+
+def test_event_listener_events_are_upper_cased_and_deduplicated(tmp_path: Path) -> None:
+    ini = write(tmp_path / "sv.ini", "[eventlistener:l]\ncommand = x\n"
+                "events = process_state, PROCESS_STATE, tick_5\n")
+    listener = config.load(str(ini)).programs["l"]
+    assert listener.events == ("PROCESS_STATE", "TICK_5")
+    assert (listener.priority, listener.group_priority, listener.buffer_size) == (999, -1, 10)
 
 
 def test_here_and_env_in_supervisor_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

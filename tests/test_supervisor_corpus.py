@@ -94,11 +94,8 @@ def their_processes(options: Any) -> dict[str, dict[str, Any]]:
 
 
 def _groups(options: Any) -> list[Any]:
-    """Event listener pools aside: daemonkit skips them with a warning (not supported)."""
-    from supervisor.options import EventListenerPoolConfig
-
-    return [g for g in options.process_group_configs
-            if not isinstance(g, EventListenerPoolConfig)]
+    """Every process group, event listener pools included (their processes are programs)."""
+    return list(options.process_group_configs)
 
 
 def our_processes(loaded: dk_config.SupervisorConfig) -> dict[str, dict[str, Any]]:
@@ -208,9 +205,11 @@ def test_corpus_files_load_with_the_expected_warnings(corpus: Path) -> None:
 
     assert "[program:laravel-worker] inherit: unknown key, ignored" in warnings(
         "laravel-workers.conf")
-    assert "[eventlistener:superwatcher] skipped" in warnings("awx-style.conf")
-    assert ("[program:dispatcher] stderr_events_enabled, stdout_events_enabled: accepted and "
-            "ignored" in warnings("awx-style.conf"))
+    assert "superwatcher" not in warnings("awx-style.conf")  # a listener now, not skipped
+    listener = dk_config.load(str(corpus / "awx-style.conf")).programs["superwatcher"]
+    assert (listener.kind, listener.events, listener.group_priority) == (
+        "eventlistener", ("PROCESS_STATE_FATAL",), -1)
+    assert "events_enabled" not in warnings("awx-style.conf")
     assert "stdout_logfile = syslog is deprecated" in warnings("syslog-legacy.conf")
     assert "[program:hey-0] loglevel: unknown key" in warnings("tornado-group.conf")
     assert warnings("include-main.conf") == ""

@@ -389,7 +389,9 @@ def test_unix_server_with_credentials_and_socket_mode(ctl: Ctl) -> None:
     import grp
 
     assert info.st_gid == grp.getgrnam("nogroup").gr_gid
-    assert ctl.ctl("status", "web", user=USER, password=PASSWORD).returncode == 0
+    # 0 once web is RUNNING (startsecs may not have passed on a loaded machine)
+    wait_for(lambda: ctl.ctl("status", "web", user=USER, password=PASSWORD).returncode == 0,
+             30.0, message="supervisorctl status web with the right password")
     denied = ctl.ctl("status", "web", user=USER, password="nope")
     assert "Server requires authentication" in denied.stdout
 

@@ -582,3 +582,134 @@ def test_listens_on_ipv6_loopback(api: ProcessAPI) -> None:
             assert json.loads(response.read())["programs"]
         finally:
             connection.close()
+
+
+# -- hostile clients (issue 14) -------------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    """True once the server has closed ``sock`` (a read returns EOF or a reset)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if sock.recv(4096) == b"":
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
+def test_a_trickling_client_is_dropped_at_the_request_deadline(
+        api: ProcessAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemonkit.web.server as web_server
+
+    monkeypatch.setattr(web_server, "REQUEST_TIMEOUT_S", 1.0)
+    for server in serve(api, web_config()):
+        sock = socket.create_connection(server.address, timeout=5)
+        try:
+            began = time.monotonic()
+            for byte in b"GET /api/status HTTP/1.1\r\nX-Slow: " + b"a" * 40:
+                try:
+                    sock.sendall(bytes([byte]))  # a byte every 0.1 s: never idle for long
+                except OSError:
+                    break
+                if time.monotonic() - began > 3.0:
+                    break
+                time.sleep(0.1)  # the trickle itself is what the test is about
+            assert _closed_by_server(sock, 3.0), "a trickling client outlived the deadline"
+            assert time.monotonic() - began < 4.0
+        finally:
+            sock.close()
+
+
+def test_a_crowd_of_tricklers_cannot_hold_the_page(server: WebServer, client: Client) -> None:
+    from daemonkit.web.server import MAX_CONNECTIONS
+
+    crowd: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):  # more than the cap, each mid request line
+            sock = socket.create_connection(server.address, timeout=5)
+            sock.sendall(b"GET /api/sta")
+            crowd.append(sock)
+        for _ in range(5):  # every honest request is served at once, before any deadline
+            began = time.monotonic()
+            assert client.get("/api/status")[0] == 200
+            assert time.monotonic() - began < 5.0
+        evicted = sum(_closed_by_server(sock, 0.01) for sock in crowd)
+        assert evicted >= 20, f"only {evicted} of the crowd made room"
+    finally:
+        for sock in crowd:
+            sock.close()
+
+
+@pytest.mark.parametrize("query", ["offset=%C2%B2", "offset=" + "9" * 5000, "inode=%C2%B2",
+                                   "lines=%D9%A3", "offset=-1", "offset=1e3"])
+def test_bad_log_numbers_are_a_400_not_a_traceback(client: Client, query: str) -> None:
+    status, body = client.get(f"/api/programs/worker/log?{query}")
+    assert status == 400, body
+    assert "non-negative integer" in body["error"]
+
+
+def test_bad_content_length_is_a_400(server: WebServer) -> None:
+    sock = socket.create_connection(server.address, timeout=5)
+    try:
+        sock.sendall(b"POST /api/programs/worker/stop HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Length: \xc2\xb2\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+    finally:
+        sock.close()
+
+
+def test_the_login_token_never_reaches_the_log(api: ProcessAPI,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="daemonkit.web")
+    for server in serve(api, web_config(token=TOKEN)):
+        status, _, _ = Client(server).request("GET", f"/?token={TOKEN}")
+        assert status == 303
+        wait_for(lambda: "redacted" in caplog.text, 5.0, message="the request in the log")
+    assert TOKEN not in caplog.text
+
+
+_AS_NOBODY = """
+import http.client, json, sys
+host, port, path, method = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+headers = {"X-CSRF-Token": sys.argv[5]} if len(sys.argv) > 5 else {}
+if len(sys.argv) > 6:
+    headers["Authorization"] = "Bearer " + sys.argv[6]
+connection = http.client.HTTPConnection(host, port, timeout=20)
+connection.request(method, path, headers=headers)
+response = connection.getresponse()
+print(response.status, response.read().decode())
+"""
+
+
+def _as_nobody(server: WebServer, method: str, path: str, *extra: str) -> tuple[int, str]:
+    host, port = server.address
+    result = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                             _AS_NOBODY, host, str(port), path, method, *extra],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    status, _, body = result.stdout.partition(" ")
+    return int(status), body
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as user nobody")
+def test_without_credentials_other_local_users_are_refused(server: WebServer, client: Client,
+                                                           api: ProcessAPI) -> None:
+    pid = api.instances["worker:0"]["proc"].pid
+    status, body = _as_nobody(server, "GET", "/api/status")
+    assert status == 403 and "without token or password_file" in body
+    status, body = _as_nobody(server, "POST", "/api/programs/worker/stop", client.csrf)
+    assert status == 403
+    assert pid_alive(pid), "a refused user stopped a program"
+    assert client.get("/api/status")[0] == 200  # root (the supervisor's user) still is served
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as user nobody")
+def test_with_a_token_any_user_holding_it_is_served(api: ProcessAPI) -> None:
+    for server in serve(api, web_config(token=TOKEN)):
+        assert _as_nobody(server, "GET", "/api/status")[0] == 401
+        assert _as_nobody(server, "GET", "/api/status", "-", TOKEN)[0] == 200

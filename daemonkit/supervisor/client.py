@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import control
 from ..errors import DaemonkitError, PrivilegeError
 from ..exitcodes import Exit
 from ..process import format_duration
@@ -26,7 +26,6 @@ from .faults import Fault, NoSuchName, SupervisorError
 
 PROG = "daemonkit-supervisor"
 MAX_REPLY = 16 * 1024 * 1024
-_SUN_PATH_MAX = 100
 
 
 class NotListening(DaemonkitError):
@@ -49,35 +48,16 @@ class Client:
 
     def ask(self, message: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
         """One request, one JSON answer (``ok`` false included: see :meth:`call`)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout_s)
-        dir_fd: int | None = None
         try:
-            target = self.path
-            if len(target.encode()) > _SUN_PATH_MAX:  # sun_path is short: go via the dir
-                dir_fd = os.open(os.path.dirname(target) or ".", os.O_PATH | os.O_CLOEXEC)
-                target = f"/proc/self/fd/{dir_fd}/{os.path.basename(target)}"
-            sock.connect(target)
-            sock.sendall(json.dumps(message).encode() + b"\n")
-            data = _read_line(sock)
-        except (FileNotFoundError, ConnectionRefusedError):
+            answer, fds = control.exchange(self.path, message, timeout_s, limit=MAX_REPLY)
+        except control.ControlAbsent:
             raise NotListening(f"is not running (nobody listens on {self.path})") from None
-        except PermissionError:
+        except control.ControlDenied:
             raise ControlDenied(f"permission denied on {self.path}") from None
-        except TimeoutError:
-            raise NoAnswer(f"no answer on {self.path} within {timeout_s:g}s") from None
-        except OSError as exc:
-            raise NoAnswer(f"control socket {self.path}: {exc.strerror or exc}") from None
-        finally:
-            sock.close()
-            if dir_fd is not None:
-                os.close(dir_fd)
-        try:
-            answer = json.loads(data)
-        except ValueError:
-            raise NoAnswer(f"malformed answer on {self.path}") from None
-        if not isinstance(answer, dict):
-            raise NoAnswer(f"malformed answer on {self.path}")
+        except control.ControlError as exc:
+            raise NoAnswer(str(exc)) from None
+        for fd in fds:  # the supervisor sends none; never keep what a stranger might
+            os.close(fd)
         return answer
 
     def call(self, command: str, timeout_s: float = 30.0, **fields: Any) -> dict[str, Any]:
@@ -85,22 +65,6 @@ class Client:
         answer = self.ask({"cmd": command, **fields}, timeout_s)
         protocol.raise_for(answer)
         return answer
-
-
-def _read_line(sock: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if b"\n" in chunk:
-            break
-        if size > MAX_REPLY:
-            raise NoAnswer("answer too large")
-    return b"".join(chunks).split(b"\n", 1)[0]
 
 
 def complain(text: str) -> None:

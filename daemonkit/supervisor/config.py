@@ -38,6 +38,10 @@ STDIO_PATHS = frozenset({"/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2",
                          "/proc/self/fd/1", "/proc/self/fd/2", "/dev/null"})
 #: the default name of an instance of a program with numprocs > 1 (supervisord has none)
 MULTI_PROCESS_NAME = "%(program_name)s:%(process_num)s"
+#: an [eventlistener:x] pool's priority unless set (supervisord's: first up, last down)
+LISTENER_POOL_PRIORITY = -1
+#: events an [eventlistener:x] pool may keep (each holds its payload in memory)
+MAX_BUFFER_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class SocketSpec:
 
 @dataclass(frozen=True)
 class ProgramConfig:
-    """One [program:x] (or [fcgi-program:x]). Equality decides what a reload restarts."""
+    """One [program:x] (or [fcgi-program:x], [eventlistener:x]). Equality decides what a
+    reload restarts."""
 
     name: str
     source: str = field(compare=False)  # file that defined it, for messages
@@ -124,7 +129,7 @@ class ProgramConfig:
     backoff_initial: float
     backoff_max: float
     here: str = field(compare=False)
-    kind: str = "program"  # or "fcgi-program"
+    kind: str = "program"  # or "fcgi-program", "eventlistener"
     group_name: str = ""  # supervisord's process group ("" until the config is built)
     group_priority: int = 999
     serverurl: str | None = None  # SUPERVISOR_SERVER_URL
@@ -135,6 +140,11 @@ class ProgramConfig:
     log_uid: int = -1  # who writes AUTO logs: [supervisord] user, else who loaded the file
     base_environment: tuple[tuple[str, str], ...] = ()
     strip_ansi: bool = False
+    stdout_events_enabled: bool = False  # PROCESS_LOG_STDOUT events of its output
+    stderr_events_enabled: bool = False
+    #: [eventlistener:x]: the event types subscribed to (upper case), the pool's buffer
+    events: tuple[str, ...] = ()
+    buffer_size: int = 10
     #: ENV_X and host_node_name at load time (one dict shared by every program)
     values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
     #: (process_num, numprocs) -> InstanceSpec: expanded once, while loading (off the loop),
@@ -348,6 +358,7 @@ def _resolve(here: str, path: str) -> str:
 _SECTION_TABLES: dict[str, dict[str, Key]] = {
     "supervisord": keys.SUPERVISORD, "supervisor": keys.SUPERVISORD,
     "program:": keys.PROGRAM, "fcgi-program:": keys.FCGI_PROGRAM, "group:": keys.GROUP,
+    "eventlistener:": keys.EVENTLISTENER,
     "unix_http_server": keys.UNIX_HTTP_SERVER, "unix_http_server:": keys.UNIX_HTTP_SERVER,
     "inet_http_server": keys.INET_HTTP_SERVER, "inet_http_server:": keys.INET_HTTP_SERVER,
     "supervisorctl": keys.SUPERVISORCTL, "include": keys.INCLUDE,
@@ -402,7 +413,7 @@ def read_settings(path: str) -> Settings:
     top = loader.supervisor_section()
     stopwaits: list[float] = []
     for name in loader.document.sections:
-        if name.startswith(("program:", "fcgi-program:")):
+        if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
             try:
                 stopwaits.append(loader.section_value(name, keys.PROGRAM["stopwaitsecs"]))
             except ConfigError:
@@ -535,10 +546,6 @@ class _Loader:
         for name in self.document.sections:
             table = table_for(name)
             if name == "web":
-                continue
-            if name.startswith("eventlistener:"):
-                self.warn(f"{self.source(name)}: [{name}] skipped: event listeners are not "
-                          "supported")
                 continue
             if name.startswith("ctlplugin:"):
                 continue  # supervisorctl's plugins: nothing for the server to do
@@ -692,7 +699,7 @@ class _Loader:
                          f"more than {limits.MAX_INSTANCES} programs (the limit)")
         for section in self.document.sections:
             kind = section.split(":", 1)[0]
-            if kind not in ("program", "fcgi-program"):
+            if kind not in ("program", "fcgi-program", "eventlistener"):
                 continue
             program = self.program(section, kind, member_of, top, serverurl)
             if program.name in programs:
@@ -705,7 +712,8 @@ class _Loader:
     def program(self, section: str, kind: str, member_of: dict[str, str], top: dict[str, Any],
                 serverurl: str | None) -> ProgramConfig:
         name = self.name_of(section)
-        table = keys.FCGI_PROGRAM if kind == "fcgi-program" else keys.PROGRAM
+        table = {"fcgi-program": keys.FCGI_PROGRAM,
+                 "eventlistener": keys.EVENTLISTENER}.get(kind, keys.PROGRAM)
         group_name = member_of.get(name, name)
         extra = {"program_name": name, "group_name": group_name}
         command_value = self.document.get(section, "command")
@@ -745,6 +753,9 @@ class _Loader:
                 self.warn(f"{self.source(section, f'{channel}_logfile')}: [{section}] "
                           f"{channel}_logfile = syslog is deprecated (as in supervisord 4): "
                           f"read as {channel}_syslog = true, no log file")
+        events: tuple[str, ...] = ()
+        if kind == "eventlistener":
+            events = self.listener_events(section, parsed)
         own_url = parsed["serverurl"]
         if own_url is not None and own_url.strip().upper() == "AUTO":
             own_url = None
@@ -773,7 +784,34 @@ class _Loader:
             childlogdir=top["childlogdir"], identifier=top["identifier"],
             log_uid=datatypes.uid_of(top["user"]) if top["user"] else os.geteuid(),
             base_environment=self.top_environment, strip_ansi=top["strip_ansi"],
-            values=self.values)
+            stdout_events_enabled=parsed["stdout_events_enabled"],
+            stderr_events_enabled=parsed["stderr_events_enabled"], events=events,
+            buffer_size=parsed.get("buffer_size") or 10, values=self.values)
+
+    def listener_events(self, section: str, parsed: dict[str, Any]) -> tuple[str, ...]:
+        """supervisord's checks of an [eventlistener:x], with its words."""
+        from .eventtypes import NEVER_EMITTED, PARENT
+
+        names = tuple(dict.fromkeys(name.upper() for name in parsed["events"] or () if name))
+        if not names:
+            raise self.key_error(section, "events", "missing (an event listener needs an "
+                                 "\"events\" line)")
+        for name in names:
+            if name not in PARENT:
+                raise self.key_error(section, "events", f"unknown event type {name}")
+        never = sorted(set(names) & NEVER_EMITTED)
+        if never:
+            self.warn(f"{self.source(section, 'events')}: [{section}] events: "
+                      f"{', '.join(never)} never sent (no capture mode in daemonkit)")
+        if parsed["redirect_stderr"]:
+            raise self.key_error(section, "redirect_stderr", "true is not allowed: stderr "
+                                 "would interfere with the event listener protocol on stdout")
+        if parsed["result_handler"].strip() != keys.DEFAULT_RESULT_HANDLER:
+            raise self.key_error(section, "result_handler", f"only "
+                                 f"{keys.DEFAULT_RESULT_HANDLER} is supported")
+        if parsed["buffer_size"] > MAX_BUFFER_SIZE:
+            raise self.key_error(section, "buffer_size", f"at most {MAX_BUFFER_SIZE}")
+        return names
 
     def fcgi_socket(self, section: str, parsed: dict[str, Any]) -> SocketSpec:
         address: datatypes.SocketAddress | None = parsed["socket"]
@@ -799,7 +837,11 @@ class _Loader:
         everything = dict(groups)
         for program in programs.values():
             if program.group_name == program.name and program.name not in groups:
-                everything[program.name] = GroupConfig(program.name, program.priority,
+                priority = program.priority
+                if program.kind == "eventlistener" and self.document.get(
+                        f"eventlistener:{program.name}", "priority") is None:
+                    priority = LISTENER_POOL_PRIORITY
+                everything[program.name] = GroupConfig(program.name, priority,
                                                        (program.name,), explicit=False)
             elif program.name in groups and program.group_name == program.name:
                 raise _error(program.source, f"{program.kind}:{program.name}", None,

@@ -8,7 +8,8 @@ The loop sleeps in ``select()`` until one of these wakes it:
 * the NOTIFY_SOCKET datagram socket (``READY=1`` from programs with ``notify = true``);
 * the wakeup pipe, written by other threads after they queued a call (control socket, web,
   XML-RPC);
-* the nearest instance timer (startsecs, backoff, stopwaitsecs), from ``time.monotonic()``.
+* the nearest instance timer (startsecs, backoff, stopwaitsecs), from ``time.monotonic()``,
+  or the nearest of the engine's own timers (the TICK_* clock of event listeners).
 
 Every instance's state lives here and is only touched by the main thread; other threads go
 through :meth:`Engine.call`, which queues a function and waits for its result (or its
@@ -17,7 +18,8 @@ has failed) by returning a :class:`Pending`.
 
 Names are resolved here and nowhere else (:meth:`Engine.select`): an instance (``web``,
 ``worker:2``), a program, a group, ``group:*``, ``group:name`` (supervisord's namespec),
-``all``. State changes are published on :attr:`Engine.events`.
+``all``. State changes are published on :attr:`Engine.events`, which feeds the event
+listener pools (:mod:`.listeners`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ from ..errors import ConfigError
 from . import config as config_module
 from . import limits
 from .config import GroupConfig, ProgramConfig, SupervisorConfig
-from .events import EventBus, GroupAdded, GroupRemoved, ProcessStateChanged
+from .events import (
+    EventBus,
+    GroupAdded,
+    GroupRemoved,
+    ProcessLogged,
+    ProcessStateChanged,
+    SupervisorStateChanged,
+)
 from .faults import (
     AlreadyAdded,
     Failed,
@@ -53,9 +62,11 @@ from .faults import (
     SupervisorError,
 )
 from .isolated import load_isolated
+from .listeners import ListenerPools
 from .logfile import SyslogSink
 from .process import Instance, SpawnError, resolve_command
-from .states import SIGNALLABLE_STATES, STARTED_STATES, State, Want
+from .states import LIVE_STATES, SIGNALLABLE_STATES, STARTED_STATES, State, Want
+from .ticks import TickClock
 
 _UCRED = struct.Struct("3i")
 
@@ -93,6 +104,10 @@ class Engine:
         self.started_at = time.monotonic()
         self.last_reload: dict[str, Any] = {}
         self.events = EventBus()
+        self.listeners = ListenerPools(log)
+        self.events.subscribe(self.listeners.publish)
+        self.ticks = TickClock(self.events.publish)
+        self.timers = [self.ticks]  # objects with a monotonic ``deadline`` and ``on_timer``
         self.syslog = SyslogSink(syslog_address)
         self.stopping = False
         self.exit_requested = False  # supervisor.shutdown: the loop ends, the daemon stops
@@ -124,9 +139,23 @@ class Engine:
             self.selector.unregister(fd)
 
     def changed(self, instance: Instance, old: State, expected: bool) -> None:
+        pid = instance.pid
+        if pid is None and old in LIVE_STATES:
+            pid = instance.last_pid  # EXITED/STOPPED name the process that just exited
         self.events.publish(ProcessStateChanged(
             instance.name, instance.spec.group, instance.spec.process_name, old.value,
-            instance.state.value, instance.pid, expected, instance.failed_starts))
+            instance.state.value, pid, expected, instance.failed_starts))
+        if instance.program.kind == "eventlistener":
+            self.listeners.process_changed(instance)
+
+    def output(self, instance: Instance, channel: str, data: bytes) -> None:
+        """An event listener's stdout is its protocol; other output becomes PROCESS_LOG_*."""
+        if channel == "stdout" and instance.program.kind == "eventlistener":
+            self.listeners.output(instance, data)
+            return
+        self.events.publish(ProcessLogged(instance.name, instance.spec.group,
+                                          instance.spec.process_name, instance.pid, channel,
+                                          data))
 
     def listen_socket(self, instance: Instance) -> socket.socket | None:
         return self.sockets.get(instance.program.name) if instance.program.socket else None
@@ -164,6 +193,8 @@ class Engine:
         old_groups = set(self.config.all_groups) if self.config else set()
         self.config = new
         self.available = new
+        self.listeners.configure(new.programs, new.identifier)
+        self.ticks.want(self.listeners.ticks_wanted)
         for name in removed:
             self._retire(self._of_program(name))
             self.numprocs.pop(name, None)
@@ -190,6 +221,10 @@ class Engine:
                    "notes": notes}
         self.last_reload = summary
         return summary
+
+    def announce_running(self) -> None:
+        """supervisord's SUPERVISOR_STATE_CHANGE_RUNNING: the first config is loaded."""
+        self.events.publish(SupervisorStateChanged("RUNNING"))
 
     def reload_file(self, new: SupervisorConfig | None = None) -> dict[str, Any]:
         """Re-read the config file (unless ``new`` was read already, outside the loop) and
@@ -424,6 +459,9 @@ class Engine:
         for instance in [*self.instances.values(), *self.retiring]:
             if instance.deadline is not None and instance.deadline <= now:
                 instance.on_timer(now)
+        for timer in self.timers:
+            if timer.deadline is not None and timer.deadline <= now:
+                timer.on_timer(now)
         self._run_calls()
         if self.retiring:
             self._start_held()
@@ -433,6 +471,7 @@ class Engine:
         deadlines = [i.deadline for i in (*self.instances.values(), *self.retiring)
                      if i.deadline is not None]
         deadlines += [c.pending.deadline for c in self._pending if c.pending is not None]
+        deadlines += [t.deadline for t in self.timers if t.deadline is not None]
         if not deadlines:
             return None  # idle: sleep until something happens
         return limits.select_timeout(min(deadlines) - time.monotonic())
@@ -818,6 +857,8 @@ class Engine:
         """Stop every instance (stopsignal, stopwaitsecs, SIGKILL), reaping as we go; the
         highest priority last, as supervisord stops them."""
         self.stopping = True
+        self.events.publish(SupervisorStateChanged("STOPPING"))
+        self.ticks.want(set())
         for instance in reversed([*self.instances.values()]):
             instance.stop()
         for instance in self.retiring:

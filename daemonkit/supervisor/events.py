@@ -1,9 +1,11 @@
 """The engine's event bus: what happened, published in the loop's thread as it happens.
 
-Today the bus carries process state changes, process groups coming and going, and the
-supervisor's own state; subscribers (the future event listeners of supervisord's protocol,
-tests, metrics) receive each event synchronously in the loop thread and must not block. A
-subscriber that raises is logged and skipped: an observer never breaks the supervisor.
+The bus carries process state changes, process output (programs with
+``stdout_events_enabled``/``stderr_events_enabled``), process groups coming and going, the
+supervisor's own state and the clock's ticks; subscribers (the event listener pools of
+:mod:`.listeners`, tests, metrics) receive each event synchronously in the loop thread and
+must not block. A subscriber that raises is logged and skipped: an observer never breaks
+the supervisor.
 """
 
 from __future__ import annotations
@@ -22,9 +24,29 @@ class ProcessStateChanged:
     process_name: str
     from_state: str
     to_state: str
-    pid: int | None
+    pid: int | None  # EXITED/STOPPED after an exit: the pid that exited
     expected: bool  # EXITED with an expected exit code (always True for other states)
     tries: int  # consecutive failed starts
+
+
+@dataclass(frozen=True)
+class ProcessLogged:
+    """A piece of a program's output, for PROCESS_LOG_STDOUT/STDERR listeners."""
+
+    name: str
+    group: str
+    process_name: str
+    pid: int | None
+    channel: str  # "stdout" | "stderr"
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The wall clock entered a new ``period``-second slice (supervisord's TICK_N)."""
+
+    period: int  # 5 | 60 | 3600
+    when: int  # the slice's start, seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -50,8 +72,8 @@ class RemoteCommunication:
     data: str
 
 
-Event = (ProcessStateChanged | GroupAdded | GroupRemoved | SupervisorStateChanged
-         | RemoteCommunication)
+Event = (ProcessStateChanged | ProcessLogged | Tick | GroupAdded | GroupRemoved
+         | SupervisorStateChanged | RemoteCommunication)
 Subscriber = Callable[[Event], None]
 
 

@@ -113,17 +113,17 @@ PROGRAM = _table(
         "(0: never)"),
     Key("stdout_logfile_backups", "10", t.non_negative, "rotated stdout logs to keep"),
     Key("stdout_capture_maxbytes", "0", t.byte_size, "capture mode for event listeners",
-        IGNORED, why="capture mode needs event listeners"),
-    Key("stdout_events_enabled", "false", t.boolean, "PROCESS_LOG_STDOUT events", IGNORED,
-        why="event listeners are not supported yet"),
+        IGNORED, why="capture mode (PROCESS_COMMUNICATION) is not supported"),
+    Key("stdout_events_enabled", "false", t.boolean, "PROCESS_LOG_STDOUT events for event "
+        "listeners"),
     Key("stdout_syslog", "false", t.boolean, "also send stdout to syslog"),
     Key("stderr_logfile", "AUTO", t.logfile, "stderr log: a path, AUTO, NONE", stage=P),
     Key("stderr_logfile_maxbytes", "50MB", t.byte_size, "rotate the stderr log at this size"),
     Key("stderr_logfile_backups", "10", t.non_negative, "rotated stderr logs to keep"),
     Key("stderr_capture_maxbytes", "0", t.byte_size, "capture mode for event listeners",
-        IGNORED, why="capture mode needs event listeners"),
-    Key("stderr_events_enabled", "false", t.boolean, "PROCESS_LOG_STDERR events", IGNORED,
-        why="event listeners are not supported yet"),
+        IGNORED, why="capture mode (PROCESS_COMMUNICATION) is not supported"),
+    Key("stderr_events_enabled", "false", t.boolean, "PROCESS_LOG_STDERR events for event "
+        "listeners"),
     Key("stderr_syslog", "false", t.boolean, "also send stderr to syslog"),
     Key("environment", "", t.text, "KEY=value pairs added to the process environment",
         stage=P),
@@ -149,6 +149,21 @@ FCGI_PROGRAM = {
         Key("socket_owner", None, t.user_group, "owner of a unix socket (user or user:group)"),
         Key("socket_mode", None, t.octal, "mode of a unix socket (default 0700)"),
         Key("socket_backlog", None, t.backlog, "listen() backlog (default SOMAXCONN)"),
+    ),
+}
+
+#: supervisord's default (and daemonkit's only) result handler: OK accepts, else rebuffer
+DEFAULT_RESULT_HANDLER = "supervisor.dispatchers:default_handler"
+
+EVENTLISTENER = {
+    **PROGRAM,
+    **_table(
+        Key("events", None, t.list_of_strings, "event types the pool receives (a type covers "
+            "the types below it: PROCESS_STATE, EVENT)"),
+        Key("buffer_size", "10", lambda v: t.integer(v, 1), "events the pool keeps while no "
+            "listener is ready (the oldest are dropped when full)"),
+        Key("result_handler", DEFAULT_RESULT_HANDLER, t.text, "what a listener's RESULT "
+            f"means (only {DEFAULT_RESULT_HANDLER})"),
     ),
 }
 

@@ -60,6 +60,7 @@ class Loop(Protocol):
     def unwatch(self, fd: int) -> None: ...
     def changed(self, instance: Instance, old: State, expected: bool) -> None: ...
     def listen_socket(self, instance: Instance) -> socket.socket | None: ...
+    def output(self, instance: Instance, channel: str, data: bytes) -> None: ...
 
 
 class SpawnError(Exception):
@@ -154,6 +155,7 @@ class Instance:
         self.state = State.STOPPED
         self.want = Want.DOWN
         self.pid: int | None = None  # group leader while LIVE (also its pgid)
+        self.last_pid: int | None = None  # the leader that exited last (for its events)
         self.pidfd: int | None = None
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None  # monotonic time of the current spawn
@@ -278,6 +280,7 @@ class Instance:
         self.exit_status = code
         self.laststop = time.time()
         pgid, self.pid = self.pid, None
+        self.last_pid = pgid
         self._close_pidfd()
         self._close_stdin()
         if self.popen is not None:
@@ -510,19 +513,29 @@ class Instance:
             os.set_blocking(in_w, False)
             self.stdin_fd = in_w
         if out_r is not None:
-            self._relay(out_r, self.stdout_log, self.spec.stdout)
+            self._relay(out_r, self.stdout_log, self.spec.stdout, "stdout")
         if err_r is not None and self.spec.stderr is not None:
-            self._relay(err_r, self.stderr_log, self.spec.stderr)
+            self._relay(err_r, self.stderr_log, self.spec.stderr, "stderr")
 
     def _captures(self, channel: str) -> bool:
         log_spec = self.spec.stdout if channel == "stdout" else self.spec.stderr
-        return log_spec is not None and (log_spec.path is not None or log_spec.syslog)
+        return log_spec is not None and (log_spec.path is not None or log_spec.syslog
+                                         or self._reports(channel))
 
-    def _relay(self, fd: int, log_file: LogFile | None, log_spec: LogSpec) -> None:
+    def _reports(self, channel: str) -> bool:
+        """Does the loop hear this output: an event listener's stdout (its protocol) or a
+        channel with ``*_events_enabled``."""
+        if channel == "stdout":
+            return self.program.kind == "eventlistener" or self.program.stdout_events_enabled
+        return self.program.stderr_events_enabled
+
+    def _relay(self, fd: int, log_file: LogFile | None, log_spec: LogSpec,
+               channel: str) -> None:
         os.set_blocking(fd, False)
         if log_file is not None:
             log_file.touch()
         to_syslog = self.syslog if log_spec.syslog else None
+        reports = self._reports(channel)
 
         def readable() -> None:
             try:
@@ -536,6 +549,8 @@ class Instance:
                     log_file.write(data)
                 if to_syslog is not None:
                     to_syslog.send(self.spec.process_name, data)
+                if reports:
+                    self.loop.output(self, channel, data)
                 return
             self.loop.unwatch(fd)  # EOF: the last writer (maybe a grandchild) is gone
             os.close(fd)

@@ -150,6 +150,7 @@ class Supervisor(Daemon):
         self.engine = Engine(self.log, supervisor_id, syslog_address)
         self.engine.load(self.config)
         self.engine.last_reload = {}
+        self.engine.announce_running()
         if self.rpc is not None:
             self.rpc.serve(self.engine, self._log_file())
         if self.control_at is not None:

@@ -113,7 +113,7 @@ def _parse_listen(value: str, error: _ErrorFactory) -> tuple[str, int]:
             raise error("listen", f"{value!r}: {host!r} is not an IPv6 address") from None
     elif ":" in host:
         raise error("listen", f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:7865")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not _is_small_number(port_text) or not 0 <= int(port_text) <= 65535:
         raise error("listen", f"{value!r}: port must be a number from 0 to 65535")
     if host and host != "localhost":
         try:
@@ -143,6 +143,11 @@ def _read_password(path: str, error: _ErrorFactory) -> str:
 
 def _parse_log_lines(value: str, error: _ErrorFactory) -> int:
     text = value.strip()
-    if not text.isdigit() or not 1 <= int(text) <= _MAX_LOG_LINES:
+    if not _is_small_number(text) or not 1 <= int(text) <= _MAX_LOG_LINES:
         raise error("log_lines", f"{value!r}: a number from 1 to {_MAX_LOG_LINES}")
     return int(text)
+
+
+def _is_small_number(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is True, and ``int("²")`` raises."""
+    return text.isascii() and text.isdigit() and len(text) <= 9

@@ -4,9 +4,17 @@ Why the standard library's ``ThreadingHTTPServer`` and no framework: the page is
 file, one script and one stylesheet plus seven JSON routes; a framework would add a
 dependency (and an event loop or a WSGI server) to a process whose whole job is staying up.
 A thread per connection keeps the one property that matters here: a slow or hung client
-holds only its own thread. On top of it: a socket timeout (a stalled client is dropped after
-``CLIENT_TIMEOUT_S``), a cap on concurrent connections (beyond it a connection is closed at
-once instead of queuing a thread), and a bounded request body.
+holds only its own thread. On top of it:
+
+* a deadline for each whole request (``REQUEST_TIMEOUT_S`` from the moment the server waits
+  for it to its last body byte), not only a timeout per read: a client trickling a byte
+  every few seconds is dropped as surely as a silent one;
+* a cap on concurrent connections; at the cap, the connection that has been waiting longest
+  for its request makes room for the new one (a crowd of trickling clients cannot hold the
+  page; one that sends its request promptly is always served);
+* a bounded request body, and a bounded time for writing each answer.
+* without credentials, the page answers only the users the control socket answers (root and
+  the supervisor's own user), told apart by :mod:`daemonkit.web.peer`.
 
 The supervisor is reached only through :class:`SupervisorAPI` (each call is handed to the
 supervisor's loop and answered there); CPU/memory figures and log reads happen here.
@@ -25,11 +33,15 @@ Routes (auth and CSRF rules in :mod:`daemonkit.web.auth`)::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import re
 import secrets
 import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -42,11 +54,14 @@ from .auth import COOKIE, Guard
 from .config import WebConfig
 from .logtail import read_log
 from .metrics import Sampler
+from .peer import loopback_peer_uid
 
 log = logging.getLogger("daemonkit.web")
 
-CLIENT_TIMEOUT_S = 20.0
+CLIENT_TIMEOUT_S = 20.0  # writing one answer
+REQUEST_TIMEOUT_S = 10.0  # receiving one whole request, keep-alive wait included
 MAX_CONNECTIONS = 256
+MAX_NUMBER_DIGITS = 18  # query numbers (offsets, inodes) fit in 63 bits
 MAX_BODY_BYTES = 4096
 MAX_SCALE_DELTA = 100
 VERBS = ("start", "stop", "restart")
@@ -69,8 +84,55 @@ class HTTPError(Exception):
         self.message = message
 
 
+_SECRET_IN_QUERY = re.compile(r"(token=)[^&\s]*", re.IGNORECASE)
+
+
 def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def query_number(text: str) -> int | None:
+    """An ASCII decimal of at most ``MAX_NUMBER_DIGITS`` digits, else None.
+
+    ``str.isdigit`` alone accepts ``"²"`` (which ``int`` refuses) and 5,000 digits (which
+    ``int`` refuses beyond 4,300): both were answered with a 500 and a traceback."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_NUMBER_DIGITS:
+        return None
+    return int(text)
+
+
+class _Connection:
+    """One client's socket and whether it is still sending us its request (evictable)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        self.waiting_since: float | None = time.monotonic()
+
+    def expect_request(self) -> None:
+        now = time.monotonic()
+        self.deadline = now + REQUEST_TIMEOUT_S
+        self.waiting_since = now
+
+    def request_received(self) -> None:
+        self.waiting_since = None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's read side, refusing to wait past the connection's request deadline."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.connection.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took too long")
+        self.connection.sock.settimeout(remaining)
+        return self.connection.sock.recv_into(buffer)
 
 
 class _Server(ThreadingHTTPServer):
@@ -81,26 +143,51 @@ class _Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._connections_lock = threading.Lock()
+        self.connections: dict[int, _Connection] = {}  # by id() of the socket
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            log.warning("web: %d connections open; refusing %s", MAX_CONNECTIONS,
-                        client_address)
-            self.shutdown_request(request)
-            return
+        connection = _Connection(request)
+        with self._connections_lock:
+            if len(self.connections) >= MAX_CONNECTIONS and not self._evict_slowest():
+                log.warning("web: %d connections busy answering; refusing %s",
+                            MAX_CONNECTIONS, client_address)
+                self.shutdown_request(request)
+                return
+            self.connections[id(request)] = connection
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._forget(request)
             raise
+
+    def _evict_slowest(self) -> bool:
+        """Cut the connection waiting longest for its request; False if none is waiting."""
+        waiting = [c for c in self.connections.values() if c.waiting_since is not None]
+        if not waiting:
+            return False
+        slowest = min(waiting, key=lambda c: c.waiting_since or 0.0)
+        del self.connections[id(slowest.sock)]
+        try:
+            slowest.sock.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once
+        except OSError:
+            pass
+        return True
+
+    def _forget(self, request: Any) -> None:
+        with self._connections_lock:
+            self.connections.pop(id(request), None)
+
+    def connection_of(self, request: Any) -> _Connection:
+        with self._connections_lock:
+            return self.connections.get(id(request)) or _Connection(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._forget(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,8 +197,25 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "daemonkit-web"
     sys_version = ""
 
+    peer_uid: int | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.tracked = self.server.connection_of(self.connection)
+        self.rfile = io.BufferedReader(_DeadlineReader(self.tracked))
+        if not self.server.app.config.requires_auth:
+            self.peer_uid = loopback_peer_uid(self.client_address[:2],
+                                              self.connection.getsockname()[:2],
+                                              self.server.address_family)
+
+    def handle_one_request(self) -> None:
+        self.tracked.expect_request()
+        super().handle_one_request()
+
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("web: %s %s", self.address_string(), format % args)
+        # the request line may carry /?token=...: never write a secret to the log
+        message = _SECRET_IN_QUERY.sub(r"\1<redacted>", format % args)
+        log.debug("web: %s %s", self.address_string(), message)
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -125,6 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client stalled or vanished mid-body: drop it, answer nothing
             self.close_connection = True
             return
+        self.connection.settimeout(CLIENT_TIMEOUT_S)  # sendall: a bound on the whole answer
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -142,10 +247,11 @@ class _Handler(BaseHTTPRequestHandler):
             request_body = self._body(method)
         except HTTPError as exc:
             return _error_response(exc)
+        self.tracked.request_received()
         try:
             return self.server.app.respond(
                 method, self.path, {k.lower(): v for k, v in self.headers.items()},
-                request_body)
+                request_body, self.peer_uid)
         except HTTPError as exc:
             return _error_response(exc)
         except Exception:  # one bad request must not take the server down
@@ -158,11 +264,10 @@ class _Handler(BaseHTTPRequestHandler):
         """The POST body; HTTPError for a bad length, OSError if the client stalls."""
         if method != "POST":
             return b""
-        length_text = self.headers.get("Content-Length", "0")
-        if not length_text.isdigit():
+        length = query_number(self.headers.get("Content-Length", "0").strip())
+        if length is None:
             self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        length = int(length_text)
         if length > MAX_BODY_BYTES:
             self.close_connection = True
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -185,6 +290,8 @@ class WebServer:
         self._seen_programs: set[str] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: without credentials, the users the page answers: the control socket's rule
+        self.allowed_uids = {0, os.getuid()}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -221,9 +328,15 @@ class WebServer:
     # -- request handling (a thread per connection) ----------------------------------------
 
     def respond(self, method: str, target: str, headers: dict[str, str],
-                body: bytes) -> Response:
+                body: bytes, peer_uid: int | None = None) -> Response:
+        """``peer_uid``: the local user behind a connection (None: unknown or another host)."""
         if not self.guard.host_allowed(headers.get("host")):
             raise HTTPError(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        if not self.config.requires_auth and peer_uid not in self.allowed_uids:
+            who = "an unknown user" if peer_uid is None else f"uid {peer_uid}"
+            raise HTTPError(HTTPStatus.FORBIDDEN,
+                            f"{who} may not use this page: without token or password_file "
+                            "it answers only root and the supervisor's own user")
         url = urlsplit(target)
         query = parse_qs(url.query)
         segments = [unquote(s) for s in url.path.split("/")[1:]]
@@ -332,9 +445,11 @@ class WebServer:
             text = query.get(key, [""])[0]
             if not text:
                 return None
-            if not text.isdigit():
-                raise HTTPError(HTTPStatus.BAD_REQUEST, f"{key}: a non-negative integer")
-            return int(text)
+            value = query_number(text)
+            if value is None:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, f"{key}: a non-negative integer "
+                                f"of at most {MAX_NUMBER_DIGITS} digits")
+            return value
 
         lines = min(number("lines") or self.config.log_lines, 10_000)
         try:

@@ -38,6 +38,8 @@ class Probe(Daemon):
         parser.add_argument("--reload-seconds", type=float, default=0.0)
         parser.add_argument("--reload-exit", action="store_true", help="reload() calls sys.exit")
         parser.add_argument("--shutdown-seconds", type=float, default=0.0)
+        parser.add_argument("--reload-hogs-fds-until",
+                            help="reload() takes every free descriptor until this file exists")
         parser.add_argument("--status-override", action="store_true",
                             help="status_info() tries to overwrite the core's keys")
         parser.add_argument("--read-root-file", help="setup_privileged() reads this file")
@@ -162,6 +164,29 @@ class Probe(Daemon):
             raise ValueError("bad configuration in reload")
         self.reloads += 1
         self.event(f"reload done {self.reloads}")
+        if self.options.reload_hogs_fds_until:
+            import threading
+
+            threading.Thread(target=self.hog_fds, daemon=True).start()
+
+    def hog_fds(self) -> None:
+        """Stand for a service that leaks descriptors up to its limit, then recovers."""
+        held = []
+        for _ in range(1_000_000):
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        os.close(held.pop())  # one for the event line, then taken back
+        self.event("fds exhausted")
+        held.append(os.open(os.devnull, os.O_RDONLY))
+        for _ in range(6000):  # 60 s at most
+            if os.path.exists(self.options.reload_hogs_fds_until):
+                break
+            time.sleep(0.01)
+        for fd in held:
+            os.close(fd)
+        self.event("fds released")
 
     def shutdown(self) -> None:
         if self.options.shutdown_seconds:

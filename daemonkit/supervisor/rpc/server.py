@@ -132,7 +132,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _body(self, request: _Request) -> bytes:
         length_text = request.headers.get("content-length", "")
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit() and len(length_text) <= 12):
             raise _BadRequest(411, "Content-Length required")
         length = int(length_text)
         if length > MAX_BODY_BYTES:
@@ -155,6 +155,11 @@ class _Handler(socketserver.StreamRequestHandler):
     def _serve(self, request: _Request) -> bool:
         keep = request.keep_alive
         if not self._authorized(request):
+            if request.method == "POST":
+                # read what the client is still sending: closing on it would reset the
+                # connection and it would see a broken pipe instead of the 401
+                with contextlib.suppress(_BadRequest, OSError):
+                    self._body(request)
             self._send(401, b"unauthorized\n", "text/plain", close=True,
                        headers={"WWW-Authenticate": 'Basic realm="default"'})
             return False
