@@ -54,7 +54,6 @@ KEY_BOUNDS: dict[str, tuple[float, float]] = {
     "logfile_maxbytes": (0, 2**40),
     "stdout_capture_maxbytes": (0, 2**30),
     "stderr_capture_maxbytes": (0, 2**30),
-    "buffer_size": (1, 100_000),  # [eventlistener:x]: events queued per pool
     "minfds": (0, 1 << 20),  # the kernel's nr_open ceiling
     "minprocs": (0, 1 << 22),  # the kernel's pid_max ceiling
 }
