@@ -376,6 +376,9 @@ def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> No
         startsecs = 0
         priority = 1
         """, header(sv))
+    planned = json.loads(sv.cli("check", "--json", check=True).stdout)["instances"]
+    assert [(row["name"], row["depends_on"]) for row in planned] == [
+        ("db", []), ("api", ["db"]), ("worker", ["db"]), ("edge", ["api", "worker"])]
     sv.cli("start", check=True)
     events.wait("db", "start")
     waiting = sv.status()
@@ -479,6 +482,9 @@ def test_supervisorctl_status_shows_what_a_program_waits_for(ctl: Ctl) -> None:
     assert rows["web"] == ("STOPPED", "waiting for db (FATAL)")
     assert ctl.proxy().supervisor.getProcessInfo("web")["description"] == (
         "waiting for db (FATAL)")
+    refused = ctl.ctl("start", "web")  # db is tried again first, and fails again
+    assert refused.stdout.strip() == "web: ERROR (spawn error)"
+    assert ctl.state("web") == "STOPPED"
     (ctl.sv.dir / "ok").write_text("")
     assert ctl.ctl("start", "db").stdout.strip() == "db: started"
     wait_for(lambda: ctl.state("web") == "RUNNING", 10, message="web RUNNING")

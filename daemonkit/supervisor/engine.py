@@ -768,7 +768,8 @@ class Engine:
             if instance.times_running > marks[instance.name]:
                 return Fault.SUCCESS
             if self._held(instance) and self._dependency_failed(instance):
-                return Fault.FAILED
+                # supervisorctl knows only the start faults supervisord has
+                return Fault.SPAWN_ERROR if supervisord else Fault.FAILED
             if self._held(instance) or instance.lingering_pgid is not None:
                 return None
             if instance.state is State.RUNNING:
@@ -858,8 +859,8 @@ class Engine:
                                                waiting_for or f"{verb} not done after "
                                                f"{wait_s:g}s"))
                 else:
-                    answer.append(self._result(instance, code, waiting_for
-                                               if code is Fault.FAILED else None))
+                    answer.append(self._result(instance, code, waiting_for if code in (
+                        Fault.FAILED, Fault.SPAWN_ERROR) else None))
             return answer
 
         if not wait or not waiting:
