@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from .states import LIVE_STATES, State
 
@@ -163,7 +163,10 @@ class Member(Hashable, Protocol):
     def state(self) -> State: ...
 
 
-class DependencyGraph:
+M = TypeVar("M", bound=Member)
+
+
+class DependencyGraph(Generic[M]):
     """The running config's dependencies: who waits on whom, and who is RUNNING.
 
     ``members`` of each depended-on program and how many of them are RUNNING are kept up to
@@ -172,12 +175,12 @@ class DependencyGraph:
     def __init__(self) -> None:
         self.depends_on: dict[str, tuple[str, ...]] = {}
         self.dependents: dict[str, set[str]] = {}
-        self.members: dict[str, set[Member]] = {}  # only programs someone depends on
+        self.members: dict[str, set[M]] = {}  # only programs someone depends on
         self.running: dict[str, int] = {}
-        self.waiting: dict[str, set[Member]] = {}  # dependency -> instances held on it
+        self.waiting: dict[str, set[M]] = {}  # dependency -> instances held on it
 
     def rebuild(self, graph: Mapping[str, tuple[str, ...]],
-                instances: Iterable[tuple[str, Member]]) -> list[Member]:
+                instances: Iterable[tuple[str, M]]) -> list[M]:
         """A new config: the graph anew. Returns the instances held so far (the caller
         checks each again: a reload may have removed or satisfied what they waited on)."""
         held = [m for waiters in self.waiting.values() for m in waiters]
@@ -194,7 +197,7 @@ class DependencyGraph:
                     self.running[program] = self.running.get(program, 0) + 1
         return held
 
-    def observe(self, program: str, member: Member, old: State, new: State) -> bool:
+    def observe(self, program: str, member: M, old: State, new: State) -> bool:
         """A state change; True if ``program`` just became fully RUNNING."""
         members = self.members.get(program)
         if members is None or member not in members:
@@ -206,7 +209,7 @@ class DependencyGraph:
             return self.up(program)
         return False
 
-    def forget(self, program: str, member: Member) -> None:
+    def forget(self, program: str, member: M) -> None:
         """An instance left the running config (retired, scaled away)."""
         members = self.members.get(program)
         if members is not None and member in members:
@@ -227,14 +230,14 @@ class DependencyGraph:
                 return dependency
         return None
 
-    def hold(self, member: Member, dependency: str) -> None:
+    def hold(self, member: M, dependency: str) -> None:
         self.waiting.setdefault(dependency, set()).add(member)
 
-    def release(self, dependency: str) -> list[Member]:
+    def release(self, dependency: str) -> list[M]:
         """The instances held on ``dependency`` (each must be checked again)."""
         return list(self.waiting.pop(dependency, ()))
 
-    def is_held(self, member: Member, program: str) -> bool:
+    def is_held(self, member: M, program: str) -> bool:
         return any(member in self.waiting.get(d, ()) for d in self.depends_on.get(program, ()))
 
     def waiting_text(self, program: str, loaded: Callable[[str], bool],
@@ -266,17 +269,17 @@ class DependencyGraph:
         return self.closure(program, self.dependents)
 
 
-class StopOrder:
+class StopOrder(Generic[M]):
     """Stops that wait for dependents: ``db`` is signalled once ``web`` is gone.
 
     ``waits[db]`` holds the dependents db still waits for; ``blocks[web]`` the stops web
     holds up. A stop that finishes (:meth:`stopped`) releases only what it held up."""
 
     def __init__(self) -> None:
-        self.waits: dict[Member, set[Member]] = {}
-        self.blocks: dict[Member, set[Member]] = {}
+        self.waits: dict[M, set[M]] = {}
+        self.blocks: dict[M, set[M]] = {}
 
-    def defer(self, member: Member, until_gone: Iterable[Member]) -> bool:
+    def defer(self, member: M, until_gone: Iterable[M]) -> bool:
         """Hold ``member``'s stop until each of ``until_gone`` is stopped; False: none to
         wait for, stop now."""
         pending = {m for m in until_gone if m is not member}
@@ -287,10 +290,10 @@ class StopOrder:
             self.blocks.setdefault(dependent, set()).add(member)
         return True
 
-    def deferred(self, member: Member) -> bool:
+    def deferred(self, member: M) -> bool:
         return member in self.waits
 
-    def cancel(self, member: Member) -> None:
+    def cancel(self, member: M) -> None:
         """A start of ``member`` wins over its deferred stop."""
         for dependent in self.waits.pop(member, ()):
             blocked = self.blocks.get(dependent)
@@ -299,7 +302,7 @@ class StopOrder:
                 if not blocked:
                     del self.blocks[dependent]
 
-    def stopped(self, member: Member) -> list[Member]:
+    def stopped(self, member: M) -> list[M]:
         """``member`` is gone: the stops that now wait for nothing more."""
         ready = []
         for waiter in self.blocks.pop(member, ()):
@@ -312,7 +315,7 @@ class StopOrder:
                 ready.append(waiter)
         return ready
 
-    def clear(self) -> list[Member]:
+    def clear(self) -> list[M]:
         """Everything still deferred (shutdown's last resort: stop them all now)."""
         deferred = list(self.waits)
         self.waits.clear()

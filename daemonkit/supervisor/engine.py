@@ -97,8 +97,8 @@ class Engine:
         self.stopping = False
         self.exit_requested = False  # supervisor.shutdown: the loop ends, the daemon stops
         self.closed = False
-        self.deps = DependencyGraph()  # depends_on: who is held back on whom
-        self.stop_order = StopOrder()  # stops waiting for their dependents to be gone
+        self.deps: DependencyGraph[Instance] = DependencyGraph()  # who is held on whom
+        self.stop_order: StopOrder[Instance] = StopOrder()  # stops held for dependents
         #: work that state changes trigger (start a released dependent, a deferred stop),
         #: run after the change that caused it, never inside it (see _later)
         self._followups: deque[Callable[[], None]] = deque()
@@ -182,16 +182,14 @@ class Engine:
     def _shown_state(self, program: str) -> str:
         """The state that keeps ``program`` from being up: its first instance not RUNNING."""
         for member in self.deps.members.get(program, ()):
-            assert isinstance(member, Instance)
             if member.state is not State.RUNNING:
-                return member.state.value
+                return str(member.state.value)
         return State.RUNNING.value
 
     def _dependency_failed(self, instance: Instance) -> bool:
         """A dependency ``instance`` waits for has given up (FATAL) or is not wanted up."""
         for program in self.deps.dependencies_closure(instance.program.name):
             for member in self.deps.members.get(program, ()):
-                assert isinstance(member, Instance)
                 if member.state is State.FATAL or (member.want is Want.DOWN
                                                    and member.state is not State.RUNNING):
                     return True
@@ -469,7 +467,7 @@ class Engine:
             key=lambda item: (order.get(item[1].program.name, 0), item[1].spec.process_num)))
         held = self.deps.rebuild(self.config.dependency_graph(),
                                  ((i.program.name, i) for i in self.instances.values()))
-        return [i for i in held if isinstance(i, Instance)]
+        return held
 
     def _start_held(self) -> None:
         """Start instances wanted up whose namesake (old config) has finished stopping.
@@ -514,7 +512,6 @@ class Engine:
         """Start every program ``program`` depends on, directly or not, not already up."""
         for dependency in self.deps.dependencies_closure(program):
             for member in list(self.deps.members.get(dependency, ())):
-                assert isinstance(member, Instance)
                 if member.state not in (State.STARTING, State.RUNNING) or (
                         member.want is Want.DOWN):
                     self._start(member)
@@ -793,8 +790,7 @@ class Engine:
         """How long starting what ``instances`` depend on may take, one after another."""
         programs = {d for i in instances
                     for d in self.deps.dependencies_closure(i.program.name)}
-        return sum(_start_wait_s([m for m in self.deps.members.get(p, ())
-                                  if isinstance(m, Instance)]) for p in sorted(programs))
+        return sum(_start_wait_s(list(self.deps.members.get(p, ()))) for p in sorted(programs))
 
     def stop(self, instances: list[Instance], supervisord: bool = False,
              wait: bool = True) -> Pending | list[Result]:
