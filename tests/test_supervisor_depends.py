@@ -327,25 +327,33 @@ def test_stopped_dependency_holds_and_start_pulls_it_up(sv: Sv, events: Events) 
         {child(sv, "web")}
         depends_on = db
         startsecs = 0
+
+        [program:batch]
+        {child(sv, "batch")}
+        depends_on = db
+        startsecs = 0
         autostart = false
         """, header(sv))
     sv.cli("start", check=True)
     status = sv.status()
-    assert status["db"]["state"] == status["web"]["state"] == "STOPPED"
-    assert status["web"]["waiting"] is None  # not wanted up: not held either
-    started = sv.cli("start", "web", check=True)
-    assert "web: RUNNING" in started.stdout
-    assert sv.status()["db"]["state"] == "RUNNING"
+    assert status["db"]["state"] == "STOPPED"
+    # web (autostart) waits for a dependency nobody started; batch is not wanted up
+    assert (status["web"]["state"], status["web"]["waiting"]) == (
+        "STOPPED", "waiting for db (STOPPED)")
+    assert status["batch"]["waiting"] is None
+    sv.cli("start", "db", check=True)
+    sv.wait_state("web", "RUNNING")
     assert events.when("web", "start") >= events.when("db", "ready")
+    assert sv.status()["batch"]["state"] == "STOPPED"
 
-    # the user stops the dependency: a running dependent keeps running, a restarted
-    # one waits (held) instead of running without it
+    # stopped by the user: a running dependent keeps running; a later start of a
+    # dependent starts the dependency first (systemd's Requires + After)
     sv.cli("stop", "db", check=True)
     assert sv.status()["web"]["state"] == "RUNNING"
-    sv.cli("stop", "web", check=True)
-    sv.cli("start", "db", check=True)
-    sv.cli("start", "web", check=True)
-    assert sv.status()["web"]["state"] == "RUNNING"
+    started = sv.cli("start", "batch", check=True)
+    assert "batch: RUNNING" in started.stdout
+    assert sv.status()["db"]["state"] == "RUNNING"
+    assert events.when("batch", "start") >= events.when("db", "ready")
 
 
 def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> None:
@@ -488,3 +496,24 @@ def test_supervisorctl_status_shows_what_a_program_waits_for(ctl: Ctl) -> None:
     (ctl.sv.dir / "ok").write_text("")
     assert ctl.ctl("start", "db").stdout.strip() == "db: started"
     wait_for(lambda: ctl.state("web") == "RUNNING", 10, message="web RUNNING")
+
+
+def test_graph_functions_on_long_chains() -> None:
+    """Load-time checks are iterative: a 5,000-program chain neither recurses too deep nor
+    takes long; without depends_on the order is exactly supervisord's sort."""
+    from daemonkit.supervisor import dependencies
+
+    names = [f"p{n}" for n in range(5000)]
+    chain_graph = {names[n]: (names[n - 1],) for n in range(1, len(names))}
+    began = time.monotonic()
+    assert dependencies.find_cycle(chain_graph) is None
+    assert dependencies.chain_depth(chain_graph) == 5000
+    priority = {name: (n * 7919) % 1000 for n, name in enumerate(names)}
+    order = dependencies.start_order(names, chain_graph, lambda p: (priority[p], p))
+    assert order == names  # dependencies first, whatever the priority
+    assert dependencies.start_order(names, {}, lambda p: (priority[p], p)) == sorted(
+        names, key=lambda p: (priority[p], p))
+    looped = {**chain_graph, "p0": ("p4999",)}
+    cycle = dependencies.find_cycle(looped)
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == 5001
+    assert time.monotonic() - began < 5
