@@ -688,15 +688,24 @@ class _Loader:
         return section
 
     def lenient_chain_depth(self) -> int:
-        """read_settings' chain depth: programs' own depends_on, unknown names skipped."""
+        """read_settings' chain depth, from a file that may not even load: a group counts
+        as one more link (depending on it is depending on its members), which can only
+        make the stop timeout longer than needed, never shorter."""
         graph: dict[str, tuple[str, ...]] = {}
         for name in self.document.sections:
-            if name.startswith(("program:", "fcgi-program:")):
-                try:
-                    needed = self.depends_on_names(name, keys.PROGRAM)
-                except ConfigError:
-                    continue
-                graph[name.split(":", 1)[1]] = needed
+            kind, _, short = name.partition(":")
+            if kind not in ("program", "fcgi-program", "group"):
+                continue
+            table = keys.GROUP if kind == "group" else keys.PROGRAM
+            try:
+                needed = self.depends_on_names(name, table)
+                members = self.section_value(name, keys.GROUP["programs"]) or () if (
+                    kind == "group") else ()
+            except ConfigError:
+                continue
+            graph[short] = (*graph.get(short, ()), *needed, *members)
+            for member in members:  # members inherit the group's depends_on
+                graph[member] = (*graph.get(member, ()), *needed)
         return dependencies.chain_depth(graph)
 
     def name_of(self, section: str) -> str:

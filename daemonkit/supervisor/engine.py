@@ -18,6 +18,11 @@ has failed) by returning a :class:`Pending`.
 Names are resolved here and nowhere else (:meth:`Engine.select`): an instance (``web``,
 ``worker:2``), a program, a group, ``group:*``, ``group:name`` (supervisord's namespec),
 ``all``. State changes are published on :attr:`Engine.events`.
+
+``depends_on`` (:mod:`.dependencies`): every start goes through :meth:`Engine._start`, which
+holds an instance whose dependency is not RUNNING; the dependency's change to RUNNING
+releases exactly the instances held on it. Stops of several instances signal a dependency
+only once its dependents among them are gone.
 """
 
 from __future__ import annotations
@@ -245,12 +250,8 @@ class Engine:
             self._create(new.programs[name], start=new.programs[name].autostart)
         for name, (_count, target) in scaled.items():
             self._resize(name, target)
-        held = self._reorder()
+        self._reorder()
         self._start_held()  # in start order: priority, and dependencies first
-        for instance in held:  # held on the old graph: held again, or started, on the new
-            if (self.instances.get(instance.name) is instance and instance.want is Want.UP
-                    and instance.stopped() and instance.state is not State.STOPPED):
-                self._start(instance)
         for group in sorted(old_groups - set(new.all_groups)):
             self.events.publish(GroupRemoved(group))
         for group in sorted(set(new.all_groups) - old_groups):
@@ -417,16 +418,20 @@ class Engine:
     def _stop_in_order(self, instances: list[Instance]) -> None:
         """Stop each instance; one that others of ``instances`` depend on (directly or
         not) is signalled only once those are gone: dependents stop first."""
-        chosen = set(instances)
         by_program: dict[str, list[Instance]] = {}
         for instance in instances:
             by_program.setdefault(instance.program.name, []).append(instance)
+        closures: dict[str, list[str]] = {}  # per program, not per instance
         for instance in instances:
             program = instance.program.name
             self.stop_order.cancel(instance)
-            dependents = [d for p in self.deps.dependents_closure(program)
-                          for d in by_program.get(p, ()) if d in chosen and not d.stopped()
-                          ] if program in self.deps.dependents else []
+            if program not in self.deps.dependents:
+                instance.stop()
+                continue
+            if program not in closures:
+                closures[program] = self.deps.dependents_closure(program)
+            dependents = [d for p in closures[program] for d in by_program.get(p, ())
+                          if not d.stopped()]
             if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
                 instance.want = Want.DOWN  # signalled once its dependents are gone
                 continue
@@ -457,9 +462,10 @@ class Engine:
                 instance.spec = spec
                 self.instances[spec.name] = instance
 
-    def _reorder(self) -> list[Instance]:
-        """Instances in start order, the dependency graph anew; returns the instances that
-        were held on the old graph (the caller checks them against the new one)."""
+    def _reorder(self) -> None:
+        """Instances in start order, and the dependency graph anew: what was held on the
+        old graph is held again on the new one, or starts (its dependency went away).
+        Instances STOPPED and wanted up are left to _start_held, which follows."""
         assert self.config is not None
         order = {name: index for index, name in enumerate(self.config.program_order())}
         self.instances = dict(sorted(
@@ -467,7 +473,10 @@ class Engine:
             key=lambda item: (order.get(item[1].program.name, 0), item[1].spec.process_num)))
         held = self.deps.rebuild(self.config.dependency_graph(),
                                  ((i.program.name, i) for i in self.instances.values()))
-        return held
+        for instance in held:
+            if (self.instances.get(instance.name) is instance and instance.want is Want.UP
+                    and instance.stopped() and instance.state is not State.STOPPED):
+                self._start(instance)
 
     def _start_held(self) -> None:
         """Start instances wanted up whose namesake (old config) has finished stopping.
@@ -951,7 +960,8 @@ class Engine:
 
     def shutdown(self, grace_s: float) -> None:
         """Stop every instance (stopsignal, stopwaitsecs, SIGKILL), reaping as we go; the
-        highest priority last, as supervisord stops them."""
+        highest priority last, as supervisord stops them, and each dependency only once
+        its dependents are gone."""
         self.stopping = True
         self._stop_in_order([*reversed(self.instances.values()),
                              *(i for i in self.retiring if not i.stopped())])
