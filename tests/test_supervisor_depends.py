@@ -2,7 +2,7 @@
 
 Children are one small script (:data:`CHILD`) that appends what happens to it to a shared
 file with a wall-clock timestamp: ``start`` when it runs, ``ready`` once it sent READY=1
-(``notify = true``) after the delay it was given, ``term`` when SIGTERM arrives, ``exit``
+(``notify = true``) after the delay it was given (written just before READY=1), ``term`` when SIGTERM arrives, ``exit``
 just before it leaves (a short while after ``term``, so a dependency signalled too early
 shows up as a ``term`` before its dependent's ``exit``). Order is judged from those lines.
 """
@@ -42,10 +42,10 @@ note("start")
 time.sleep(delay)
 address = os.environ.get("NOTIFY_SOCKET")
 if address:
+    note("ready")  # before READY=1: whatever it releases starts after this line
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.connect("\\0" + address[1:] if address.startswith("@") else address)
     sock.send(b"READY=1")
-    note("ready")
 for _ in range(100000):
     time.sleep(1)
 """
@@ -181,7 +181,8 @@ def test_shutdown_stops_dependents_first(sv: Sv, events: Events) -> None:
     wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone")
     # priority alone (web 1, db 900) would stop db first; the dependency waits for web
     assert events.when("db", "term") >= events.when("web", "exit")
-    assert events.when("web", "start") >= events.when("db", "start")
+    log = (sv.dir / "sv.log").read_text()
+    assert log.index("db: STARTING -> RUNNING") < log.index("web: STOPPED -> STARTING")
 
 
 def test_priority_order_without_depends_on(sv: Sv, events: Events) -> None:
@@ -370,7 +371,7 @@ def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> No
 
         [program:worker]
         {child(sv, "worker")}
-        startsecs = 0
+        notify = true
         priority = 1
 
         [group:app]
@@ -398,7 +399,7 @@ def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> No
     assert events.when("api", "start") >= ready
     assert events.when("worker", "start") >= ready
     assert events.when("edge", "start") >= max(events.when("api", "ready"),
-                                               events.when("worker", "start"))
+                                               events.when("worker", "ready"))
     sv.cli("stop", "all", check=True)
     assert events.when("db", "term") >= max(events.when("api", "exit"),
                                             events.when("worker", "exit"))
