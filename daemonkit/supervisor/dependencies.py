@@ -20,7 +20,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Generic, Protocol, TypeVar
 
-from .states import LIVE_STATES, State
+from .states import State
 
 
 class DependencyError(ValueError):
@@ -322,7 +322,3 @@ class StopOrder(Generic[M]):
         self.blocks.clear()
         return deferred
 
-
-def gone(state: State, lingering: bool) -> bool:
-    """Stopped for good, as far as a stop order cares."""
-    return state not in LIVE_STATES and not lingering
