@@ -1,9 +1,9 @@
 """``depends_on`` with real processes: start order, readiness, holding, stop order, reload.
 
 Children are one small script (:data:`CHILD`) that appends what happens to it to a shared
-file with a wall-clock timestamp: ``start`` when it runs, ``ready`` once it sent READY=1
-(``notify = true``) after the delay it was given (written just before READY=1), ``term`` when SIGTERM arrives, ``exit``
-just before it leaves (a short while after ``term``, so a dependency signalled too early
+file with a wall-clock timestamp: ``start`` when it runs, ``ready`` just before it sends
+READY=1 (``notify = true``) after the delay it was given, ``term`` when SIGTERM arrives,
+``exit`` just before it leaves (a short while after ``term``, so a dependency signalled too early
 shows up as a ``term`` before its dependent's ``exit``). Order is judged from those lines.
 """
 
