@@ -195,6 +195,7 @@ def describe_instances(loaded: Any) -> list[dict[str, Any]]:
                 "stdout_logfile": spec.stdout.path, "stderr_logfile":
                     spec.stderr.path if spec.stderr else None,
                 "redirect_stderr": program.redirect_stderr,
+                "depends_on": list(program.depends_on),
                 "socket": program.socket.address.url if program.socket else None})
     return rows
 

@@ -118,6 +118,8 @@ def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: l
         for p in selected:  # below the table: its columns stay what scripts expect
             if p.get("error"):
                 print(f"{p['name']}: {p['error']}")
+            if p.get("waiting"):
+                print(f"{p['name']}: {p['waiting']}")
         for name in names:
             if not any(name in (p["name"], p["program"]) for p in selected) and (
                     name in reply.get("program_names", [])):

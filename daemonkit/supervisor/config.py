@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from . import datatypes, inifile, keys, limits
+from . import datatypes, dependencies, inifile, keys, limits
 from .expand import ExpansionError, base_values, expand, with_environment
 from .keys import Key, Stage, Support
 from .safeopen import is_private
@@ -145,6 +145,10 @@ class ProgramConfig:
     #: [eventlistener:x]: the event types subscribed to (upper case), the pool's buffer
     events: tuple[str, ...] = ()
     buffer_size: int = 10
+    #: the programs that must be RUNNING before this one starts ([group:x] depends_on and
+    #: groups already resolved to programs); not compared: a new depends_on applies to the
+    #: next start, it does not restart a running program
+    depends_on: tuple[str, ...] = field(default=(), compare=False)
     #: ENV_X and host_node_name at load time (one dict shared by every program)
     values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
     #: (process_num, numprocs) -> InstanceSpec: expanded once, while loading (off the loop),
@@ -330,17 +334,28 @@ class SupervisorConfig:
                 for p in self.program_order() for n in self.programs[p].process_nums()]
 
     def program_order(self) -> list[str]:
-        """Start order as supervisord's: by group priority, then the program's own."""
-        return sorted(self.programs, key=self.order_key)
+        """Start order as supervisord's: by group priority, then the program's own; with
+        depends_on, dependencies first whatever their priority (ties by priority)."""
+        return dependencies.start_order(self.programs, self.dependency_graph(),
+                                        self.order_key)
+
+    def dependency_graph(self) -> dict[str, tuple[str, ...]]:
+        """Program -> the programs it depends on (only programs with depends_on)."""
+        return {name: p.depends_on for name, p in self.programs.items() if p.depends_on}
 
     def order_key(self, program: str) -> tuple[int, str, int, str]:
         config = self.programs[program]
         return (config.group_priority, config.group_name, config.priority, program)
 
+    def stop_chain_s(self) -> float:
+        """How long stopping every program may take: dependents stop before their
+        dependencies, so each link of the longest depends_on chain may take stopwaitsecs."""
+        worst = max((p.stopwaitsecs for p in self.programs.values()), default=0.0)
+        return worst * dependencies.chain_depth(self.dependency_graph())
+
     def stop_timeout(self) -> float:
         """How long stopping the whole supervisor may take (the core's --stop-timeout)."""
-        worst = max((p.stopwaitsecs for p in self.programs.values()), default=0.0)
-        return min(worst + 5.0, 86399.0)
+        return min(self.stop_chain_s() + 5.0, 86399.0)
 
 
 def _error(source: str, section: str, key: str | None, why: str) -> ConfigError:
@@ -418,7 +433,8 @@ def read_settings(path: str) -> Settings:
                 stopwaits.append(loader.section_value(name, keys.PROGRAM["stopwaitsecs"]))
             except ConfigError:
                 stopwaits.append(10.0)
-    stop_timeout = min(max(stopwaits, default=0.0) + 5.0, 86399.0)
+    depth = loader.lenient_chain_depth()
+    stop_timeout = min(max(stopwaits, default=0.0) * depth + 5.0, 86399.0)
     return Settings(top["pidfile"], top["logfile"], top["user"], top["control"], stop_timeout,
                     top["log_level"], top["syslog"], top["umask"], top["directory"])
 
@@ -433,6 +449,7 @@ class _Loader:
         self.values: dict[str, object] = base_values()
         self.top_name = ""  # "supervisord", "supervisor" or "" (none)
         self.top_environment: tuple[tuple[str, str], ...] = ()
+        self.group_depends_on: dict[str, tuple[str, ...]] = {}  # [group:x] -> names
 
     def warn(self, text: str, unknown: bool = False) -> None:
         """``unknown``: something supervisord ignores silently; an error when strict."""
@@ -532,6 +549,7 @@ class _Loader:
         programs = {name: dataclasses.replace(
             program, group_priority=all_groups[program.group_name].priority)
             for name, program in programs.items()}
+        programs = self.resolve_dependencies(programs, groups)
         self.check_instances(programs)
         return SupervisorConfig(
             path=self.path, pidfile=top["pidfile"], logfile=top["logfile"],
@@ -679,7 +697,65 @@ class _Loader:
                 member_of[member] = group
             groups[group] = GroupConfig(group, self.section_value(name, keys.GROUP["priority"]),
                                         tuple(members), explicit=True)
+            self.group_depends_on[group] = self.depends_on_names(name, keys.GROUP)
         return groups
+
+    def depends_on_names(self, section: str, table: Mapping[str, Key]) -> tuple[str, ...]:
+        names = self.section_value(section, table["depends_on"]) or ()
+        return tuple(n for n in names if n)
+
+    def resolve_dependencies(self, programs: dict[str, ProgramConfig],
+                             groups: dict[str, GroupConfig]) -> dict[str, ProgramConfig]:
+        """Each program's depends_on as programs; an unknown name or a cycle is an error."""
+        own = {name: self.depends_on_names(f"{p.kind}:{name}", keys.PROGRAM)
+               for name, p in programs.items()}
+        try:
+            graph = dependencies.resolve(own, self.group_depends_on,
+                                         {g: spec.programs for g, spec in groups.items()},
+                                         programs, {m: g for g, spec in groups.items()
+                                                    for m in spec.programs})
+        except dependencies.DependencyError as exc:
+            raise self.key_error(self.section_of(exc.section, programs), "depends_on",
+                                 str(exc)) from None
+        cycle = dependencies.find_cycle(graph)
+        if cycle is not None:
+            section = self.section_of(f"program:{cycle[0]}", programs)
+            if self.document.get(section, "depends_on") is None:  # inherited from its group
+                group = next((g for g, spec in groups.items() if cycle[0] in spec.programs), "")
+                section = f"group:{group}" if group else section
+            raise self.key_error(section, "depends_on",
+                                 f"dependency cycle: {' -> '.join(cycle)}")
+        return {name: dataclasses.replace(p, depends_on=graph.get(name, ()))
+                for name, p in programs.items()}
+
+    @staticmethod
+    def section_of(section: str, programs: Mapping[str, ProgramConfig]) -> str:
+        """``program:x`` as the file spells it (``fcgi-program:x`` for those)."""
+        kind, _, name = section.partition(":")
+        if kind == "program" and name in programs:
+            return f"{programs[name].kind}:{name}"
+        return section
+
+    def lenient_chain_depth(self) -> int:
+        """read_settings' chain depth, from a file that may not even load: a group counts
+        as one more link (depending on it is depending on its members), which can only
+        make the stop timeout longer than needed, never shorter."""
+        graph: dict[str, tuple[str, ...]] = {}
+        for name in self.document.sections:
+            kind, _, short = name.partition(":")
+            if kind not in ("program", "fcgi-program", "group"):
+                continue
+            table = keys.GROUP if kind == "group" else keys.PROGRAM
+            try:
+                needed = self.depends_on_names(name, table)
+                members = self.section_value(name, keys.GROUP["programs"]) or () if (
+                    kind == "group") else ()
+            except ConfigError:
+                continue
+            graph[short] = (*graph.get(short, ()), *needed, *members)
+            for member in members:  # members inherit the group's depends_on
+                graph[member] = (*graph.get(member, ()), *needed)
+        return dependencies.chain_depth(graph)
 
     def name_of(self, section: str) -> str:
         try:

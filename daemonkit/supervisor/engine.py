@@ -20,6 +20,11 @@ Names are resolved here and nowhere else (:meth:`Engine.select`): an instance (`
 ``worker:2``), a program, a group, ``group:*``, ``group:name`` (supervisord's namespec),
 ``all``. State changes are published on :attr:`Engine.events`, which feeds the event
 listener pools (:mod:`.listeners`).
+
+``depends_on`` (:mod:`.dependencies`): every start goes through :meth:`Engine._start`, which
+holds an instance whose dependency is not RUNNING; the dependency's change to RUNNING
+releases exactly the instances held on it. Stops of several instances signal a dependency
+only once its dependents among them are gone.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -43,6 +49,7 @@ from ..errors import ConfigError
 from . import config as config_module
 from . import limits
 from .config import GroupConfig, ProgramConfig, SupervisorConfig
+from .dependencies import DependencyGraph, StopOrder, chain_depth
 from .events import (
     EventBus,
     GroupAdded,
@@ -112,6 +119,12 @@ class Engine:
         self.stopping = False
         self.exit_requested = False  # supervisor.shutdown: the loop ends, the daemon stops
         self.closed = False
+        self.deps: DependencyGraph[Instance] = DependencyGraph()  # who is held on whom
+        self.stop_order: StopOrder[Instance] = StopOrder()  # stops held for dependents
+        #: work that state changes trigger (start a released dependent, a deferred stop),
+        #: run after the change that caused it, never inside it (see _later)
+        self._followups: deque[Callable[[], None]] = deque()
+        self._following = False
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._pending: list[_Call] = []
         self._main = threading.current_thread()
@@ -147,6 +160,67 @@ class Engine:
             instance.state.value, pid, expected, instance.failed_starts))
         if instance.program.kind == "eventlistener":
             self.listeners.process_changed(instance)
+        program = instance.program.name
+        if self.deps.observe(program, instance, old, instance.state):
+            self._later(lambda: self._release(program))
+        if instance in self.stop_order.blocks and instance.stopped():
+            for waiter in self.stop_order.stopped(instance):
+                self._later(waiter.stop)
+
+    def _later(self, work: Callable[[], None]) -> None:
+        """Run ``work`` once the state change being reported is complete.
+
+        A release can start a program that is RUNNING at once (startsecs = 0), whose own
+        change releases the next: queued, a chain of any length runs in a flat loop, and
+        no instance is re-entered in the middle of its own transition."""
+        self._followups.append(work)
+        if self._following:
+            return
+        self._following = True
+        try:
+            for _ in range(10_000_000):  # bounded: each item is a start or stop
+                if not self._followups:
+                    break
+                self._followups.popleft()()
+        finally:
+            self._following = False
+
+    def _release(self, dependency: str) -> None:
+        """Every instance of ``dependency`` is RUNNING: what was held on it may start."""
+        if self.stopping:
+            return
+        for waiter in self.deps.release(dependency):
+            if (self.instances.get(waiter.name) is waiter and waiter.want is Want.UP
+                    and waiter.stopped()):
+                self._start(waiter)  # held again on its next unmet dependency, if any
+
+    def _loaded(self, program: str) -> bool:
+        return self.config is not None and program in self.config.programs
+
+    def waiting_for(self, instance: Instance) -> str | None:
+        """``waiting for db (FATAL)`` while ``instance`` is wanted up but held back."""
+        program = instance.program.name
+        if (instance.want is not Want.UP or not instance.stopped()
+                or program not in self.deps.depends_on
+                or self.instances.get(instance.name) is not instance):
+            return None
+        return self.deps.waiting_text(program, self._loaded, self._shown_state)
+
+    def _shown_state(self, program: str) -> str:
+        """The state that keeps ``program`` from being up: its first instance not RUNNING."""
+        for member in self.deps.members.get(program, ()):
+            if member.state is not State.RUNNING:
+                return str(member.state.value)
+        return State.RUNNING.value
+
+    def _dependency_failed(self, instance: Instance) -> bool:
+        """A dependency ``instance`` waits for has given up (FATAL) or is not wanted up."""
+        for program in self.deps.dependencies_closure(instance.program.name):
+            for member in self.deps.members.get(program, ()):
+                if member.state is State.FATAL or (member.want is Want.DOWN
+                                                   and member.state is not State.RUNNING):
+                    return True
+        return False
 
     def output(self, instance: Instance, channel: str, data: bytes) -> None:
         """An event listener's stdout is its protocol; other output becomes PROCESS_LOG_*."""
@@ -195,12 +269,12 @@ class Engine:
         self.available = new
         self.listeners.configure(new.programs, new.identifier)
         self.ticks.want(self.listeners.ticks_wanted)
+        # one retirement for all: a removed dependent stops before what it depends on
+        self._retire([i for name in (*removed, *changed) for i in self._of_program(name)])
         for name in removed:
-            self._retire(self._of_program(name))
             self.numprocs.pop(name, None)
             self._close_socket(name)
         for name in changed:
-            self._retire(self._of_program(name))
             self._close_socket(name, keep=new.programs[name])
             self.numprocs[name] = new.programs[name].numprocs
             self._create(new.programs[name], start=new.programs[name].autostart)
@@ -210,6 +284,7 @@ class Engine:
         for name, (_count, target) in scaled.items():
             self._resize(name, target)
         self._reorder()
+        self._start_held()  # in start order: priority, and dependencies first
         for group in sorted(old_groups - set(new.all_groups)):
             self.events.publish(GroupRemoved(group))
         for group in sorted(set(new.all_groups) - old_groups):
@@ -365,17 +440,40 @@ class Engine:
                                 supervisor_id=self.supervisor_id, syslog=self.syslog)
             self.instances[instance.name] = instance
             if start:
-                instance.want = Want.UP  # spawned by _start_held once no namesake is retiring
-        self._start_held()
+                instance.want = Want.UP  # spawned by _start_held, in start order
 
     def _retire(self, instances: list[Instance]) -> None:
         for instance in instances:
             self.instances.pop(instance.name, None)
-            instance.stop()
+            self.deps.forget(instance.program.name, instance)
+        self._stop_in_order(instances)
+        for instance in instances:
             if not instance.stopped():
                 self.retiring.append(instance)
             else:
                 instance.reopen_logs()
+
+    def _stop_in_order(self, instances: list[Instance]) -> None:
+        """Stop each instance; one that others of ``instances`` depend on (directly or
+        not) is signalled only once those are gone: dependents stop first."""
+        by_program: dict[str, list[Instance]] = {}
+        for instance in instances:
+            by_program.setdefault(instance.program.name, []).append(instance)
+        closures: dict[str, list[str]] = {}  # per program, not per instance
+        for instance in instances:
+            program = instance.program.name
+            self.stop_order.cancel(instance)
+            if program not in self.deps.dependents:
+                instance.stop()
+                continue
+            if program not in closures:
+                closures[program] = self.deps.dependents_closure(program)
+            dependents = [d for p in closures[program] for d in by_program.get(p, ())
+                          if not d.stopped()]
+            if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
+                instance.want = Want.DOWN  # signalled once its dependents are gone
+                continue
+            instance.stop()
 
     def _resize(self, program_name: str, target: int) -> None:
         assert self.config is not None
@@ -391,6 +489,7 @@ class Engine:
         self._rename(program, target)
         self._create(program, start=start, nums=new_nums)
         self._reorder()
+        self._start_held()
 
     def _rename(self, program: ProgramConfig, numprocs: int) -> None:
         """``w`` <-> ``w:0`` when the default name follows the count; the process stays."""
@@ -402,11 +501,20 @@ class Engine:
                 self.instances[spec.name] = instance
 
     def _reorder(self) -> None:
+        """Instances in start order, and the dependency graph anew: what was held on the
+        old graph is held again on the new one, or starts (its dependency went away).
+        Instances STOPPED and wanted up are left to _start_held, which follows."""
         assert self.config is not None
         order = {name: index for index, name in enumerate(self.config.program_order())}
         self.instances = dict(sorted(
             self.instances.items(),
             key=lambda item: (order.get(item[1].program.name, 0), item[1].spec.process_num)))
+        held = self.deps.rebuild(self.config.dependency_graph(),
+                                 ((i.program.name, i) for i in self.instances.values()))
+        for instance in held:
+            if (self.instances.get(instance.name) is instance and instance.want is Want.UP
+                    and instance.stopped() and instance.state is not State.STOPPED):
+                self._start(instance)
 
     def _start_held(self) -> None:
         """Start instances wanted up whose namesake (old config) has finished stopping.
@@ -415,10 +523,10 @@ class Engine:
         spawned in the same step that stopped it."""
         self.retiring = [i for i in self.retiring if not i.stopped()]
         busy = {i.name for i in self.retiring}
-        for instance in self.instances.values():
+        for instance in list(self.instances.values()):
             if (instance.want == Want.UP and instance.state == State.STOPPED
                     and instance.name not in busy):
-                instance.start()
+                self._start(instance)
 
     def _retiring_namesake(self, instance: Instance) -> Instance | None:
         for old in self.retiring:
@@ -426,16 +534,40 @@ class Engine:
                 return old
         return None
 
-    def _start(self, instance: Instance) -> None:
-        """Start now, or once the old config's process of the same name is gone: two
-        copies of one program must never run side by side."""
+    def _start(self, instance: Instance, pull: bool = False) -> None:
+        """Start now, or once the old config's process of the same name is gone (two
+        copies of one program must never run side by side), or once every program it
+        depends on is RUNNING. ``pull`` (an operator's start): start those first, as
+        systemd's Requires + After do."""
+        self.stop_order.cancel(instance)
         if instance.state == State.STOPPED and self._retiring_namesake(instance):
             instance.want = Want.UP  # _start_held spawns it
-        else:
-            instance.start()
+            return
+        program = instance.program.name
+        if instance.state in (State.STOPPED, State.EXITED, State.FATAL) and (
+                program in self.deps.depends_on):
+            if pull:
+                self._pull(program)
+            blocker = self.deps.blocker(program, self._loaded)
+            if blocker is not None:
+                instance.want = Want.UP
+                self.deps.hold(instance, blocker)  # _release starts it
+                return
+        instance.start()
+
+    def _pull(self, program: str) -> None:
+        """Start every program ``program`` depends on, directly or not, not already up."""
+        for dependency in self.deps.dependencies_closure(program):
+            for member in list(self.deps.members.get(dependency, ())):
+                if member.state not in (State.STARTING, State.RUNNING) or (
+                        member.want is Want.DOWN):
+                    self._start(member)
 
     def _held(self, instance: Instance) -> bool:
-        return instance.want == Want.UP and instance.state == State.STOPPED
+        if instance.want != Want.UP:
+            return False
+        return instance.state == State.STOPPED or (
+            instance.stopped() and self.deps.is_held(instance, instance.program.name))
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -677,12 +809,15 @@ class Engine:
                                                             str(exc))
                     continue
             marks[instance.name] = instance.times_running
-            self._start(instance)
+            self._start(instance, pull=True)
         waiting = [i for i in instances if i.name in marks]
 
         def outcome(instance: Instance) -> Fault | None:
             if instance.times_running > marks[instance.name]:
                 return Fault.SUCCESS
+            if self._held(instance) and self._dependency_failed(instance):
+                # supervisorctl knows only the start faults supervisord has
+                return Fault.SPAWN_ERROR if supervisord else Fault.FAILED
             if self._held(instance) or instance.lingering_pgid is not None:
                 return None
             if instance.state is State.RUNNING:
@@ -699,8 +834,14 @@ class Engine:
 
         held_s = max((old.program.stopwaitsecs + 3.0 for old in self.retiring
                       if old.name in marks), default=0.0)
-        wait_s = _start_wait_s(waiting) + held_s
+        wait_s = _start_wait_s(waiting) + held_s + self._dependencies_wait_s(waiting)
         return self._answer(instances, immediate, waiting, outcome, wait, wait_s, "start")
+
+    def _dependencies_wait_s(self, instances: list[Instance]) -> float:
+        """How long starting what ``instances`` depend on may take, one after another."""
+        programs = {d for i in instances
+                    for d in self.deps.dependencies_closure(i.program.name)}
+        return sum(_start_wait_s(list(self.deps.members.get(p, ()))) for p in sorted(programs))
 
     def stop(self, instances: list[Instance], supervisord: bool = False,
              wait: bool = True) -> Pending | list[Result]:
@@ -711,14 +852,15 @@ class Engine:
         for instance in instances:
             if supervisord and instance.state not in STARTED_STATES:
                 immediate[instance.name] = self._result(instance, Fault.NOT_RUNNING)
-                continue
-            instance.stop()
         waiting = [i for i in instances if i.name not in immediate]
+        self._stop_in_order(waiting)
 
         def outcome(instance: Instance) -> Fault | None:
             return Fault.SUCCESS if instance.stopped() else None
 
-        wait_s = max((i.program.stopwaitsecs for i in waiting), default=0.0) + 3.0
+        links = chain_depth(self.deps.depends_on) if any(
+            self.stop_order.deferred(i) for i in waiting) else 1
+        wait_s = max((i.program.stopwaitsecs for i in waiting), default=0.0) * links + 3.0
         return self._answer(instances, immediate, waiting, outcome, wait, wait_s, "stop")
 
     def restart(self, instances: list[Instance]) -> Pending | list[Result]:
@@ -726,14 +868,17 @@ class Engine:
         self._refuse_if_stopping()
         marks = {i.name: i.times_running for i in instances}
         for instance in instances:
+            self.stop_order.cancel(instance)
             instance.stop()
             instance.want = Want.UP
             if instance.stopped():
-                self._start(instance)
+                self._start(instance, pull=True)
 
         def outcome(instance: Instance) -> Fault | None:
             if instance.times_running > marks[instance.name]:
                 return Fault.SUCCESS
+            if self._held(instance) and self._dependency_failed(instance):
+                return Fault.FAILED
             if (self._held(instance) or instance.lingering_pgid is not None
                     or instance.state in (State.STARTING, State.BACKOFF, State.STOPPING)):
                 return None
@@ -755,11 +900,14 @@ class Engine:
                     answer.append(immediate[instance.name])
                     continue
                 code = outcome(instance)
+                waiting_for = self.waiting_for(instance)
                 if code is None:
                     answer.append(self._result(instance, Fault.FAILED,
-                                               f"{verb} not done after {wait_s:g}s"))
+                                               waiting_for or f"{verb} not done after "
+                                               f"{wait_s:g}s"))
                 else:
-                    answer.append(self._result(instance, code))
+                    answer.append(self._result(instance, code, waiting_for if code in (
+                        Fault.FAILED, Fault.SPAWN_ERROR) else None))
             return answer
 
         if not wait or not waiting:
@@ -834,8 +982,9 @@ class Engine:
         what runs under the name: show it (STOPPING, its pid), not the idle successor."""
         old = self._retiring_namesake(instance) if instance.state == State.STOPPED else None
         if old is None:
-            return instance.describe()
-        return {**old.describe(), "want": instance.want.value, "retiring": True}
+            return {**instance.describe(), "waiting": self.waiting_for(instance)}
+        return {**old.describe(), "want": instance.want.value, "retiring": True,
+                "waiting": None}
 
     def shown(self, instance: Instance) -> Instance:
         """The instance whose process runs under this name (see :meth:`_describe`)."""
@@ -855,15 +1004,13 @@ class Engine:
 
     def shutdown(self, grace_s: float) -> None:
         """Stop every instance (stopsignal, stopwaitsecs, SIGKILL), reaping as we go; the
-        highest priority last, as supervisord stops them."""
+        highest priority last, as supervisord stops them, and each dependency only once
+        its dependents are gone."""
         self.stopping = True
         self.events.publish(SupervisorStateChanged("STOPPING"))
         self.ticks.want(set())
-        for instance in reversed([*self.instances.values()]):
-            instance.stop()
-        for instance in self.retiring:
-            if not instance.stopped():
-                instance.stop()
+        self._stop_in_order([*reversed(self.instances.values()),
+                             *(i for i in self.retiring if not i.stopped())])
         everyone = [*self.instances.values(), *self.retiring]
         deadline = time.monotonic() + grace_s
         killed = False
@@ -876,6 +1023,8 @@ class Engine:
                     self.log.error("children still alive after SIGKILL: %s",
                                    [i.name for i in everyone if not i.stopped()])
                     break
+                for instance in self.stop_order.clear():
+                    instance.want = Want.DOWN
                 for instance in everyone:
                     instance.kill_now()
                 killed, deadline = True, now + 2.0

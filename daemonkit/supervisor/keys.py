@@ -139,6 +139,8 @@ PROGRAM = _table(
     Key("backoff_initial", "1", t.seconds, "first delay after a failed start (doubles each "
         "time, +-10% jitter)", EXT),
     Key("backoff_max", "30", t.seconds, "longest delay between failed starts", EXT),
+    Key("depends_on", "", t.list_of_strings, "programs or groups that must be RUNNING "
+        "(notify: READY=1) before this one starts; they stop after it", EXT),
 )
 
 FCGI_PROGRAM = {
@@ -170,6 +172,8 @@ EVENTLISTENER = {
 GROUP = _table(
     Key("programs", None, t.list_of_strings, "member programs, comma-separated"),
     Key("priority", "999", t.priority, "start order of the group"),
+    Key("depends_on", "", t.list_of_strings, "programs or groups every member depends on",
+        EXT),
 )
 
 UNIX_HTTP_SERVER = _table(

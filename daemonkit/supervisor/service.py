@@ -199,8 +199,7 @@ class Supervisor(Daemon):
             self.control_at.close()
         if self.engine is None:
             return
-        grace = max((p.stopwaitsecs for p in self.engine.config.programs.values()),
-                    default=0.0) if self.engine.config else 0.0
+        grace = self.engine.config.stop_chain_s() if self.engine.config else 0.0
         self.engine.shutdown(grace + 1.0)
         self.engine.close()
 

@@ -378,7 +378,7 @@ class SupervisorNamespace:
         @return struct result     A structure containing data about the process
         """
         engine = self._engine
-        return dict(self._call(lambda: process_info(engine.shown(self._process(name)))))
+        return dict(self._call(lambda: _info(engine, self._process(name))))
 
     def getAllProcessInfo(self) -> list[dict[str, Any]]:
         """Get info about all processes
@@ -390,7 +390,7 @@ class SupervisorNamespace:
         def infos() -> list[dict[str, Any]]:
             instances = sorted(engine.instances.values(),
                                key=lambda i: (i.spec.group, i.spec.process_name))
-            return [process_info(engine.shown(i)) for i in instances]
+            return [_info(engine, i) for i in instances]
 
         return list(self._call(infos))
 
@@ -694,7 +694,13 @@ def _all_by_priority(engine: Engine) -> list[Instance]:
                   key=lambda i: (i.program.group_priority, i.spec.group, i.program.priority))
 
 
-def process_info(instance: Instance) -> dict[str, Any]:
+def _info(engine: Engine, instance: Instance) -> dict[str, Any]:
+    return process_info(engine.shown(instance), engine.waiting_for(instance))
+
+
+def process_info(instance: Instance, waiting: str | None = None) -> dict[str, Any]:
+    """supervisord's getProcessInfo struct; ``waiting`` (held back by depends_on) is the
+    description supervisorctl shows, e.g. ``waiting for db (FATAL)``."""
     start, stop, now = capped(instance.laststart), capped(instance.laststop), capped(time.time())
     code = instance.exit_status
     info = {
@@ -712,7 +718,7 @@ def process_info(instance: Instance) -> dict[str, Any]:
         "stderr_logfile": (instance.spec.stderr.path or "") if instance.spec.stderr else "",
         "pid": instance.pid or 0,
     }
-    info["description"] = _description(info)
+    info["description"] = waiting or _description(info)
     return info
 
 

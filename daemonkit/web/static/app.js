@@ -104,7 +104,7 @@ function instanceRow(info) {
   const badge = c[1].firstChild;
   badge.textContent = info.state;
   badge.className = "state state-" + info.state;
-  badge.title = info.error || "";
+  badge.title = info.error || info.waiting || "";  // waiting: held by depends_on
   tr.dataset.state = info.state;
   c[2].textContent = info.pid ?? "";
   c[3].textContent = info.state === "RUNNING" ? duration(info.uptime_s) : "";

@@ -1,0 +1,520 @@
+"""``depends_on`` with real processes: start order, readiness, holding, stop order, reload.
+
+Children are one small script (:data:`CHILD`) that appends what happens to it to a shared
+file with a wall-clock timestamp: ``start`` when it runs, ``ready`` just before it sends
+READY=1 (``notify = true``) after the delay it was given, ``term`` when SIGTERM arrives,
+``exit`` just before it leaves (a short while after ``term``, so a dependency signalled too early
+shows up as a ``term`` before its dependent's ``exit``). Order is judged from those lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import pid_alive, wait_for
+from test_supervisor import Sv, tagged_pids
+from test_supervisorctl import Ctl
+
+CHILD = """\
+import os, signal, socket, sys, time
+
+name, delay = sys.argv[1], float(sys.argv[2])
+out = os.environ["EVENTS"]
+
+def note(what):
+    with open(out, "a") as events:
+        events.write(f"{name} {what} {time.time():.6f}\\n")
+
+def on_term(signum, frame):
+    note("term")
+    time.sleep(0.2)
+    note("exit")
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+note("start")
+time.sleep(delay)
+address = os.environ.get("NOTIFY_SOCKET")
+if address:
+    note("ready")  # before READY=1: whatever it releases starts after this line
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.connect("\\0" + address[1:] if address.startswith("@") else address)
+    sock.send(b"READY=1")
+for _ in range(100000):
+    time.sleep(1)
+"""
+
+
+class Events:
+    """The children's shared event file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[tuple[str, str, float]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in text.splitlines():
+            name, what, when = line.split()
+            found.append((name, what, float(when)))
+        return found
+
+    def when(self, name: str, what: str) -> float:
+        """The last time ``name`` noted ``what`` (a child RUNNING at once may not have
+        written its line yet: polled); fails the test if it never does."""
+        wait_for(lambda: self.has(name, what), 10, message=f"{name} {what} in {self.lines()}")
+        return [t for n, w, t in self.lines() if (n, w) == (name, what)][-1]
+
+    def has(self, name: str, what: str) -> bool:
+        return any((n, w) == (name, what) for n, w, _t in self.lines())
+
+    def wait(self, name: str, what: str, timeout: float = 15.0) -> float:
+        wait_for(lambda: self.has(name, what), timeout, message=f"{name} {what}")
+        return self.when(name, what)
+
+
+def header(sv: Sv) -> str:
+    (sv.dir / "child.py").write_text(CHILD)
+    return f'environment = EVENTS="{sv.dir}/events"\n'
+
+
+def child(sv: Sv, name: str, delay: float = 0.0) -> str:
+    return f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
+
+
+@pytest.fixture
+def sv(tmp_path: Path) -> Iterator[Sv]:
+    supervisor = Sv(tmp_path)
+    yield supervisor
+    supervisor.cleanup()
+    assert supervisor.supervisor_pids() == []
+    assert tagged_pids(supervisor.tag) == []
+
+
+@pytest.fixture
+def events(sv: Sv) -> Events:
+    return Events(sv.dir / "events")
+
+
+def chain(sv: Sv) -> str:
+    """a <- b <- c, priorities the other way round (priority alone would start c first);
+    a says READY after 1 s, b after 0.3 s."""
+    return f"""
+        [program:c]
+        {child(sv, "c")}
+        depends_on = b
+        priority = 1
+        startsecs = 0
+
+        [program:b]
+        {child(sv, "b", 0.3)}
+        depends_on = a
+        notify = true
+        priority = 2
+
+        [program:a]
+        {child(sv, "a", 1.0)}
+        notify = true
+        priority = 3
+
+        [program:other]
+        command = sleep 1000
+        priority = 5
+        startsecs = 0
+        """
+
+
+def test_chain_starts_after_readiness_and_stops_in_reverse(sv: Sv, events: Events) -> None:
+    sv.write(chain(sv), header(sv))
+    sv.cli("start", check=True)
+    events.wait("a", "start")
+    held = sv.status()
+    assert held["a"]["state"] == "STARTING"  # a is spawned but has not said READY yet
+    assert (held["b"]["state"], held["b"]["waiting"]) == ("STOPPED", "waiting for a (STARTING)")
+    assert held["c"]["waiting"] == "waiting for b (STOPPED)"
+    assert sv.wait_state("other", "RUNNING")["waiting"] is None  # no depends_on: not held
+    table = sv.cli("status").stdout
+    assert "b: waiting for a (STARTING)" in table
+    sv.wait_state("c", "RUNNING", timeout=15)
+    assert events.when("b", "start") >= events.when("a", "ready")
+    assert events.when("c", "start") >= events.when("b", "ready")
+    status = sv.status()
+    assert list(status) == ["a", "b", "c", "other"]  # dependencies first, then priority
+    assert all(p["waiting"] is None for p in status.values())
+    pids = [status[n]["pid"] for n in ("a", "b", "c")]
+
+    stopped = sv.cli("stop", "all", check=True)
+    assert stopped.stdout.split() == ["a:", "STOPPED", "b:", "STOPPED", "c:", "STOPPED",
+                                      "other:", "STOPPED"]
+    # each dependency got SIGTERM only after its dependent had exited
+    assert events.when("b", "term") >= events.when("c", "exit")
+    assert events.when("a", "term") >= events.when("b", "exit")
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_shutdown_stops_dependents_first(sv: Sv, events: Events) -> None:
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+        priority = 900
+
+        [program:web]
+        {child(sv, "web")}
+        depends_on = db
+        startsecs = 0
+        priority = 1
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("web", "RUNNING")
+    supervisor = sv.supervisor_pid()
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone")
+    # priority alone (web 1, db 900) would stop db first; the dependency waits for web
+    assert events.when("db", "term") >= events.when("web", "exit")
+    log = (sv.dir / "sv.log").read_text()
+    assert log.index("db: STARTING -> RUNNING") < log.index("web: STOPPED -> STARTING")
+
+
+def test_priority_order_without_depends_on(sv: Sv, events: Events) -> None:
+    """supervisord starts by priority, not in the order the file lists programs."""
+    sv.write(f"""
+        [program:late]
+        {child(sv, "late")}
+        priority = 900
+        startsecs = 0
+
+        [program:early]
+        {child(sv, "early")}
+        priority = 1
+        startsecs = 0
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("late", "RUNNING")
+    sv.wait_state("early", "RUNNING")
+    log = (sv.dir / "sv.log").read_text()
+    assert log.index("early: STOPPED -> STARTING") < log.index("late: STOPPED -> STARTING")
+    assert list(sv.status()) == ["early", "late"]
+
+
+@pytest.mark.parametrize(("programs", "blamed", "why"), [
+    ("""
+        [program:a]
+        command = sleep 1
+        depends_on = c
+        [program:b]
+        command = sleep 1
+        depends_on = a
+        [program:c]
+        command = sleep 1
+        depends_on = b
+        """, "[program:a] depends_on", "dependency cycle: a -> c -> b -> a"),
+    ("""
+        [program:a]
+        command = sleep 1
+        [program:b]
+        command = sleep 1
+        [group:pair]
+        programs = a, b
+        depends_on = b
+        """, "[group:pair] depends_on", "dependency cycle: b -> b"),
+    ("""
+        [program:web]
+        command = sleep 1
+        depends_on = db, cache
+        [program:db]
+        command = sleep 1
+        """, "[program:web] depends_on", "no program or group named 'cache'"),
+])
+def test_bad_depends_on_refused_at_load(sv: Sv, programs: str, blamed: str, why: str) -> None:
+    sv.write(programs)
+    checked = sv.cli("check")
+    assert checked.returncode == 6
+    assert checked.stderr.strip().splitlines() == [
+        f"daemonkit-supervisor: {sv.ini}: {blamed}: {why}"]
+    as_json = sv.cli("check", "--json")
+    assert as_json.returncode == 6
+    assert json.loads(as_json.stdout) == {"ok": False, "error": f"{sv.ini}: {blamed}: {why}",
+                                          "warnings": [], "instances": []}
+    started = sv.cli("start")
+    assert started.returncode == 6 and why in started.stderr
+    assert sv.supervisor_pids() == []
+
+
+def test_reload_with_a_cycle_keeps_the_running_config(sv: Sv) -> None:
+    good = """
+        [program:a]
+        command = sleep 1000
+        startsecs = 0
+        [program:b]
+        command = sleep 1000
+        startsecs = 0
+        depends_on = a
+        """
+    sv.write(good)
+    sv.cli("start", check=True)
+    pid = sv.wait_state("b", "RUNNING")["pid"]
+    sv.write(good.replace("startsecs = 0\n        [program:b]",
+                          "startsecs = 0\n        depends_on = b\n        [program:b]"))
+    refused = sv.cli("reload")
+    assert refused.returncode == 1  # the running supervisor refused it, as any bad file
+    assert "dependency cycle: a -> b -> a" in refused.stderr
+    assert sv.status()["b"]["pid"] == pid  # still running, still the old config
+
+
+def fatal_db(sv: Sv, web_extra: str = "") -> str:
+    """db fails until the file ``ok`` exists (then it runs); web depends on it."""
+    return f"""
+        [program:db]
+        command = sh -c 'test -f {sv.dir}/ok || exit 1; exec sleep 1000'
+        startsecs = 0.3
+        startretries = 0
+        backoff_initial = 0.05
+        backoff_max = 0.05
+
+        [program:web]
+        {child(sv, "web")}
+        depends_on = db
+        startsecs = 0
+        {web_extra}
+        """
+
+
+def test_fatal_dependency_holds_dependents_until_it_runs(sv: Sv, events: Events) -> None:
+    sv.write(fatal_db(sv), header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("db", "FATAL")
+    web = sv.status()["web"]
+    assert (web["state"], web["pid"], web["want"]) == ("STOPPED", None, "UP")
+    assert web["waiting"] == "waiting for db (FATAL)"
+    assert "web: waiting for db (FATAL)" in sv.cli("status").stdout
+    assert not events.has("web", "start")
+
+    # start web: its dependency is started first (systemd's Requires + After); it fails
+    # again, and the answer says why web did not start, without waiting out a timeout
+    began = time.monotonic()
+    refused = sv.cli("start", "web")
+    assert refused.returncode != 0
+    assert "web STOPPED (FAILED: waiting for db (FATAL))" in refused.stderr
+    assert time.monotonic() - began < 10
+    assert sv.status()["db"]["restarts"] >= 1  # db was tried again
+    assert not events.has("web", "start")
+
+    # the dependency comes up later: the held dependent (autostart) starts by itself
+    (sv.dir / "ok").write_text("")
+    sv.cli("start", "db", check=True)
+    sv.wait_state("web", "RUNNING")
+    events.wait("web", "start")  # it ran, held no more
+    assert sv.status()["web"]["waiting"] is None
+
+
+def test_stopped_dependency_holds_and_start_pulls_it_up(sv: Sv, events: Events) -> None:
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db", 0.5)}
+        notify = true
+        autostart = false
+
+        [program:web]
+        {child(sv, "web")}
+        depends_on = db
+        startsecs = 0
+
+        [program:batch]
+        {child(sv, "batch")}
+        depends_on = db
+        startsecs = 0
+        autostart = false
+        """, header(sv))
+    sv.cli("start", check=True)
+    status = sv.status()
+    assert status["db"]["state"] == "STOPPED"
+    # web (autostart) waits for a dependency nobody started; batch is not wanted up
+    assert (status["web"]["state"], status["web"]["waiting"]) == (
+        "STOPPED", "waiting for db (STOPPED)")
+    assert status["batch"]["waiting"] is None
+    sv.cli("start", "db", check=True)
+    sv.wait_state("web", "RUNNING")
+    assert events.when("web", "start") >= events.when("db", "ready")
+    assert sv.status()["batch"]["state"] == "STOPPED"
+
+    # stopped by the user: a running dependent keeps running; a later start of a
+    # dependent starts the dependency first (systemd's Requires + After)
+    sv.cli("stop", "db", check=True)
+    assert sv.status()["web"]["state"] == "RUNNING"
+    started = sv.cli("start", "batch", check=True)
+    assert "batch: RUNNING" in started.stdout
+    assert sv.status()["db"]["state"] == "RUNNING"
+    assert events.when("batch", "start") >= events.when("db", "ready")
+
+
+def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> None:
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db", 0.6)}
+        notify = true
+        priority = 900
+
+        [program:api]
+        {child(sv, "api", 0.2)}
+        notify = true
+        priority = 1
+
+        [program:worker]
+        {child(sv, "worker")}
+        notify = true
+        priority = 1
+
+        [group:app]
+        programs = api, worker
+        depends_on = db
+        priority = 1
+
+        [program:edge]
+        {child(sv, "edge")}
+        depends_on = app
+        startsecs = 0
+        priority = 1
+        """, header(sv))
+    planned = json.loads(sv.cli("check", "--json", check=True).stdout)["instances"]
+    assert [(row["name"], row["depends_on"]) for row in planned] == [
+        ("db", []), ("api", ["db"]), ("worker", ["db"]), ("edge", ["api", "worker"])]
+    sv.cli("start", check=True)
+    events.wait("db", "start")
+    waiting = sv.status()
+    assert waiting["api"]["waiting"] == waiting["worker"]["waiting"] == (
+        "waiting for db (STARTING)")
+    assert waiting["edge"]["waiting"] == "waiting for api (STOPPED), worker (STOPPED)"
+    sv.wait_state("edge", "RUNNING", timeout=15)
+    ready = events.when("db", "ready")
+    assert events.when("api", "start") >= ready
+    assert events.when("worker", "start") >= ready
+    assert events.when("edge", "start") >= max(events.when("api", "ready"),
+                                               events.when("worker", "ready"))
+    sv.cli("stop", "all", check=True)
+    assert events.when("db", "term") >= max(events.when("api", "exit"),
+                                            events.when("worker", "exit"))
+    assert min(events.when("api", "term"), events.when("worker", "term")) >= (
+        events.when("edge", "exit"))
+
+
+def test_reload_adds_a_dependency(sv: Sv, events: Events) -> None:
+    sv.write(f"""
+        [program:web]
+        {child(sv, "web")}
+        startsecs = 0
+        """, header(sv))
+    sv.cli("start", check=True)
+    web_pid = sv.wait_state("web", "RUNNING")["pid"]
+    sv.write(f"""
+        [program:web]
+        {child(sv, "web")}
+        startsecs = 0
+        depends_on = db
+
+        [program:db]
+        {child(sv, "db", 0.5)}
+        notify = true
+
+        [program:api]
+        {child(sv, "api")}
+        startsecs = 0
+        depends_on = db
+        """, header(sv))
+    reloaded = sv.cli("reload", check=True)
+    assert "added" in reloaded.stdout or reloaded.returncode == 0
+    sv.wait_state("api", "RUNNING", timeout=15)
+    assert events.when("api", "start") >= events.when("db", "ready")
+    # a new depends_on applies to the next start: the running web was not restarted
+    assert sv.status()["web"]["pid"] == web_pid
+    sv.cli("stop", "all", check=True)
+    assert events.when("db", "term") >= max(events.when("web", "exit"),
+                                            events.when("api", "exit"))
+
+
+def test_reload_removal_stops_the_dependent_first(sv: Sv, events: Events) -> None:
+    both = f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+        priority = 900
+
+        [program:web]
+        {child(sv, "web")}
+        startsecs = 0
+        depends_on = db
+        priority = 1
+        """
+    sv.write(both + """
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("web", "RUNNING")
+    sv.write("""
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """, header(sv))
+    sv.cli("reload", check=True)
+    wait_for(lambda: events.has("db", "exit"), 15, message="db gone")
+    assert events.when("db", "term") >= events.when("web", "exit")
+    assert set(sv.status()) == {"keep"}
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[Ctl]:
+    sockdir = Path(tempfile.mkdtemp(prefix="dk-dep-", dir="/tmp"))  # sun_path is short
+    sv = Sv(tmp_path)
+    yield Ctl(sv, sockdir)
+    sv.cleanup()
+    shutil.rmtree(sockdir, ignore_errors=True)
+    assert sv.supervisor_pids() == []
+    assert tagged_pids(sv.tag) == []
+
+
+def test_supervisorctl_status_shows_what_a_program_waits_for(ctl: Ctl) -> None:
+    ctl.write(fatal_db(ctl.sv).replace(child(ctl.sv, "web"), "command = sleep 1000"))
+    ctl.start()
+    ctl.sv.wait_state("db", "FATAL")
+    rows = ctl.status_lines()
+    assert rows["web"] == ("STOPPED", "waiting for db (FATAL)")
+    assert ctl.proxy().supervisor.getProcessInfo("web")["description"] == (
+        "waiting for db (FATAL)")
+    refused = ctl.ctl("start", "web")  # db is tried again first, and fails again
+    assert refused.stdout.strip() == "web: ERROR (spawn error)"
+    assert ctl.state("web") == "STOPPED"
+    (ctl.sv.dir / "ok").write_text("")
+    assert ctl.ctl("start", "db").stdout.strip() == "db: started"
+    wait_for(lambda: ctl.state("web") == "RUNNING", 10, message="web RUNNING")
+
+
+def test_graph_functions_on_long_chains() -> None:
+    """Load-time checks are iterative: a 5,000-program chain neither recurses too deep nor
+    takes long; without depends_on the order is exactly supervisord's sort."""
+    from daemonkit.supervisor import dependencies
+
+    names = [f"p{n}" for n in range(5000)]
+    chain_graph = {names[n]: (names[n - 1],) for n in range(1, len(names))}
+    began = time.monotonic()
+    assert dependencies.find_cycle(chain_graph) is None
+    assert dependencies.chain_depth(chain_graph) == 5000
+    priority = {name: (n * 7919) % 1000 for n, name in enumerate(names)}
+    order = dependencies.start_order(names, chain_graph, lambda p: (priority[p], p))
+    assert order == names  # dependencies first, whatever the priority
+    assert dependencies.start_order(names, {}, lambda p: (priority[p], p)) == sorted(
+        names, key=lambda p: (priority[p], p))
+    looped = {**chain_graph, "p0": ("p4999",)}
+    cycle = dependencies.find_cycle(looped)
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == 5001
+    assert time.monotonic() - began < 5
