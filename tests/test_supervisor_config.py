@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -172,8 +173,9 @@ def test_auto_logs_childlogdir_and_supervisor_environment(tmp_path: Path) -> Non
     assert config.load(str(with_dir)).programs["p"].instance(0).stdout.path == (
         f"{tmp_path}/logs/p-stdout---supervisor.log")
     bare = write(tmp_path / "c.ini", "[program:p]\ncommand = x\n")
+    # /tmp is shared: the supervisor's own 0700 directory there (nobody can plant the name)
     assert config.load(str(bare)).programs["p"].instance(0).stdout.path == (
-        "/tmp/p-stdout---supervisor.log")
+        f"/tmp/daemonkit-supervisor-{os.geteuid()}/p-stdout---supervisor.log")
 
 
 def test_supervisord_file_loads_with_warnings(tmp_path: Path) -> None:

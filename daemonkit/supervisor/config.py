@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from . import datatypes, dependencies, inifile, keys
+from . import datatypes, dependencies, inifile, keys, limits
 from .expand import ExpansionError, base_values, expand, with_environment
 from .keys import Key, Stage, Support
+from .safeopen import is_private
 
 DEFAULT_PIDFILE = "/run/daemonkit-supervisor.pid"
 #: a main log file with one of these names is the supervisor's own stdout/stderr (or
@@ -51,6 +52,7 @@ class LogSpec:
     maxbytes: int = 0  # 0: never rotate by size
     backups: int = 10
     syslog: bool = False  # also each line to syslog
+    private_dir: bool = False  # an AUTO log's own directory: the supervisor makes it 0700
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class ProgramConfig:
     #: from [supervisord]: where AUTO log files go, the name in them, every child's environment
     childlogdir: str = "/tmp"
     identifier: str = "supervisor"
+    log_uid: int = -1  # who writes AUTO logs: [supervisord] user, else who loaded the file
     base_environment: tuple[tuple[str, str], ...] = ()
     strip_ansi: bool = False
     stdout_events_enabled: bool = False  # PROCESS_LOG_STDOUT events of its output
@@ -148,6 +151,17 @@ class ProgramConfig:
     depends_on: tuple[str, ...] = field(default=(), compare=False)
     #: ENV_X and host_node_name at load time (one dict shared by every program)
     values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+    #: (process_num, numprocs) -> InstanceSpec: expanded once, while loading (off the loop),
+    #: not again when the loop creates the instances
+    expanded: dict[tuple[int, int], InstanceSpec] = field(default_factory=dict, compare=False,
+                                                          repr=False)
+    equal_values: dict[tuple[Any, ...], tuple[Any, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # a copy (dataclasses.replace) may differ in what expands: it starts a cache of its own
+        object.__setattr__(self, "expanded", {})
+        object.__setattr__(self, "equal_values", {})
 
     def same_config(self, other: ProgramConfig, numprocs: int | None = None) -> bool:
         """Nothing but ``numprocs`` differs: the running instances can stay."""
@@ -176,6 +190,15 @@ class ProgramConfig:
 
         Only the default name depends on ``numprocs`` (``w`` or ``w:0``); what an instance
         runs does not, so scaling renames but never changes a process."""
+        count = self.numprocs if numprocs is None else numprocs
+        cached = self.expanded.get((process_num, count))
+        if cached is None:
+            cached = self._expand(process_num, count)
+            if len(self.expanded) < limits.MAX_NUMPROCS:
+                self.expanded[process_num, count] = cached
+        return cached
+
+    def _expand(self, process_num: int, numprocs: int) -> InstanceSpec:
         section = f"{self.kind}:{self.name}"
         values: dict[str, object] = {
             **self.values, "here": self.here, "program_name": self.name,
@@ -212,9 +235,15 @@ class ProgramConfig:
             stderr = self._log("stderr", expanded("stderr_logfile", self.stderr_logfile), name)
         group = self.group_name or self.name
         process_name = name[len(group) + 1:] if name.startswith(f"{group}:") else name
-        return InstanceSpec(name, self.name, group, process_name, process_num, command, argv,
-                            command_error, _resolve(self.here, directory) if directory else None,
-                            tuple(environment.items()), stdout, stderr)
+        return InstanceSpec(name, self.name, group, process_name, process_num, command,
+                            self._shared(argv), command_error,
+                            _resolve(self.here, directory) if directory else None,
+                            self._shared(tuple(environment.items())), stdout, stderr)
+
+    def _shared(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One object for equal argv and environments of the instances: less memory, and a
+        reload's pickled config (see :mod:`.isolated`) ten times smaller and faster."""
+        return self.equal_values.setdefault(value, value)
 
     def _log(self, channel: str, value: str, name: str) -> LogSpec:
         choice = datatypes.logfile(value)
@@ -224,8 +253,13 @@ class ProgramConfig:
         if choice in ("NONE", "SYSLOG"):
             path = None
         elif choice == "AUTO":  # a stable name (supervisord adds a random part): output
-            # survives a supervisor restart in the same file
-            path = os.path.join(self.childlogdir, f"{name}-{channel}---{self.identifier}.log")
+            # survives a supervisor restart in the same file; in a directory others can
+            # write (/tmp), inside a 0700 directory of the supervisor's, where nobody can
+            # plant a symlink or FIFO under the name
+            directory = auto_log_dir(self.childlogdir, self.identifier, self.log_uid)
+            path = os.path.join(directory, f"{name}-{channel}---{self.identifier}.log")
+            return LogSpec(path, maxbytes, backups, syslog,
+                           private_dir=directory != self.childlogdir)
         else:
             path = _resolve(self.here, choice)
         return LogSpec(path, maxbytes, backups, syslog)
@@ -386,7 +420,11 @@ def read_settings(path: str) -> Settings:
     try:
         loader.read()
     except ConfigError:
-        return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
+        try:  # an include that cannot be read (/dev/zero, a FIFO) hides no [supervisord],
+            # nor does a byte that is not UTF-8 elsewhere in the file
+            loader.read(includes=False, lenient=True)
+        except ConfigError:
+            return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
     top = loader.supervisor_section()
     stopwaits: list[float] = []
     for name in loader.document.sections:
@@ -422,8 +460,8 @@ class _Loader:
 
     # -- reading values through the key tables ---------------------------------------------
 
-    def read(self) -> None:
-        self.document = inifile.read(self.path, self.values)
+    def read(self, includes: bool = True, lenient: bool = False) -> None:
+        self.document = inifile.read(self.path, self.values, includes, lenient)
         tops = [n for n in ("supervisord", "supervisor") if n in self.document.sections]
         if len(tops) > 1:
             section = self.document.sections["supervisor"]
@@ -471,9 +509,13 @@ class _Loader:
             return None
         text = self.raw_value(section, key, extra)
         try:
-            return key.parse(text)
+            value = key.parse(text)
         except ValueError as exc:
             raise self.key_error(section, key.name, str(exc)) from None
+        out_of_bounds = limits.check_key(key.name, value)
+        if out_of_bounds:
+            raise self.key_error(section, key.name, out_of_bounds)
+        return value
 
     def check_keys(self, section: str, table: Mapping[str, Key]) -> None:
         unknown = sorted(self.document.keys(section) - set(table))
@@ -725,6 +767,12 @@ class _Loader:
                  serverurl: str | None) -> dict[str, ProgramConfig]:
         member_of = {m: g.name for g in groups.values() for m in g.programs}
         programs: dict[str, ProgramConfig] = {}
+        sections = [s for s in self.document.sections
+                    if s.split(":", 1)[0] in ("program", "fcgi-program")]
+        if len(sections) > limits.MAX_INSTANCES:
+            raise _error(self.source(sections[limits.MAX_INSTANCES]),
+                         sections[limits.MAX_INSTANCES], None,
+                         f"more than {limits.MAX_INSTANCES} programs (the limit)")
         for section in self.document.sections:
             kind = section.split(":", 1)[0]
             if kind not in ("program", "fcgi-program", "eventlistener"):
@@ -810,6 +858,7 @@ class _Loader:
             serverurl=own_url or serverurl,
             socket=self.fcgi_socket(section, parsed) if kind == "fcgi-program" else None,
             childlogdir=top["childlogdir"], identifier=top["identifier"],
+            log_uid=datatypes.uid_of(top["user"]) if top["user"] else os.geteuid(),
             base_environment=self.top_environment, strip_ansi=top["strip_ansi"],
             stdout_events_enabled=parsed["stdout_events_enabled"],
             stderr_events_enabled=parsed["stderr_events_enabled"], events=events,
@@ -878,6 +927,19 @@ class _Loader:
     def check_instances(self, programs: dict[str, ProgramConfig]) -> None:
         names: dict[str, str] = {}
         namespecs: dict[str, str] = {}
+        total = text = 0
+        for program in programs.values():  # before expanding any: each expansion costs
+            total += program.numprocs
+            text += program.numprocs * sum(map(len, (
+                program.command, program.environment, program.directory,
+                program.stdout_logfile, program.stderr_logfile)))
+            if total > limits.MAX_INSTANCES:
+                raise _error(program.source, f"{program.kind}:{program.name}", "numprocs",
+                             f"more than {limits.MAX_INSTANCES} processes in all (the limit)")
+            if text > limits.MAX_INSTANCE_TEXT:
+                raise _error(program.source, f"{program.kind}:{program.name}", "numprocs",
+                             f"the processes' commands and environments exceed "
+                             f"{limits.MAX_INSTANCE_TEXT} bytes in all (the limit)")
         for program in programs.values():
             section = f"{program.kind}:{program.name}"
             for num in program.process_nums():
@@ -903,6 +965,18 @@ class _Loader:
         from ..web.config import parse_web_section
 
         return parse_web_section(items, section.file)
+
+
+def auto_log_dir(childlogdir: str, identifier: str, uid: int) -> str:
+    """``childlogdir`` itself when only root or the supervisor's user can create entries in
+    it; else (``/tmp``) the supervisor's own ``daemonkit-IDENTIFIER-UID`` inside it."""
+    try:
+        info = os.stat(childlogdir)
+    except OSError:
+        return childlogdir  # created at the first spawn, as the supervisor's own
+    if is_private(info) and info.st_uid in (0, uid):
+        return childlogdir
+    return os.path.join(childlogdir, f"daemonkit-{identifier}-{uid}")
 
 
 def temp_dir() -> str:

@@ -47,6 +47,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import config as config_module
+from . import limits
 from .config import GroupConfig, ProgramConfig, SupervisorConfig
 from .dependencies import DependencyGraph, StopOrder, chain_depth
 from .events import (
@@ -67,6 +68,7 @@ from .faults import (
     StillRunning,
     SupervisorError,
 )
+from .isolated import load_isolated
 from .listeners import ListenerPools
 from .logfile import SyslogSink
 from .process import Instance, SpawnError, resolve_command
@@ -316,11 +318,12 @@ class Engine:
         return summary
 
     def read_file(self) -> SupervisorConfig:
-        """Read the config file anew (any thread: nothing here touches the running state)."""
+        """Read the config file anew (any thread: nothing here touches the running state),
+        in a child interpreter: reading a big file here would starve the loop of the GIL."""
         config = self.config
         if config is None:
             raise ShuttingDown("the supervisor is not ready")
-        return config_module.load(config.path, strict=config.strict)
+        return load_isolated(config.path, strict=config.strict)
 
     def group_diff(self, new: SupervisorConfig) -> tuple[list[str], list[str], list[str]]:
         """supervisord's ``reloadConfig``: (added, changed, removed) process groups between
@@ -603,7 +606,7 @@ class Engine:
         deadlines += [t.deadline for t in self.timers if t.deadline is not None]
         if not deadlines:
             return None  # idle: sleep until something happens
-        return max(0.0, min(deadlines) - time.monotonic())
+        return limits.select_timeout(min(deadlines) - time.monotonic())
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -953,6 +956,8 @@ class Engine:
         target = current + delta
         if target < 0:
             raise Failed(f"{program} has only {current} instances")
+        if target > limits.MAX_NUMPROCS:
+            raise Failed(f"{program}: {limits.MAX_NUMPROCS} instances is the limit")
         if target > 1 and "%(process_num)" not in self.config.programs[program].name_template(
                 target):
             raise Failed(f"{program}: process_name has no %(process_num)s")
@@ -1023,8 +1028,8 @@ class Engine:
                 for instance in everyone:
                     instance.kill_now()
                 killed, deadline = True, now + 2.0
-            self._dispatch(self.selector.select(min(self._timeout() or 1.0,
-                                                    max(0.0, deadline - now))))
+            self._dispatch(self.selector.select(limits.select_timeout(
+                min(self._timeout() or 1.0, deadline - now))))
         self._resolve_pending()
 
     def close(self) -> None:

@@ -16,14 +16,22 @@ A literal ``%`` is written ``%%``, as in supervisord.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
+
+from . import limits
 
 
 class ExpansionError(ValueError):
     """A value names an expansion that does not exist, or is not a valid format."""
 
 
+#: a reference, its flags, width and precision: ``%(process_num)02d``
+_REFERENCE_RE = re.compile(r"%\(([^)]*)\)[-#0 +]*(\d*)(?:\.(\d*))?")
+
+
 def expand(raw: str, values: Mapping[str, object], where: str = "") -> str:
+    _check_size(raw, values)
     try:
         return raw % values
     except KeyError as exc:
@@ -32,6 +40,24 @@ def expand(raw: str, values: Mapping[str, object], where: str = "") -> str:
                              f"defined here (available: {available}, ENV_*)") from None
     except (ValueError, TypeError) as exc:
         raise ExpansionError(f"bad %(...)s expansion in {raw!r}: {exc}") from None
+
+
+def _check_size(raw: str, values: Mapping[str, object]) -> None:
+    """Refuse before formatting what would expand past the limit: ``%(ENV_X)s`` repeated,
+    or ``%(process_num)0999999999d``, allocate before ``%`` could fail."""
+    if "%" not in raw:
+        return
+    size = len(raw)
+    for match in _REFERENCE_RE.finditer(raw):
+        width = max(int(match.group(2) or 0), int(match.group(3) or 0))
+        if width > limits.MAX_FIELD_WIDTH:
+            raise ExpansionError(f"bad %(...)s expansion: field width {width} in "
+                                 f"{match.group(0)!r} (at most {limits.MAX_FIELD_WIDTH})")
+        found = values.get(match.group(1))
+        size += max(width, len(str(found)) if found is not None else 0)
+    if size > limits.MAX_EXPANDED_BYTES:
+        raise ExpansionError(f"expands to more than {limits.MAX_EXPANDED_BYTES} characters "
+                             "(the limit)")
 
 
 def host_node_name() -> str:

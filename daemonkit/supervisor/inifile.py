@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import configparser
 import glob
+import itertools
 import os
 import re
 import stat
@@ -28,10 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from . import limits
 from .expand import ExpansionError, expand
 
 #: a config file larger than this is refused: it is not a config file
-MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_FILE_BYTES = limits.MAX_FILE_BYTES
 HERE = "%(here)s"
 _HEADER_RE = re.compile(r"^\[[^\]]+\]\s*([;#].*)?$")
 _NO_DEFAULTS = "\0daemonkit-no-defaults"  # [DEFAULT] is handled here, not by configparser
@@ -57,6 +59,7 @@ class Document:
     sections: dict[str, Section] = field(default_factory=dict)  # in order of appearance
     defaults: dict[str, Value] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    size: int = 0  # characters read from all files, bounded by limits.MAX_TOTAL_BYTES
 
     def get(self, section: str, key: str) -> Value | None:
         """The section's value, else ``[DEFAULT]``'s, else None."""
@@ -70,16 +73,19 @@ class Document:
         return set(found.values) if found else set()
 
 
-def read(path: str, base_values: Mapping[str, object] | None = None) -> Document:
+def read(path: str, base_values: Mapping[str, object] | None = None,
+         includes: bool = True, lenient: bool = False) -> Document:
     """Read ``path`` and its includes; ConfigError (one line) if a file cannot be parsed.
 
     ``base_values``: what ``%(...)s`` may name in ``[include] files`` besides ``here``
-    (``ENV_X``, ``host_node_name``)."""
+    (``ENV_X``, ``host_node_name``). ``includes`` False: the main file alone. ``lenient``:
+    bytes that are not UTF-8 (and NULs) read as U+FFFD, so that ``status`` and ``stop``
+    still find the pidfile of a supervisor whose file was broken after it started."""
     path = os.path.abspath(path)
     document = Document(path)
-    _merge(document, path)
+    _merge(document, path, lenient)
     include = document.sections.get("include")
-    if include is not None:
+    if include is not None and includes:
         _read_includes(document, include, base_values or {})
     default = document.sections.pop("DEFAULT", None)
     if default is not None:
@@ -99,7 +105,11 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
         raise ConfigError(f"{files.file}: [include] files: {exc}") from None
     for pattern in patterns.split():
         full = os.path.join(main_here, pattern)
-        matches = sorted(glob.glob(full))
+        # at most one past the limit: a glob like /proc/*/*/* must not be walked to its end
+        matches = sorted(itertools.islice(glob.iglob(full), limits.MAX_FILES + 1))
+        if len(document.files) + len(matches) > limits.MAX_FILES:
+            raise ConfigError(f"{files.file}: [include] files: {pattern} adds more than "
+                              f"{limits.MAX_FILES} files (the limit)")
         if not matches:
             document.warnings.append(f"{document.path}: [include] files: {pattern} matches "
                                      "no file")
@@ -114,8 +124,12 @@ def _read_includes(document: Document, include: Section, base_values: Mapping[st
                                          "[include] is read (as supervisord does)")
 
 
-def _merge(document: Document, path: str) -> None:
-    text = _read_text(path)
+def _merge(document: Document, path: str, lenient: bool = False) -> None:
+    text = _read_text(path, lenient)
+    document.size += len(text)
+    if document.size > limits.MAX_TOTAL_BYTES:
+        raise ConfigError(f"{path}: cannot read: the files read so far exceed "
+                          f"{limits.MAX_TOTAL_BYTES} bytes in all (the limit)")
     parser = _parse(path, text)
     document.files.append(path)
     here = os.path.dirname(path)
@@ -125,6 +139,9 @@ def _merge(document: Document, path: str) -> None:
     for name in parser.sections():
         section = document.sections.setdefault(name, Section(name, path))
         for key, raw in parser.items(name, raw=True):
+            if len(raw) > limits.MAX_VALUE_BYTES:
+                raise ConfigError(f"{path}: [{name}] {key}: value longer than "
+                                  f"{limits.MAX_VALUE_BYTES} bytes (the limit)")
             section.values[key] = Value(raw.replace(HERE, here), path)
 
 
@@ -139,10 +156,12 @@ def _parse(path: str, text: str) -> configparser.RawConfigParser:
     return parser
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str, lenient: bool = False) -> str:
     """A regular file of bounded size, UTF-8: a FIFO or /dev/zero must not hang the reader."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # not even opened: a device's open acts
+            raise ConfigError(f"{path}: cannot read: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -157,11 +176,18 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+    if lenient:
+        return data.decode("utf-8", "replace").replace("\0", "\ufffd")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    nul = data.find(b"\0")
+    if nul >= 0:  # no path, argv or environment can hold one: refused here, not at spawn
+        line = data[:nul].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: NUL character (not allowed in a config)")
+    return text
 
 
 def _bad_headers(text: str) -> list[tuple[int, str]]:

@@ -15,6 +15,9 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Callable
+
+from . import safeopen
 
 #: supervisord's strip_ansi: ESC [ ... up to one of these letters
 _ANSI_RE = re.compile(rb"\x1b\[[^HfABCDRsuJKmhlp]*[HfABCDRsuJKmhlp]")
@@ -22,21 +25,39 @@ _ANSI_RE = re.compile(rb"\x1b\[[^HfABCDRsuJKmhlp]*[HfABCDRsuJKmhlp]")
 
 class LogFile:
     def __init__(self, path: str, maxbytes: int = 0, backups: int = 10,
-                 strip_ansi: bool = False) -> None:
+                 strip_ansi: bool = False, *, private_dir: bool = False,
+                 on_error: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.maxbytes = maxbytes  # 0: never rotate by size
         self.backups = backups
         self.strip_ansi = strip_ansi
+        self.private_dir = private_dir  # the directory is the supervisor's own, made 0700
+        self.on_error = on_error  # told each new problem once (the supervisor's log)
         self._fd: int | None = None
         self._size = 0
         self._regular = True
-        self.error: str | None = None  # last write problem, reported in the log once
+        self._error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """The last problem opening or writing the file (None once a write succeeds)."""
+        return self._error
+
+    @error.setter
+    def error(self, why: str | None) -> None:
+        if why is not None and why != self._error and self.on_error is not None:
+            self.on_error(why)
+        self._error = why
 
     def _open(self) -> int:
+        """Through :mod:`.safeopen`: never a planted symlink, hard link or FIFO."""
         if self._fd is None:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                               | os.O_NONBLOCK, 0o644)
+            directory = os.path.dirname(self.path) or "."
+            if self.private_dir:
+                safeopen.private_dir(directory)
+            else:
+                os.makedirs(directory, exist_ok=True)
+            self._fd = safeopen.open_append(self.path)
             info = os.fstat(self._fd)
             self._regular = stat.S_ISREG(info.st_mode)
             self._size = info.st_size if self._regular else 0
@@ -47,7 +68,7 @@ class LogFile:
         try:
             self._open()
         except OSError as exc:
-            self.error = f"{self.path}: {exc.strerror or exc}"
+            self.error = _why(self.path, exc)
 
     def write(self, data: bytes) -> None:
         """Never raises: a full disk must not kill the supervisor or block the child."""
@@ -63,18 +84,30 @@ class LogFile:
             self._size += len(data)
             self.error = None
         except OSError as exc:
-            self.error = f"{self.path}: {exc.strerror or exc}"
+            self.error = _why(self.path, exc)
 
     def _rotate(self) -> None:
-        self.close()
+        """By the open fd and by names inside the opened directory: a symlink planted as
+        ``path.N`` is renamed, never followed."""
         if self.backups <= 0:
-            os.truncate(self.path, 0)
+            assert self._fd is not None
+            os.ftruncate(self._fd, 0)  # not truncate(path): that follows a symlink
+            self._size = 0
             return
-        for index in range(self.backups - 1, 0, -1):
-            older = f"{self.path}.{index}"
-            if os.path.exists(older):
-                os.replace(older, f"{self.path}.{index + 1}")
-        os.replace(self.path, f"{self.path}.1")
+        self.close()
+        directory, name = os.path.split(self.path)
+        dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index in range(self.backups - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    safeopen.rename_within(dir_fd, f"{name}.{index}", f"{name}.{index + 1}")
+            safeopen.rename_within(dir_fd, name, f"{name}.1")
+        except OSError as exc:  # e.g. someone else's path.1 in a sticky /tmp: stay bounded
+            self.error = f"{_why(self.path, exc)} (rotation failed: truncated instead)"
+            os.ftruncate(self._open(), 0)
+            self._size = 0
+        finally:
+            os.close(dir_fd)
 
     def clear(self) -> None:
         """Remove the file and its rotated copies; a new, empty file takes its place."""
@@ -88,7 +121,7 @@ class LogFile:
         try:
             self._open()
         except OSError as exc:
-            self.error = f"{self.path}: {exc.strerror or exc}"
+            self.error = _why(self.path, exc)
 
     def reopen(self) -> None:
         """After logrotate renamed the file: the next write creates a fresh one."""
@@ -98,6 +131,12 @@ class LogFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _why(path: str, exc: OSError) -> str:
+    if isinstance(exc, safeopen.UnsafeLog):
+        return str(exc.strerror)
+    return f"{path}: {exc.strerror or exc}"
 
 
 class SyslogSink:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import protocol, safeopen
 from .datatypes import signal_number
 from .engine import Engine
 from .faults import BadArguments, BadSignal, Failed, NoFile, NoSuchName, Result
@@ -210,7 +210,7 @@ def read_piece(path: str, offset: int, length: int) -> dict[str, Any]:
     """Bytes of ``path``: from ``offset`` (negative: that many from the end) at most
     ``length``; ``offset`` in the answer is the size, ``reset`` True if the file shrank."""
     try:
-        with open(path, "rb") as handle:
+        with safeopen.open_reader(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             reset = offset > size
             start = max(0, size + offset) if offset < 0 else (0 if reset else offset)
@@ -218,6 +218,8 @@ def read_piece(path: str, offset: int, length: int) -> dict[str, Any]:
             data = handle.read(min(length, max(0, size - start)))
     except FileNotFoundError:
         return {"text": "", "offset": 0, "reset": True}
+    except safeopen.UnsafeLog as exc:
+        raise Failed(str(exc.strerror)) from None
     except OSError as exc:
         raise Failed(f"{path}: {exc.strerror}") from None
     return {"text": data.decode("utf-8", "replace"), "offset": start + len(data),

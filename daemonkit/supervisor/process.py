@@ -184,7 +184,9 @@ class Instance:
         if not log_spec.path:
             return None
         return LogFile(log_spec.path, log_spec.maxbytes, log_spec.backups,
-                       strip_ansi=self.program.strip_ansi)
+                       strip_ansi=self.program.strip_ansi, private_dir=log_spec.private_dir,
+                       on_error=lambda why: self.log.error("%s: log file: %s", self.name,
+                                                           why))
 
     @property
     def name(self) -> str:
@@ -405,7 +407,8 @@ class Instance:
 
     def _backoff_delay(self, attempt: int) -> float:
         """Exponential, +-10% jitter (so a fleet does not retry in lockstep), capped."""
-        base = self.program.backoff_initial * (2 ** (attempt - 1))
+        # the exponent is capped: quick exits count without end, and 2.0**1024 overflows
+        base = self.program.backoff_initial * (2.0 ** min(max(attempt - 1, 0), 64))
         return float(min(self.program.backoff_max, base) * random.uniform(0.9, 1.1))
 
     def _spawn(self) -> None:

@@ -15,6 +15,7 @@ import argparse
 import os
 import resource
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ..control import ControlServer
@@ -82,6 +83,7 @@ class Supervisor(Daemon):
         self.web: Any = None
         self.rpc: RPCServers | None = None
         self.control_at: ControlServer | None = None  # [supervisord] control = PATH
+        self._reload_lock = threading.Lock()
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -168,9 +170,26 @@ class Supervisor(Daemon):
         self.engine.run(self.stopping.is_set, self.critical)
 
     def reload(self) -> None:
-        """SIGHUP: validate the whole file first (ConfigError keeps the old config)."""
+        """SIGHUP: read and validate the whole file in a thread of its own, then apply the
+        difference in the loop (ConfigError keeps the old config). This runs in the loop's
+        thread: reading a big file here would hold every respawn until it is done."""
         assert self.engine is not None
-        self.engine.reload_file()
+        self.log.info("reload: reading %s", self.engine.config.path if self.engine.config
+                      else self.options.config)
+        threading.Thread(target=self._reload_in_background, name="daemonkit-reload",
+                         daemon=True).start()
+
+    def _reload_in_background(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        with self._reload_lock:  # two SIGHUPs: read and applied in turn
+            try:
+                new = engine.read_file()
+                engine.call(lambda: engine.reload_file(new), 60.0)
+            except (ConfigError, SupervisorError) as exc:
+                self.log.error("reload failed, keeping the old state: %s", exc)
+            except Exception:  # logged; the supervisor lives on
+                self.log.exception("reload failed, keeping the old state")
 
     def shutdown(self) -> None:
         for server in (self.web, self.rpc):

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..supervisor.safeopen import open_reader
+
 MAX_BYTES = 256 * 1024
 
 
@@ -30,8 +32,9 @@ class LogChunk:
 
 def read_log(path: str, offset: int | None, inode: int | None, lines: int,
              max_bytes: int = MAX_BYTES) -> LogChunk:
-    """Raises OSError when ``path`` cannot be opened (the caller answers 404)."""
-    with open(path, "rb") as handle:
+    """Raises OSError when ``path`` cannot be opened (the caller answers 404); opened as
+    the supervisor writes it (:mod:`..supervisor.safeopen`): never through a planted link."""
+    with open_reader(path) as handle:
         info = os.fstat(handle.fileno())
         size = info.st_size
         if offset is None or offset > size or (inode is not None and inode != info.st_ino):

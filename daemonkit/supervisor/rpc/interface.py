@@ -42,6 +42,7 @@ from ..faults import (
     error_for,
 )
 from ..process import Instance
+from ..safeopen import open_reader
 from ..states import STARTED_STATES, STATE_CODES, State
 
 API_VERSION = "3.0"
@@ -803,7 +804,7 @@ def read_file(path: str, offset: int, length: int) -> str:
     """``length`` bytes from ``offset``; a negative offset (with length 0) reads that many
     bytes from the end; 0 length reads to the end. BAD_ARGUMENTS / FAILED as supervisord."""
     try:
-        with open(path, "rb") as handle:
+        with open_reader(path) as handle:
             if offset < 0:
                 if length:
                     raise BadArguments()
@@ -824,7 +825,7 @@ def read_file(path: str, offset: int, length: int) -> str:
 def tail_file(path: str, offset: int, length: int) -> list[Any]:
     """supervisord's tailFile: [text, new offset, overflow]."""
     try:
-        with open(path, "rb") as handle:
+        with open_reader(path) as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             overflow = False

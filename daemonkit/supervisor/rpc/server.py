@@ -32,6 +32,7 @@ from ...errors import DaemonkitError
 from ..config import HttpServerConfig, SupervisorConfig
 from ..engine import Engine
 from ..faults import Fault, SupervisorError
+from ..safeopen import open_reader
 from . import xmlcodec
 from .interface import Dispatcher, xml_safe
 
@@ -236,7 +237,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _follow(self, path: str | None) -> None:
         """The last kilobyte, then whatever is appended; rotation and truncation followed."""
         try:
-            handle = open(path, "rb") if path else None  # noqa: SIM115 - reopened on rotation
+            handle = open_reader(path) if path else None  # reopened on rotation
         except OSError:
             handle = None
         if handle is None or path is None:
@@ -253,7 +254,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 with contextlib.suppress(OSError):
                     if os.stat(path).st_ino != inode:  # rotated: follow the new file
                         handle.close()
-                        handle = open(path, "rb")  # noqa: SIM115
+                        handle = open_reader(path)
                         inode, position = os.fstat(handle.fileno()).st_ino, 0
                 size = os.fstat(handle.fileno()).st_size
                 if size < position:
