@@ -1,12 +1,17 @@
 """daemonkit's supervisor against supervisord, same machine, same run, same INI file.
 
-Both supervisors read one 10-program config (supervisord's own format: daemonkit accepts
-[supervisord] and skips the XML-RPC sections). Figures: time until all programs are RUNNING,
-respawn latency after kill -9 (median of 20, measured by watching the supervisor's children,
-not through either status API), `status` latency (the CLI end to end, and the in-process API),
-idle CPU seconds over 30 s (both measured side by side), and RSS.
+Both supervisors read one config of N programs (10 unless ``--programs``; supervisord's own
+format: daemonkit accepts [supervisord] and skips the XML-RPC sections). Figures: time until
+all programs are RUNNING, respawn latency after kill -9 (median of 20, measured by watching
+the supervisor's children, not through either status API), `status` latency (the CLI end to
+end, and the in-process API), idle CPU seconds over 30 s (both measured side by side), RSS.
 
     python bench/supervisor_bench.py [--idle-seconds 30] [--respawns 20]
+    python bench/supervisor_bench.py --programs 2000 --startsecs 0 [--before OTHER_CHECKOUT]
+
+``--startsecs 0`` makes "all RUNNING" measure spawning itself rather than the startsecs
+floor; ``--before`` adds a third contender, another checkout's supervisor (main's, for a
+before figure), measured in the same run with the same measurements.
 """
 
 from __future__ import annotations
@@ -29,13 +34,17 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = 10
+PROGRAMS = 10  # --programs
+STARTSECS = 1.0  # --startsecs
 
 TEMPLATE = """\
 [supervisord]
 pidfile = {run}/sv.pid
 logfile = {run}/sv.log
+childlogdir = {run}
 nodaemon = false
+minfds = {minfds}
+minprocs = {minprocs}
 
 [unix_http_server]
 file = {run}/supervisor.sock
@@ -51,7 +60,7 @@ serverurl = unix://{run}/supervisor.sock
 PROGRAM = """\
 [program:p{n}]
 command = sleep 100000
-startsecs = 1
+startsecs = {startsecs:g}
 startretries = 3
 stopwaitsecs = 5
 autorestart = true
@@ -75,8 +84,11 @@ class Contender:
     def __init__(self, run: Path) -> None:
         self.run = run
         self.ini = run / "sv.ini"
-        self.ini.write_text(TEMPLATE.format(run=run)
-                            + "".join(PROGRAM.format(n=n) for n in range(PROGRAMS)))
+        # a child holds at most 3 pipes, a pidfd and 2 log files in either supervisor
+        self.ini.write_text(
+            TEMPLATE.format(run=run, minfds=max(1024, 8 * PROGRAMS + 1024),
+                            minprocs=max(200, PROGRAMS + 200))
+            + "".join(PROGRAM.format(n=n, startsecs=STARTSECS) for n in range(PROGRAMS)))
 
     def pid(self) -> int:
         return int((self.run / "sv.pid").read_text())
@@ -117,11 +129,24 @@ class Supervisord(Contender):
 class Daemonkit(Contender):
     name = "daemonkit"
 
+    def __init__(self, run: Path, checkout: Path = ROOT, name: str = "daemonkit") -> None:
+        super().__init__(run)
+        self.checkout = checkout
+        self.name = name
+
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "daemonkit", "supervise", "-c", str(self.ini), *args]
 
+    def _run(self, *args: str, check: bool = True) -> None:
+        environment = {**os.environ, "PYTHONPATH": str(self.checkout)}
+        done = subprocess.run(self._cli(*args), capture_output=True, text=True,
+                              cwd=self.checkout, env=environment, check=False)
+        if check and done.returncode:
+            raise RuntimeError(f"{self.name} {args[0]}: exit {done.returncode}: "
+                               f"{done.stderr.strip()}")
+
     def start(self) -> None:
-        subprocess.run(self._cli("start"), check=True, capture_output=True, cwd=ROOT)
+        self._run("start")
 
     def states(self) -> dict[str, tuple[str, int]]:
         from daemonkit.control import ControlError, request
@@ -135,7 +160,7 @@ class Daemonkit(Contender):
         return self._cli("status")
 
     def stop(self) -> None:
-        subprocess.run(self._cli("stop"), check=True, capture_output=True, cwd=ROOT)
+        self._run("stop")
 
 
 def all_running(contender: Contender) -> bool:
@@ -143,25 +168,41 @@ def all_running(contender: Contender) -> bool:
     return len(states) == PROGRAMS and all(s == "RUNNING" for s, _ in states.values())
 
 
+def poll_step() -> float:
+    """How often to ask for all states: a 2,000-program answer costs the supervisor time
+    itself, so asking every 5 ms would measure the asking."""
+    return 0.005 if PROGRAMS <= 100 else 0.05
+
+
 def time_to_running(contender: Contender) -> float:
     started = time.monotonic()
     contender.start()
-    wait_until(lambda: all_running(contender), 30, 0.005)
+    wait_until(lambda: all_running(contender), 120, poll_step())
     return time.monotonic() - started
 
 
+def children_of(pid: int) -> Callable[[], set[int]]:
+    """The supervisor's children, read from the kernel's list for its main thread (which is
+    the one that spawns): psutil's children() scans every process on the machine, tens of ms
+    with 4,000 of them, which would swamp a respawn of a few ms."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if path.exists():
+        return lambda: {int(word) for word in path.read_text().split()}
+    process = psutil.Process(pid)
+    return lambda: {c.pid for c in process.children()}
+
+
 def respawn_latency(contender: Contender, rounds: int) -> list[float]:
-    """kill -9 one child, then watch the supervisor's children (1 ms) for its replacement."""
-    supervisor = psutil.Process(contender.pid())
+    """kill -9 one child, then watch the supervisor's children (0.5 ms) for its replacement."""
+    children = children_of(contender.pid())
     latencies = []
     for index in range(rounds):
-        wait_until(lambda: all_running(contender), 30, 0.005)  # back to RUNNING (startsecs)
-        before = {c.pid for c in supervisor.children()}
+        wait_until(lambda: all_running(contender), 30, poll_step())  # RUNNING again
+        before = children()
         victim = contender.states()[f"p{index % PROGRAMS}"][1]
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda before=before, victim=victim: any(
-            c.pid not in before for c in supervisor.children()), 30, 0.0005)
+        wait_until(lambda before=before: bool(children() - before), 30, 0.0005)
         latencies.append(time.monotonic() - killed)
     return latencies
 
@@ -189,19 +230,33 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main() -> int:
+    global PROGRAMS, STARTSECS  # set once, from the command line
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--respawns", type=int, default=20)
     parser.add_argument("--status-rounds", type=int, default=20)
+    parser.add_argument("--programs", type=int, default=PROGRAMS)
+    parser.add_argument("--startsecs", type=float, default=STARTSECS)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another daemonkit checkout to measure too (e.g. main's)")
     args = parser.parse_args()
+    PROGRAMS, STARTSECS = args.programs, args.startsecs
+    before = args.before.resolve() if args.before else None
+    if before is not None and not (before / "daemonkit" / "supervisor").is_dir():
+        print(f"{before}: not a daemonkit checkout", file=sys.stderr)
+        return 2
+    print(f"{PROGRAMS} programs, startsecs = {STARTSECS:g}; load average at start "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     if shutil.which("supervisord") is None:
         print("supervisord not found: pip install supervisor", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="sv-bench-"))
-    for name in ("supervisord", "daemonkit"):
+    for name in ("supervisord", "daemonkit", "before"):
         (base / name).mkdir()
     contenders: list[Contender] = [Supervisord(base / "supervisord"),
                                    Daemonkit(base / "daemonkit")]
+    if before is not None:
+        contenders.append(Daemonkit(base / "before", before, "before"))
     results: dict[str, dict[str, float]] = {}
     try:
         for contender in contenders:
@@ -210,7 +265,7 @@ def main() -> int:
             latencies = respawn_latency(contender, args.respawns)
             figures["respawn median (ms)"] = statistics.median(latencies) * 1000
             figures["respawn max (ms)"] = max(latencies) * 1000
-            wait_until(lambda c=contender: all_running(c), 30, 0.005)
+            wait_until(lambda c=contender: all_running(c), 30, poll_step())
         for name, (cli, api) in status_latency(contenders, args.status_rounds).items():
             results[name]["status CLI median (ms)"] = cli * 1000
             results[name]["status API median (ms)"] = api * 1000
@@ -228,18 +283,22 @@ def main() -> int:
                 contender.stop()
         shutil.rmtree(base, ignore_errors=True)
     report(results)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
     ours, theirs = results["daemonkit"], results["supervisord"]
-    print(f"{'figure':<28} {'supervisord':>12} {'daemonkit':>12} {'ratio sd/dk':>12}")
+    names = list(results)
+    print(f"{'figure':<28}" + "".join(f"{name:>12}" for name in names)
+          + f" {'ratio sd/dk':>12}")
     for key in theirs:
         if ours[key]:
             ratio = f"{theirs[key] / ours[key]:>11.2f}x"
         else:
             ratio = f"{'(both 0)' if not theirs[key] else '(dk 0)':>12}"
-        print(f"{key:<28} {theirs[key]:>12.3f} {ours[key]:>12.3f} {ratio}")
+        print(f"{key:<28}" + "".join(f"{results[name][key]:>12.3f}" for name in names)
+              + f" {ratio}")
     print(f"\nrespawn: daemonkit {theirs['respawn median (ms)'] / ours['respawn median (ms)']:.0f}x"
           " faster (target >= 10x)")
     print(f"RSS: daemonkit/supervisord = {ours['RSS (MB)'] / theirs['RSS (MB)']:.2f}"
