@@ -56,6 +56,11 @@ class Loop(Protocol):
     def unwatch(self, fd: int) -> None: ...
     def changed(self, instance: Instance, old: State, expected: bool) -> None: ...
     def listen_socket(self, instance: Instance) -> socket.socket | None: ...
+    def schedule(self, instance: Instance, when: float) -> None:
+        """Call ``instance.on_timer`` once ``when`` (monotonic) has come, if its deadline is
+        still ``when`` then (a changed or cleared deadline needs no cancelling)."""
+    def pid_changed(self, instance: Instance, old: int | None, new: int | None) -> None:
+        """The instance's process is now ``new`` (None: none), no longer ``old``."""
 
 
 class SpawnError(Exception):
@@ -138,13 +143,13 @@ class Instance:
         self.supervisor_id = supervisor_id
         self.state = State.STOPPED
         self.want = Want.DOWN
-        self.pid: int | None = None  # group leader while LIVE (also its pgid)
+        self._pid: int | None = None  # group leader while LIVE (also its pgid)
         self.pidfd: int | None = None
         self.child: Child | None = None  # how the current process was made
         self.started_at: float | None = None  # monotonic time of the current spawn
         self.laststart = 0.0  # wall clock of the last spawn (0: never), as supervisord's
         self.laststop = 0.0  # wall clock of the last exit
-        self.deadline: float | None = None  # monotonic time of the next timer event
+        self._deadline: float | None = None  # monotonic time of the next timer event
         self.lingering_pgid: int | None = None  # stopped leader's group still has members
         self.kill_sent = False
         self.ready_timed_out = False  # STOPPING because READY=1 never came
@@ -172,6 +177,29 @@ class Instance:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        """The group leader while LIVE (also its pgid); the loop indexes instances by it."""
+        return self._pid
+
+    @pid.setter
+    def pid(self, pid: int | None) -> None:
+        old, self._pid = self._pid, pid
+        if old != pid:
+            self.loop.pid_changed(self, old, pid)
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time of the next timer event: setting it schedules it with the loop, so
+        the loop keeps a heap of timers instead of asking every instance every turn."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, when: float | None) -> None:
+        self._deadline = when
+        if when is not None:
+            self.loop.schedule(self, when)
 
     def _to(self, new: State, expected: bool = True) -> None:
         check_transition(self.state, new)
