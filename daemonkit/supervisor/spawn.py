@@ -113,6 +113,26 @@ class _Setpriv:
 
 _setpriv = _Setpriv()
 _devnull: int | None = None
+_sealed = False
+
+
+def _seal_inherited_fds() -> None:
+    """Make every fd above 2 close-on-exec, once: Popen's close_fds closes them in each
+    child, posix_spawn cannot (Python < 3.13 has no closefrom action). What Python opens
+    is close-on-exec already; this catches what the supervisor inherited (a stray fd of
+    whoever started it), which would otherwise leak into every program."""
+    global _sealed  # once per process: listing 10,000 fds per spawn would cost ms
+    if _sealed:
+        return
+    _sealed = True
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                continue  # the fd listdir itself used, closed since
 
 
 def _null() -> int:
@@ -142,6 +162,7 @@ def spawn(request: SpawnRequest) -> Child:
 
 
 def _posix_spawn(request: SpawnRequest, setpriv: str | None) -> Child:
+    _seal_inherited_fds()
     sources = [request.stdin, request.stdout,
                request.stdout if request.stderr == STDOUT else request.stderr]
     # a source among 0-2 could be overwritten by an earlier dup2: move it out of the way
