@@ -118,6 +118,7 @@ def _core_options(path: str, full: bool, strict: bool) -> dict[str, str | None]:
 
     if full:
         loaded = config_module.load(path, strict=strict)
+        config_module.hand_over(path, strict, loaded)  # the supervisor's configure() takes it
         for warning in loaded.warnings:
             complain(f"warning: {warning}")
         settings = config_module.Settings(

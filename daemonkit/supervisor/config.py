@@ -337,6 +337,23 @@ def load(path: str, strict: bool = False) -> SupervisorConfig:
     return _Loader(os.path.abspath(path), strict).load()
 
 
+#: the config the CLI read and validated, for the supervisor it starts in the same process
+_handed_over: dict[tuple[str, bool], SupervisorConfig] = {}
+
+
+def hand_over(path: str, strict: bool, config: SupervisorConfig) -> None:
+    """Keep ``config`` for one :func:`take_over` of the same file: ``start`` validates the
+    file, then configures the supervisor from it, and reading 2,000 programs twice cost
+    half a second of the start."""
+    _handed_over[(os.path.abspath(path), strict)] = config
+
+
+def take_over(path: str, strict: bool = False) -> SupervisorConfig:
+    """What :func:`hand_over` kept for ``path`` (once), else :func:`load`."""
+    kept = _handed_over.pop((os.path.abspath(path), strict), None)
+    return kept if kept is not None else load(path, strict=strict)
+
+
 @dataclass
 class Settings:
     """What the CLI needs to find and drive a supervisor, read leniently (a file broken after
