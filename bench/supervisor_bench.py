@@ -146,7 +146,9 @@ class Daemonkit(Contender):
                                f"{done.stderr.strip()}")
 
     def start(self) -> None:
-        self._run("start")
+        # start answers once every program is spawned: main's code took more than the
+        # default 10 s for 2,000 (supervisord returns before spawning any)
+        self._run("start", "--start-timeout", "120")
 
     def states(self) -> dict[str, tuple[str, int]]:
         from daemonkit.control import ControlError, request
