@@ -201,3 +201,27 @@ def test_pdeathsig_reaches_a_posix_spawned_child(tmp_path: Path) -> None:
             parent.wait(10)
         if child_pid:
             kill_all({child_pid})
+
+
+def test_settings_of_a_large_file_read_few_lines(tmp_path: Path) -> None:
+    """The client's settings come from a filtered parse: the same answers as the full
+    load, with continuation lines, comments, [DEFAULT] and an include in the way."""
+    (tmp_path / "more.conf").write_text(
+        "[program:late]\ncommand = sleep 600\nstopwaitsecs = 40 ; the slowest\n")
+    ini = tmp_path / "sv.ini"
+    ini.write_text(
+        "[supervisord]\npidfile = %(here)s/sv.pid\nlogfile = sv.log\nloglevel = debug\n\n"
+        "[include]\nfiles = more.conf\n\n"
+        "[DEFAULT]\nstopwaitsecs = 12\n\n"
+        + "".join(f"[program:p{n}]\ncommand = sh -c\n    \"sleep 600\"\n"
+                  f"environment = A=\"stopwaitsecs = 99\"\n# stopwaitsecs = 98\n\n"
+                  for n in range(PROGRAMS))
+        + "[program:slow]\ncommand = sleep 600\nStopWaitSecs =\n    50\n")
+    full = config_module.load(str(ini))
+    settings = config_module.read_settings(str(ini))
+    assert (settings.pidfile, settings.logfile, settings.log_level) == (
+        full.pidfile, full.logfile, full.log_level) == (
+        str(tmp_path / "sv.pid"), str(tmp_path / "sv.log"), "DEBUG")
+    assert settings.stop_timeout == full.stop_timeout() == 55.0  # [program:slow], folded
+    top_only = config_module.read_settings(str(ini), stop_timeout=False)
+    assert (top_only.pidfile, top_only.logfile) == (settings.pidfile, settings.logfile)
