@@ -100,6 +100,10 @@ class Contender:
     def start(self) -> None: ...
     def states(self) -> dict[str, tuple[str, int]]: ...
     def status_cli(self) -> list[str]: ...
+    def cli_env(self) -> dict[str, str]:
+        """Where and with what its CLI runs (the checkout whose code it is)."""
+        return dict(os.environ)
+
     def pid_of(self, name: str) -> int:
         return self.states()[name][1]
     def stop(self) -> None: ...
@@ -147,10 +151,12 @@ class Daemonkit(Contender):
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "daemonkit", "supervise", "-c", str(self.ini), *args]
 
+    def cli_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.checkout)}
+
     def _run(self, *args: str, check: bool = True) -> None:
-        environment = {**os.environ, "PYTHONPATH": str(self.checkout)}
         done = subprocess.run(self._cli(*args), capture_output=True, text=True,
-                              cwd=self.checkout, env=environment, check=False)
+                              cwd=self.checkout, env=self.cli_env(), check=False)
         if check and done.returncode:
             raise RuntimeError(f"{self.name} {args[0]}: exit {done.returncode}: "
                                f"{done.stderr.strip()}")
@@ -236,7 +242,9 @@ def status_latency(contenders: list[Contender], rounds: int, api_rounds: int
     for _ in range(rounds):
         for contender in contenders:
             started = time.monotonic()
-            subprocess.run(contender.status_cli(), capture_output=True, check=True, cwd=ROOT)
+            # each CLI from its own checkout (--before: main's client, not this one)
+            subprocess.run(contender.status_cli(), capture_output=True, check=True,
+                           cwd=getattr(contender, "checkout", ROOT), env=contender.cli_env())
             cli[contender.name].append(time.monotonic() - started)
         for _ in range(api_rounds):
             for contender in contenders:
