@@ -223,5 +223,5 @@ def test_settings_of_a_large_file_read_few_lines(tmp_path: Path) -> None:
         full.pidfile, full.logfile, full.log_level) == (
         str(tmp_path / "sv.pid"), str(tmp_path / "sv.log"), "DEBUG")
     assert settings.stop_timeout == full.stop_timeout() == 55.0  # [program:slow], folded
-    top_only = config_module.read_settings(str(ini), stop_timeout=False)
+    top_only = config_module.read_settings(str(ini), with_programs=False)
     assert (top_only.pidfile, top_only.logfile) == (settings.pidfile, settings.logfile)

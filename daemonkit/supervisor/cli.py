@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
         return int(Exit.USAGE)
     try:
         options = _core_options(known.config, known.action in FULL_READ, known.strict,
-                                stop_timeout=known.action != "status")
+                                with_programs=known.action != "status")
     except ConfigError as exc:
         complain(str(exc))
         return int(exc.exit_code)
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
     return run_cli(SupervisorCLI, core_argv)
 
 
-def _core_options(path: str, full: bool, strict: bool, stop_timeout: bool = True
+def _core_options(path: str, full: bool, strict: bool, with_programs: bool = True
                   ) -> dict[str, str | None]:
     """The core options the config decides: pidfile, log file, user, umask, directory,
     log level, syslog, stop timeout. ``full`` (start, run, restart): the whole file must
@@ -128,7 +128,7 @@ def _core_options(path: str, full: bool, strict: bool, stop_timeout: bool = True
             loaded.stop_timeout(), loaded.log_level, loaded.syslog, loaded.umask,
             loaded.directory)
     else:
-        settings = config_module.read_settings(path, stop_timeout)
+        settings = config_module.read_settings(path, with_programs)
     return {
         "--pidfile": settings.pidfile,
         "--log-file": settings.logfile,
