@@ -1,12 +1,17 @@
 """daemonkit's supervisor against supervisord, same machine, same run, same INI file.
 
-Both supervisors read one 10-program config (supervisord's own format: daemonkit accepts
-[supervisord] and skips the XML-RPC sections). Figures: time until all programs are RUNNING,
-respawn latency after kill -9 (median of 20, measured by watching the supervisor's children,
-not through either status API), `status` latency (the CLI end to end, and the in-process API),
-idle CPU seconds over 30 s (both measured side by side), and RSS.
+Both supervisors read one config of N programs (10 unless ``--programs``; supervisord's own
+format: daemonkit accepts [supervisord] and skips the XML-RPC sections). Figures: time until
+all programs are RUNNING, respawn latency after kill -9 (median of 20, measured by watching
+the supervisor's children, not through either status API), `status` latency (the CLI end to
+end, and the in-process API), idle CPU seconds over 30 s (both measured side by side), RSS.
 
     python bench/supervisor_bench.py [--idle-seconds 30] [--respawns 20]
+    python bench/supervisor_bench.py --programs 2000 --startsecs 0 [--before OTHER_CHECKOUT]
+
+``--startsecs 0`` makes "all RUNNING" measure spawning itself rather than the startsecs
+floor; ``--before`` adds a third contender, another checkout's supervisor (main's, for a
+before figure), measured in the same run with the same measurements.
 """
 
 from __future__ import annotations
@@ -29,13 +34,17 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = 10
+PROGRAMS = 10  # --programs
+STARTSECS = 1.0  # --startsecs
 
 TEMPLATE = """\
 [supervisord]
 pidfile = {run}/sv.pid
 logfile = {run}/sv.log
+childlogdir = {run}
 nodaemon = false
+minfds = {minfds}
+minprocs = {minprocs}
 
 [unix_http_server]
 file = {run}/supervisor.sock
@@ -51,7 +60,7 @@ serverurl = unix://{run}/supervisor.sock
 PROGRAM = """\
 [program:p{n}]
 command = sleep 100000
-startsecs = 1
+startsecs = {startsecs:g}
 startretries = 3
 stopwaitsecs = 5
 autorestart = true
@@ -75,15 +84,28 @@ class Contender:
     def __init__(self, run: Path) -> None:
         self.run = run
         self.ini = run / "sv.ini"
-        self.ini.write_text(TEMPLATE.format(run=run)
-                            + "".join(PROGRAM.format(n=n) for n in range(PROGRAMS)))
+        # a child holds at most 3 pipes, a pidfd and 2 log files in either supervisor
+        self.ini.write_text(
+            TEMPLATE.format(run=run, minfds=max(1024, 8 * PROGRAMS + 1024),
+                            minprocs=max(200, PROGRAMS + 200))
+            + "".join(PROGRAM.format(n=n, startsecs=STARTSECS) for n in range(PROGRAMS)))
 
     def pid(self) -> int:
-        return int((self.run / "sv.pid").read_text())
+        """The supervisor's pid; 0 while its pidfile is not written yet."""
+        try:
+            return int((self.run / "sv.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def start(self) -> None: ...
     def states(self) -> dict[str, tuple[str, int]]: ...
     def status_cli(self) -> list[str]: ...
+    def cli_env(self) -> dict[str, str]:
+        """Where and with what its CLI runs (the checkout whose code it is)."""
+        return dict(os.environ)
+
+    def pid_of(self, name: str) -> int:
+        return self.states()[name][1]
     def stop(self) -> None: ...
 
 
@@ -108,6 +130,10 @@ class Supervisord(Contender):
     def status_cli(self) -> list[str]:
         return [shutil.which("supervisorctl") or "supervisorctl", "-c", str(self.ini), "status"]
 
+    def pid_of(self, name: str) -> int:
+        """One process, not all: supervisord takes seconds to list 2,000."""
+        return int(self.rpc.supervisor.getProcessInfo(name)["pid"])
+
     def stop(self) -> None:
         pid = self.pid()
         subprocess.run([*self.status_cli()[:-1], "shutdown"], capture_output=True, check=False)
@@ -117,11 +143,28 @@ class Supervisord(Contender):
 class Daemonkit(Contender):
     name = "daemonkit"
 
+    def __init__(self, run: Path, checkout: Path = ROOT, name: str = "daemonkit") -> None:
+        super().__init__(run)
+        self.checkout = checkout
+        self.name = name
+
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "daemonkit", "supervise", "-c", str(self.ini), *args]
 
+    def cli_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.checkout)}
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        done = subprocess.run(self._cli(*args), capture_output=True, text=True,
+                              cwd=self.checkout, env=self.cli_env(), check=False)
+        if check and done.returncode:
+            raise RuntimeError(f"{self.name} {args[0]}: exit {done.returncode}: "
+                               f"{done.stderr.strip()}")
+
     def start(self) -> None:
-        subprocess.run(self._cli("start"), check=True, capture_output=True, cwd=ROOT)
+        # start answers once every program is spawned: main's code took more than the
+        # default 10 s for 2,000 (supervisord returns before spawning any)
+        self._run("start", "--start-timeout", "120")
 
     def states(self) -> dict[str, tuple[str, int]]:
         from daemonkit.control import ControlError, request
@@ -135,7 +178,7 @@ class Daemonkit(Contender):
         return self._cli("status")
 
     def stop(self) -> None:
-        subprocess.run(self._cli("stop"), check=True, capture_output=True, cwd=ROOT)
+        self._run("stop")
 
 
 def all_running(contender: Contender) -> bool:
@@ -143,39 +186,67 @@ def all_running(contender: Contender) -> bool:
     return len(states) == PROGRAMS and all(s == "RUNNING" for s, _ in states.values())
 
 
-def time_to_running(contender: Contender) -> float:
+def poll_step() -> float:
+    """How often to ask for all states: a 2,000-program answer costs the supervisor time
+    itself, so asking every 5 ms would measure the asking."""
+    return 0.005 if PROGRAMS <= 100 else 0.05
+
+
+def time_to_running(contender: Contender) -> tuple[float, float]:
+    """(all spawned, all RUNNING) in seconds from the launch. Spawned: the supervisor has
+    all its children (read from the kernel, cheap to ask often); RUNNING: its status API
+    says so, a figure as coarse as one answer is slow (supervisord: seconds for 2,000)."""
     started = time.monotonic()
     contender.start()
-    wait_until(lambda: all_running(contender), 30, 0.005)
-    return time.monotonic() - started
+    children = children_of(wait_until(contender.pid, 30, 0.001))
+    wait_until(lambda: len(children()) >= PROGRAMS, 120, 0.002)
+    spawned = time.monotonic() - started
+    wait_until(lambda: all_running(contender), 120, poll_step())
+    return spawned, time.monotonic() - started
+
+
+def children_of(pid: int) -> Callable[[], set[int]]:
+    """The supervisor's children, read from the kernel's list for its main thread (which is
+    the one that spawns): psutil's children() scans every process on the machine, tens of ms
+    with 4,000 of them, which would swamp a respawn of a few ms."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if path.exists():
+        return lambda: {int(word) for word in path.read_text().split()}
+    process = psutil.Process(pid)
+    return lambda: {c.pid for c in process.children()}
 
 
 def respawn_latency(contender: Contender, rounds: int) -> list[float]:
-    """kill -9 one child, then watch the supervisor's children (1 ms) for its replacement."""
-    supervisor = psutil.Process(contender.pid())
+    """kill -9 one child, then watch the supervisor's children (0.5 ms) for its replacement."""
+    children = children_of(contender.pid())
     latencies = []
     for index in range(rounds):
-        wait_until(lambda: all_running(contender), 30, 0.005)  # back to RUNNING (startsecs)
-        before = {c.pid for c in supervisor.children()}
-        victim = contender.states()[f"p{index % PROGRAMS}"][1]
+        if PROGRAMS <= 100:
+            wait_until(lambda: all_running(contender), 30, poll_step())  # RUNNING again
+        # (with more, every round kills another program, each up since the start: asking
+        # supervisord for 2,000 states each round would take minutes)
+        before = children()
+        victim = contender.pid_of(f"p{index % PROGRAMS}")
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda before=before, victim=victim: any(
-            c.pid not in before for c in supervisor.children()), 30, 0.0005)
+        wait_until(lambda before=before: bool(children() - before), 30, 0.0005)
         latencies.append(time.monotonic() - killed)
     return latencies
 
 
-def status_latency(contenders: list[Contender], rounds: int) -> dict[str, tuple[float, float]]:
+def status_latency(contenders: list[Contender], rounds: int, api_rounds: int
+                   ) -> dict[str, tuple[float, float]]:
     """Interleaved, so load from elsewhere on the machine hits both alike."""
     cli: dict[str, list[float]] = {c.name: [] for c in contenders}
     api: dict[str, list[float]] = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for contender in contenders:
             started = time.monotonic()
-            subprocess.run(contender.status_cli(), capture_output=True, check=True, cwd=ROOT)
+            # each CLI from its own checkout (--before: main's client, not this one)
+            subprocess.run(contender.status_cli(), capture_output=True, check=True,
+                           cwd=getattr(contender, "checkout", ROOT), env=contender.cli_env())
             cli[contender.name].append(time.monotonic() - started)
-        for _ in range(5):
+        for _ in range(api_rounds):
             for contender in contenders:
                 started = time.monotonic()
                 assert len(contender.states()) == PROGRAMS
@@ -189,29 +260,45 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main() -> int:
+    global PROGRAMS, STARTSECS  # set once, from the command line
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--respawns", type=int, default=20)
     parser.add_argument("--status-rounds", type=int, default=20)
+    parser.add_argument("--api-rounds", type=int, default=5, help="API calls per CLI round")
+    parser.add_argument("--programs", type=int, default=PROGRAMS)
+    parser.add_argument("--startsecs", type=float, default=STARTSECS)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another daemonkit checkout to measure too (e.g. main's)")
     args = parser.parse_args()
+    PROGRAMS, STARTSECS = args.programs, args.startsecs
+    before = args.before.resolve() if args.before else None
+    if before is not None and not (before / "daemonkit" / "supervisor").is_dir():
+        print(f"{before}: not a daemonkit checkout", file=sys.stderr)
+        return 2
+    print(f"{PROGRAMS} programs, startsecs = {STARTSECS:g}; load average at start "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     if shutil.which("supervisord") is None:
         print("supervisord not found: pip install supervisor", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="sv-bench-"))
-    for name in ("supervisord", "daemonkit"):
+    for name in ("supervisord", "daemonkit", "before"):
         (base / name).mkdir()
     contenders: list[Contender] = [Supervisord(base / "supervisord"),
                                    Daemonkit(base / "daemonkit")]
+    if before is not None:
+        contenders.append(Daemonkit(base / "before", before, "before"))
     results: dict[str, dict[str, float]] = {}
     try:
         for contender in contenders:
             figures = results.setdefault(contender.name, {})
-            figures["all RUNNING (s)"] = time_to_running(contender)
+            figures["all spawned (s)"], figures["all RUNNING (s)"] = time_to_running(contender)
             latencies = respawn_latency(contender, args.respawns)
             figures["respawn median (ms)"] = statistics.median(latencies) * 1000
             figures["respawn max (ms)"] = max(latencies) * 1000
-            wait_until(lambda c=contender: all_running(c), 30, 0.005)
-        for name, (cli, api) in status_latency(contenders, args.status_rounds).items():
+            wait_until(lambda c=contender: all_running(c), 120, poll_step())
+        for name, (cli, api) in status_latency(contenders, args.status_rounds,
+                                                       args.api_rounds).items():
             results[name]["status CLI median (ms)"] = cli * 1000
             results[name]["status API median (ms)"] = api * 1000
         # idle: both at once, same 30 s, nothing asked of them
@@ -228,18 +315,22 @@ def main() -> int:
                 contender.stop()
         shutil.rmtree(base, ignore_errors=True)
     report(results)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
     ours, theirs = results["daemonkit"], results["supervisord"]
-    print(f"{'figure':<28} {'supervisord':>12} {'daemonkit':>12} {'ratio sd/dk':>12}")
+    names = list(results)
+    print(f"{'figure':<28}" + "".join(f"{name:>12}" for name in names)
+          + f" {'ratio sd/dk':>12}")
     for key in theirs:
         if ours[key]:
             ratio = f"{theirs[key] / ours[key]:>11.2f}x"
         else:
             ratio = f"{'(both 0)' if not theirs[key] else '(dk 0)':>12}"
-        print(f"{key:<28} {theirs[key]:>12.3f} {ours[key]:>12.3f} {ratio}")
+        print(f"{key:<28}" + "".join(f"{results[name][key]:>12.3f}" for name in names)
+              + f" {ratio}")
     print(f"\nrespawn: daemonkit {theirs['respawn median (ms)'] / ours['respawn median (ms)']:.0f}x"
           " faster (target >= 10x)")
     print(f"RSS: daemonkit/supervisord = {ours['RSS (MB)'] / theirs['RSS (MB)']:.2f}"

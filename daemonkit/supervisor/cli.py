@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
         print(USAGE, end="", file=sys.stderr)
         return int(Exit.USAGE)
     try:
-        options = _core_options(known.config, known.action in FULL_READ, known.strict)
+        options = _core_options(known.config, known.action in FULL_READ, known.strict,
+                                with_programs=known.action != "status")
     except ConfigError as exc:
         complain(str(exc))
         return int(exc.exit_code)
@@ -110,7 +111,8 @@ def main(argv: list[str]) -> int:
     return run_cli(SupervisorCLI, core_argv)
 
 
-def _core_options(path: str, full: bool, strict: bool) -> dict[str, str | None]:
+def _core_options(path: str, full: bool, strict: bool, with_programs: bool = True
+                  ) -> dict[str, str | None]:
     """The core options the config decides: pidfile, log file, user, umask, directory,
     log level, syslog, stop timeout. ``full`` (start, run, restart): the whole file must
     be valid, and its warnings are printed now, on the terminal."""
@@ -118,6 +120,7 @@ def _core_options(path: str, full: bool, strict: bool) -> dict[str, str | None]:
 
     if full:
         loaded = config_module.load(path, strict=strict)
+        config_module.hand_over(path, strict, loaded)  # the supervisor's configure() takes it
         for warning in loaded.warnings:
             complain(f"warning: {warning}")
         settings = config_module.Settings(
@@ -125,7 +128,7 @@ def _core_options(path: str, full: bool, strict: bool) -> dict[str, str | None]:
             loaded.stop_timeout(), loaded.log_level, loaded.syslog, loaded.umask,
             loaded.directory)
     else:
-        settings = config_module.read_settings(path)
+        settings = config_module.read_settings(path, with_programs)
     return {
         "--pidfile": settings.pidfile,
         "--log-file": settings.logfile,

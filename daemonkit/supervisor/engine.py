@@ -11,6 +11,11 @@ The loop sleeps in ``select()`` until one of these wakes it:
 * the nearest instance timer (startsecs, backoff, stopwaitsecs), from ``time.monotonic()``,
   or the nearest of the engine's own timers (the TICK_* clock of event listeners).
 
+Nothing the loop does per event depends on how many programs there are: timers sit in a
+heap (an instance schedules its deadline when it sets it; a changed deadline leaves a stale
+entry that is skipped when it comes up), processes are found by pid in a dict, and only a
+reload or a status walks every instance. 2,000 programs respawn as fast as 3.
+
 Every instance's state lives here and is only touched by the main thread; other threads go
 through :meth:`Engine.call`, which queues a function and waits for its result (or its
 exception). A call may answer later (``start NAME`` answers when the instance is RUNNING or
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -125,6 +132,9 @@ class Engine:
         #: run after the change that caused it, never inside it (see _later)
         self._followups: deque[Callable[[], None]] = deque()
         self._following = False
+        self._timers: list[tuple[float, int, Instance]] = []  # heap: (when, seq, instance)
+        self._timer_seq = itertools.count()  # ties never compare instances
+        self._by_pid: dict[int, Instance] = {}  # every live leader, current or retiring
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._pending: list[_Call] = []
         self._main = threading.current_thread()
@@ -234,6 +244,15 @@ class Engine:
     def listen_socket(self, instance: Instance) -> socket.socket | None:
         return self.sockets.get(instance.program.name) if instance.program.socket else None
 
+    def schedule(self, instance: Instance, when: float) -> None:
+        heapq.heappush(self._timers, (when, next(self._timer_seq), instance))
+
+    def pid_changed(self, instance: Instance, old: int | None, new: int | None) -> None:
+        if old is not None and self._by_pid.get(old) is instance:
+            del self._by_pid[old]
+        if new is not None:
+            self._by_pid[new] = instance
+
     # -- configuration ------------------------------------------------------------------
 
     def load(self, new: SupervisorConfig) -> dict[str, Any]:
@@ -284,7 +303,8 @@ class Engine:
         for name, (_count, target) in scaled.items():
             self._resize(name, target)
         self._reorder()
-        self._start_held()  # in start order: priority, and dependencies first
+        self._start_held()  # once, in start order (priority, dependencies first): per program
+        # it made a load O(programs^2)
         for group in sorted(old_groups - set(new.all_groups)):
             self.events.publish(GroupRemoved(group))
         for group in sorted(set(new.all_groups) - old_groups):
@@ -440,7 +460,7 @@ class Engine:
                                 supervisor_id=self.supervisor_id, syslog=self.syslog)
             self.instances[instance.name] = instance
             if start:
-                instance.want = Want.UP  # spawned by _start_held, in start order
+                instance.want = Want.UP  # spawned by _start_held once no namesake is retiring
 
     def _retire(self, instances: list[Instance]) -> None:
         for instance in instances:
@@ -588,25 +608,37 @@ class Engine:
             if current is not None and current.data is key.data:
                 key.data()  # still the same registration (an fd number can be reused)
         now = time.monotonic()
-        for instance in [*self.instances.values(), *self.retiring]:
-            if instance.deadline is not None and instance.deadline <= now:
-                instance.on_timer(now)
+        self._fire_timers(now)
         for timer in self.timers:
             if timer.deadline is not None and timer.deadline <= now:
                 timer.on_timer(now)
         self._run_calls()
-        if self.retiring:
+        if any(i.stopped() for i in self.retiring):  # a namesake may start now
             self._start_held()
         self._resolve_pending()
 
+    def _fire_timers(self, now: float) -> None:
+        """Every timer due by ``now``: those popped first, so one that a timer sets for
+        ``now`` again waits for the next turn instead of looping here."""
+        due = []
+        while self._timers and self._timers[0][0] <= now:
+            due.append(heapq.heappop(self._timers))
+        for when, _seq, instance in due:
+            if instance.deadline == when:  # else changed or cleared since: stale
+                instance.on_timer(now)
+
     def _timeout(self) -> float | None:
-        deadlines = [i.deadline for i in (*self.instances.values(), *self.retiring)
-                     if i.deadline is not None]
-        deadlines += [c.pending.deadline for c in self._pending if c.pending is not None]
-        deadlines += [t.deadline for t in self.timers if t.deadline is not None]
-        if not deadlines:
+        nearest = self._timers[0][0] if self._timers else None  # maybe stale: one wakeup
+        for waiting in self._pending:
+            if waiting.pending is not None and (nearest is None
+                                                or waiting.pending.deadline < nearest):
+                nearest = waiting.pending.deadline
+        for timer in self.timers:  # the few loop-wide timers (event listeners' ticks)
+            if timer.deadline is not None and (nearest is None or timer.deadline < nearest):
+                nearest = timer.deadline
+        if nearest is None:
             return None  # idle: sleep until something happens
-        return limits.select_timeout(min(deadlines) - time.monotonic())
+        return limits.select_timeout(nearest - time.monotonic())
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -642,13 +674,17 @@ class Engine:
                 instance.on_ready()
 
     def _instance_of_pid(self, pid: int) -> Instance | None:
-        leaders = {i.pid: i for i in self.instances.values() if i.pid is not None}
-        if pid in leaders:
-            return leaders[pid]
-        try:
-            return leaders.get(os.getpgid(pid))  # a helper process in the instance's group
-        except ProcessLookupError:
-            return None
+        """The current config's instance whose group leader is ``pid``, or whose group
+        ``pid`` belongs to (a helper process)."""
+        instance = self._by_pid.get(pid)
+        if instance is None:
+            try:
+                instance = self._by_pid.get(os.getpgid(pid))
+            except ProcessLookupError:
+                return None
+        if instance is None or self.instances.get(instance.name) is not instance:
+            return None  # a retiring process's READY=1 starts nothing
+        return instance
 
     # -- calls from other threads -------------------------------------------------------
 
@@ -723,9 +759,8 @@ class Engine:
         for name in names:
             for instance in self._select_one(name):
                 chosen.setdefault(instance.name, instance)
-        order = list(self.instances)
-        return sorted(chosen.values(), key=lambda i: order.index(i.name)
-                      if i.name in self.instances else len(order))
+        order = {name: index for index, name in enumerate(self.instances)}
+        return sorted(chosen.values(), key=lambda i: order.get(i.name, len(order)))
 
     def knows(self, name: str) -> bool:
         try:

@@ -48,6 +48,7 @@ class LogFile:
         if why is not None and why != self._error and self.on_error is not None:
             self.on_error(why)
         self._error = why
+        self._created = False  # touch() made the file; it need not look again till reopen()
 
     def _open(self) -> int:
         """Through :mod:`.safeopen`: never a planted symlink, hard link or FIFO."""
@@ -64,11 +65,19 @@ class LogFile:
         return self._fd
 
     def touch(self) -> None:
-        """Create the file now (as supervisord does at spawn: ``tail -f`` finds it)."""
+        """Create the file now (as supervisord does at spawn: ``tail -f`` finds it), and
+        close it again until there is something to write: many programs write little or
+        nothing, and every fd the supervisor holds is copied into each child it spawns and
+        closed there at exec (2,000 programs' idle log files: 4,000 fds per spawn)."""
+        if self._fd is not None or self._created:
+            return
         try:
             self._open()
         except OSError as exc:
             self.error = _why(self.path, exc)
+            return
+        self.close()
+        self._created = True
 
     def write(self, data: bytes) -> None:
         """Never raises: a full disk must not kill the supervisor or block the child."""
@@ -124,8 +133,9 @@ class LogFile:
             self.error = _why(self.path, exc)
 
     def reopen(self) -> None:
-        """After logrotate renamed the file: the next write creates a fresh one."""
+        """After logrotate renamed the file: the next write (or spawn) creates a fresh one."""
         self.close()
+        self._created = False
 
     def close(self) -> None:
         if self._fd is not None:

@@ -14,7 +14,6 @@ is a spawn error, not an exit 127), a pipe on stdin (the fcgi socket for
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -31,15 +30,12 @@ from typing import Protocol
 from .config import InstanceSpec, LogSpec, ProgramConfig
 from .datatypes import signal_name
 from .logfile import LogFile, SyslogSink
+from .spawn import STDOUT, Child, SpawnRequest, spawn
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
-_PR_SET_PDEATHSIG = 1
 #: children carry the supervisor's pidfile path: a later supervisor of the same pidfile
 #: recognises strays of a predecessor that died by SIGKILL (see strays.py)
 SUPERVISOR_ID_ENV = "DAEMONKIT_SUPERVISOR"
-#: the process's own symbols, libc's prctl among them (ctypes.util.find_library would pull in
-#: tempfile, shutil, bz2, lzma and random: 2 MB of RSS for a name we know)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 #: a RUNNING process that exits sooner than this after its spawn counts as a quick exit;
 #: this many quick exits in a row are a crash loop, and restarts back off
@@ -61,6 +57,11 @@ class Loop(Protocol):
     def changed(self, instance: Instance, old: State, expected: bool) -> None: ...
     def listen_socket(self, instance: Instance) -> socket.socket | None: ...
     def output(self, instance: Instance, channel: str, data: bytes) -> None: ...
+    def schedule(self, instance: Instance, when: float) -> None:
+        """Call ``instance.on_timer`` once ``when`` (monotonic) has come, if its deadline is
+        still ``when`` then (a changed or cleared deadline needs no cancelling)."""
+    def pid_changed(self, instance: Instance, old: int | None, new: int | None) -> None:
+        """The instance's process is now ``new`` (None: none), no longer ``old``."""
 
 
 class SpawnError(Exception):
@@ -107,17 +108,6 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
-def _set_pdeathsig(parent_pid: int) -> Callable[[], None]:
-    """The only preexec_fn: one prctl, then make sure the parent did not die before it."""
-
-    def preexec() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -154,14 +144,14 @@ class Instance:
         self.supervisor_id = supervisor_id
         self.state = State.STOPPED
         self.want = Want.DOWN
-        self.pid: int | None = None  # group leader while LIVE (also its pgid)
+        self._pid: int | None = None  # group leader while LIVE (also its pgid)
         self.last_pid: int | None = None  # the leader that exited last (for its events)
         self.pidfd: int | None = None
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None  # how the current process was made
         self.started_at: float | None = None  # monotonic time of the current spawn
         self.laststart = 0.0  # wall clock of the last spawn (0: never), as supervisord's
         self.laststop = 0.0  # wall clock of the last exit
-        self.deadline: float | None = None  # monotonic time of the next timer event
+        self._deadline: float | None = None  # monotonic time of the next timer event
         self.lingering_pgid: int | None = None  # stopped leader's group still has members
         self.kill_sent = False
         self.ready_timed_out = False  # STOPPING because READY=1 never came
@@ -191,6 +181,29 @@ class Instance:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        """The group leader while LIVE (also its pgid); the loop indexes instances by it."""
+        return self._pid
+
+    @pid.setter
+    def pid(self, pid: int | None) -> None:
+        old, self._pid = self._pid, pid
+        if old != pid:
+            self.loop.pid_changed(self, old, pid)
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time of the next timer event: setting it schedules it with the loop, so
+        the loop keeps a heap of timers instead of asking every instance every turn."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, when: float | None) -> None:
+        self._deadline = when
+        if when is not None:
+            self.loop.schedule(self, when)
 
     def _to(self, new: State, expected: bool = True) -> None:
         check_transition(self.state, new)
@@ -283,9 +296,9 @@ class Instance:
         self.last_pid = pgid
         self._close_pidfd()
         self._close_stdin()
-        if self.popen is not None:
-            self.popen.returncode = code  # reaped by us: keep Popen from waiting again
-            self.popen = None
+        if self.child is not None:
+            self.child.reaped(code)  # reaped by us: nothing else may wait for it
+            self.child = None
         now = time.monotonic()
         uptime = now - (self.started_at or now)
         shown = signal_name(code) if code < 0 else f"exit status {code}"
@@ -421,7 +434,7 @@ class Instance:
         self.spawns += 1
         self.laststart = time.time()
         try:
-            self._popen()
+            self._create_process()
         except (SpawnError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             self._spawn_failed(str(exc))
             return
@@ -463,7 +476,7 @@ class Instance:
             env["NOTIFY_SOCKET"] = self.notify_address
         return env
 
-    def _popen(self) -> None:
+    def _create_process(self) -> None:
         executable = resolve_command(self.spec)
         self.log.debug("%s: spawning %s %s", self.name, executable, list(self.spec.argv[1:]))
         uid = gid = None
@@ -481,22 +494,14 @@ class Instance:
         in_r, in_w = (None, None) if listen is not None else os.pipe2(os.O_CLOEXEC)
         out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stdout") else (None, None))
         err_r, err_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stderr") else (None, None))
-        stdin: int = listen.fileno() if listen is not None else in_r  # type: ignore[assignment]
-        stdout: int = out_w if out_w is not None else subprocess.DEVNULL
-        if self.spec.stderr is None:
-            stderr: int = subprocess.STDOUT
-        else:
-            stderr = err_w if err_w is not None else subprocess.DEVNULL
+        request = SpawnRequest(
+            executable, self.spec.argv, self.environment(),
+            stdin=listen.fileno() if listen is not None else in_r, stdout=out_w,
+            stderr=STDOUT if self.spec.stderr is None else err_w,
+            cwd=self.spec.directory, uid=uid, gid=gid, groups=groups,
+            umask=self.program.umask)
         try:
-            self.popen = subprocess.Popen(
-                list(self.spec.argv), executable=executable,
-                stdin=stdin, stdout=stdout, stderr=stderr,
-                cwd=self.spec.directory, env=self.environment(),
-                start_new_session=True, user=uid, group=gid, extra_groups=groups,
-                umask=-1 if self.program.umask is None else self.program.umask,
-                # one prctl, async-signal-safe: the documented exception to no preexec_fn
-                preexec_fn=_set_pdeathsig(os.getpid()),  # noqa: PLW1509
-            )
+            self.child = spawn(request)
         except BaseException:
             for fd in (out_r, err_r, in_w):
                 if fd is not None:
@@ -506,7 +511,7 @@ class Instance:
             for fd in (out_w, err_w, in_r):
                 if fd is not None:
                     os.close(fd)
-        self.pid = self.popen.pid
+        self.pid = self.child.pid
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.watch(self.pidfd, self._reap)
         if in_w is not None:

@@ -99,8 +99,8 @@ class Supervisor(Daemon):
         from . import config as config_module
 
         self.options.config = os.path.abspath(self.options.config)
-        self.config = config_module.load(self.options.config,
-                                         strict=bool(getattr(self.options, "strict", False)))
+        self.config = config_module.take_over(
+            self.options.config, strict=bool(getattr(self.options, "strict", False)))
 
     # -- inside the daemon --------------------------------------------------------------
 
