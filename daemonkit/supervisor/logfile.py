@@ -37,6 +37,7 @@ class LogFile:
         self._size = 0
         self._regular = True
         self._error: str | None = None
+        self._created = False  # touch() made the file; it need not look again till reopen()
 
     @property
     def error(self) -> str | None:
@@ -48,7 +49,6 @@ class LogFile:
         if why is not None and why != self._error and self.on_error is not None:
             self.on_error(why)
         self._error = why
-        self._created = False  # touch() made the file; it need not look again till reopen()
 
     def _open(self) -> int:
         """Through :mod:`.safeopen`: never a planted symlink, hard link or FIFO."""
