@@ -139,6 +139,6 @@ class Daemon:
     @classmethod
     def main(cls, argv: list[str] | None = None) -> NoReturn:
         """Parse ``argv`` (default ``sys.argv[1:]``), run the action, exit with its LSB code."""
-        from .cli import run_cli
+        from .cli import run_command_and_exit
 
-        sys.exit(run_cli(cls, sys.argv[1:] if argv is None else argv))
+        run_command_and_exit(cls, sys.argv[1:] if argv is None else argv)

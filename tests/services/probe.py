@@ -38,6 +38,8 @@ class Probe(Daemon):
         parser.add_argument("--reload-seconds", type=float, default=0.0)
         parser.add_argument("--reload-exit", action="store_true", help="reload() calls sys.exit")
         parser.add_argument("--shutdown-seconds", type=float, default=0.0)
+        parser.add_argument("--atexit-file",
+                            help="configure() registers an exit handler that writes this file")
         parser.add_argument("--reload-hogs-fds-until",
                             help="reload() takes every free descriptor until this file exists")
         parser.add_argument("--status-override", action="store_true",
@@ -69,6 +71,16 @@ class Probe(Daemon):
 
     def configure(self) -> None:
         self.options.events = os.path.abspath(self.options.events)
+        if self.options.atexit_file:
+            import atexit
+
+            path = os.path.abspath(self.options.atexit_file)
+
+            def note_exit() -> None:
+                with open(path, "a") as marker:
+                    marker.write(f"{os.getpid()}\n")
+
+            atexit.register(note_exit)
 
     def setup_privileged(self) -> None:
         self.event(f"setup_privileged uid={os.getuid()}")
