@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import ROOT, SERVICES, FakeSystemd, Service, WorldRuntime
+from helpers import ROOT, SERVICES, FakeSystemd, Service, Sv, WorldRuntime, tagged_pids
 
 if TYPE_CHECKING:
     from systemd_machine import Machine
@@ -20,6 +20,16 @@ def probe(tmp_path: Path) -> Iterator[Service]:
     service = Service(SERVICES / "probe.py", tmp_path, "probe")
     yield service
     service.cleanup()
+
+
+@pytest.fixture
+def sv(tmp_path: Path) -> Iterator[Sv]:
+    """A supervisor config in tmp_path; every process it started is gone afterwards."""
+    supervisor = Sv(tmp_path)
+    yield supervisor
+    supervisor.cleanup()
+    assert supervisor.supervisor_pids() == []
+    assert tagged_pids(supervisor.tag) == []
 
 
 @pytest.fixture

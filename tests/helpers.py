@@ -6,12 +6,16 @@ turns some of them into fixtures.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,3 +237,97 @@ class FakeSystemd:
             return None
 
         return wait_for(found, timeout, message=f"{key}={value} from the service")
+
+
+# -- the supervisor, driven through `daemonkit supervise` --------------------------------
+
+
+def tagged_pids(tag: str) -> list[int]:
+    from daemonkit.supervisor.strays import pids_with_environment
+
+    """Live processes started by this test (they carry DAEMONKIT_TEST_TAG=tag)."""
+    return [pid for pid in pids_with_environment("DAEMONKIT_TEST_TAG", tag) if pid_alive(pid)]
+
+
+class Sv:
+    """One supervisor config in a temp dir, driven through ``daemonkit supervise``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.ini = workdir / "sv.ini"
+        self.tag = uuid.uuid4().hex
+        self.env = {**os.environ, "DAEMONKIT_TEST_TAG": self.tag,
+                    "PYTHONPATH": str(ROOT)}
+        self.env.pop("NOTIFY_SOCKET", None)
+
+    def write(self, programs: str, header: str = "") -> None:
+        self.ini.write_text(f"[supervisor]\npidfile = sv.pid\nlogfile = sv.log\n{header}\n"
+                            + textwrap.dedent(programs))
+
+    def cli(self, *args: str, timeout: float = 60.0, check: bool = False,
+            python: str = sys.executable, user: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        command = [python, "-m", "daemonkit", "supervise", "-c", str(self.ini), *args]
+        if user is not None:
+            command = ["runuser", "-u", user, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                cwd=self.dir, env=env or self.env, check=False)
+        if check:
+            assert result.returncode == 0, (args, result.stdout, result.stderr, self.log())
+        return result
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        result = self.cli("status", "--json", check=True)
+        return {p["name"]: p for p in json.loads(result.stdout)["programs"]}
+
+    def wait_state(self, name: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            program = self.status().get(name)
+            return program if program and program["state"] == state else None
+
+        found: dict[str, Any] = wait_for(reached, timeout, interval=0.02,
+                                         message=f"{name} {state}")
+        return found
+
+    def supervisor_pid(self) -> int:
+        return int((self.dir / "sv.pid").read_text())
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "sv.log").read_text()[-3000:]
+        except FileNotFoundError:
+            return ""
+
+    def supervisor_pids(self) -> list[int]:
+        """Our supervisors, by the title that shows their config (setproctitle overwrites
+        the memory /proc/PID/environ reads, so the tag is no help for them)."""
+        title = f"daemonkit-supervisor -c {self.ini}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                        if cmdline.read().startswith(title):
+                            found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
+    def cleanup(self) -> None:
+        supervisors = self.supervisor_pids()  # first, or they respawn what we kill
+        for pid in supervisors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not any(pid_alive(p) for p in supervisors), 10,
+                 message="supervisors gone")
+        for _ in range(3):
+            pids = tagged_pids(self.tag)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_for(lambda pids=pids: not any(pid_alive(p) for p in pids), 10,
+                     message="cleanup")

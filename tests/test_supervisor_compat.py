@@ -18,21 +18,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, free_port, pid_alive, wait_for
-from test_supervisor import Sv, tagged_pids
-
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Sv]:
-    supervisor = Sv(tmp_path)
-    yield supervisor
-    supervisor.cleanup()
-    assert supervisor.supervisor_pids() == []
-    assert tagged_pids(supervisor.tag) == []
+from helpers import ROOT, Sv, free_port, pid_alive, tagged_pids, wait_for
 
 
 def cmdline(pid: int) -> list[str]:

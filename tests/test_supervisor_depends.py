@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import pid_alive, wait_for
-from test_supervisor import Sv, tagged_pids
+from helpers import Sv, pid_alive, tagged_pids, wait_for
 from test_supervisorctl import Ctl
 
 CHILD = """\
@@ -90,14 +89,6 @@ def header(sv: Sv) -> str:
 def child(sv: Sv, name: str, delay: float = 0.0) -> str:
     return f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
 
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Sv]:
-    supervisor = Sv(tmp_path)
-    yield supervisor
-    supervisor.cleanup()
-    assert supervisor.supervisor_pids() == []
-    assert tagged_pids(supervisor.tag) == []
 
 
 @pytest.fixture

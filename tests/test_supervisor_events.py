@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, pid_alive, wait_for
-from test_supervisor import Sv, tagged_pids
+from helpers import Sv, free_port, pid_alive, wait_for
 from test_supervisorctl import Ctl
 
 from daemonkit.supervisor.listeners import Answer, Listener, ListenerState
@@ -82,13 +81,10 @@ def parse(raw: str) -> tuple[dict[str, str], str]:
 
 
 @pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Sv]:
-    supervisor = Sv(tmp_path)
-    (tmp_path / "recorder.py").write_text(RECORDER)
-    yield supervisor
-    supervisor.cleanup()
-    assert supervisor.supervisor_pids() == []
-    assert tagged_pids(supervisor.tag) == []
+def sv(sv: Sv) -> Sv:
+    """conftest's supervisor, with the recording listener beside its file."""
+    (sv.dir / "recorder.py").write_text(RECORDER)
+    return sv
 
 
 @pytest.fixture

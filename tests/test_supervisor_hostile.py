@@ -17,12 +17,10 @@ import time
 import urllib.error
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port, pid_alive, wait_for
-from test_supervisor import Sv, tagged_pids
+from helpers import Sv, free_port, pid_alive, wait_for
 
 from daemonkit.supervisor import limits
 from daemonkit.supervisor.process import QUICK_EXIT_S
@@ -30,14 +28,6 @@ from daemonkit.supervisor.process import QUICK_EXIT_S
 DURATION_KEYS = ("startsecs", "stopwaitsecs", "ready_timeout", "backoff_initial",
                  "backoff_max")
 
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Sv]:
-    supervisor = Sv(tmp_path)
-    yield supervisor
-    supervisor.cleanup()
-    assert supervisor.supervisor_pids() == []
-    assert tagged_pids(supervisor.tag) == []
 
 
 def as_nobody(*command: str) -> None:

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, pid_alive, wait_for
-from test_supervisor import Sv, tagged_pids
+from helpers import Sv, free_port, pid_alive, tagged_pids, wait_for
 
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
 SUPERVISORD = str(Path(sys.executable).with_name("supervisord"))
