@@ -150,8 +150,17 @@ def _is_number(text: str) -> bool:
 
 
 def run_cli(daemon_class: type[Daemon], argv: list[str]) -> int:
-    """Run one action; returns its LSB exit code (``Daemon.main`` exits with it)."""
+    """Run one action; returns its LSB exit code (see :func:`run_command_and_exit`)."""
+    return _run_action(daemon_class, argv)[1]
+
+
+def _run_action(daemon_class: type[Daemon], argv: list[str]) -> tuple[str, int]:
+    """The action parsed from ``argv`` and its LSB exit code."""
     _parser, options = parse_options(daemon_class, argv)
+    return options.action, _answer(daemon_class, options)
+
+
+def _answer(daemon_class: type[Daemon], options: argparse.Namespace) -> int:
     daemon = daemon_class(options)
     try:
         taken_over = daemon.handle_command(options.action)
@@ -178,8 +187,8 @@ def run_command_and_exit(daemon_class: type[Daemon], argv: list[str]) -> NoRetur
     and ``status`` would add to each call for nothing. The exit handlers (logging's flush
     among them, and any a service registered in ``configure()``) still run, and the
     standard streams are flushed. ``run`` is the service itself and exits normally."""
-    code = run_cli(daemon_class, argv)
-    if "run" in argv or not argv:
+    action, code = _run_action(daemon_class, argv)
+    if action == "run":
         sys.exit(code)
     atexit._run_exitfuncs()  # the exit handlers, run as sys.exit would run them
     for stream in (sys.stdout, sys.stderr):
