@@ -235,12 +235,18 @@ def test_tick_5_comes_from_the_clock(sv: Sv) -> None:
     assert all(h["eventname"] in ("TICK_5", "TICK_60", "TICK_3600") for h, _, _ in ticks)
 
 
-def test_crashmail_reports_a_process_killed_with_kill_9(ctl: Ctl) -> None:
-    sv = ctl.sv
+def fake_sendmail(sv: Sv) -> tuple[Path, Path]:
+    """superlance mails through sendmail: a script that appends each mail to a file."""
     mailbox = sv.dir / "mail.txt"
     sendmail = sv.dir / "sendmail.sh"
     sendmail.write_text(f"#!/bin/sh\ncat >> {mailbox}\n")
     sendmail.chmod(0o755)
+    return mailbox, sendmail
+
+
+def test_crashmail_reports_a_process_killed_with_kill_9(ctl: Ctl) -> None:
+    sv = ctl.sv
+    mailbox, sendmail = fake_sendmail(sv)
     ctl.write(f"""
         [program:victim]
         command = sleep 600
@@ -268,10 +274,7 @@ HOG = "import time; hog = b'x' * (60 << 20); time.sleep(600)"
 
 def test_memmon_restarts_a_process_over_its_memory_limit(ctl: Ctl) -> None:
     sv = ctl.sv
-    mailbox = sv.dir / "mail.txt"
-    sendmail = sv.dir / "sendmail.sh"
-    sendmail.write_text(f"#!/bin/sh\ncat >> {mailbox}\n")
-    sendmail.chmod(0o755)
+    mailbox, sendmail = fake_sendmail(sv)
     ctl.write(f"""
         [program:hog]
         command = {PYTHON} -c "{HOG}"
