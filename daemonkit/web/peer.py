@@ -17,10 +17,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
 
 _TABLES: dict[int, str] = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
 _ESTABLISHED = "01"
-_MAX_TABLE_BYTES = 64 * 1024 * 1024  # a bound on what one lookup reads
+_MAX_TABLE_ROWS = 500_000  # a bound on what one lookup reads (about 75 MB of table)
 
 
 def _endpoint(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
@@ -54,17 +55,28 @@ def loopback_peer_uid(client: tuple[str, int], server: tuple[str, int],
     for table in tables:
         try:
             with open(table, encoding="ascii", errors="replace") as handle:
-                rows = handle.read(_MAX_TABLE_BYTES).splitlines()[1:]
+                uid = _find_owner(handle, wanted_client, wanted_server)
         except OSError:
             continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 8 or fields[3] != _ESTABLISHED:
-                continue
-            try:
-                local, remote = _endpoint(fields[1]), _endpoint(fields[2])
-            except ValueError:
-                continue
-            if local == wanted_client and remote == wanted_server:
-                return int(fields[7])
+        if uid is not None:
+            return uid
+    return None
+
+
+def _find_owner(rows: Iterable[str], client: tuple[object, int],
+                server: tuple[object, int]) -> int | None:
+    """Read rows only until the match: the table holds every socket of the host, which
+    a local user can make long, so the scan is bounded and stops early."""
+    for number, row in enumerate(rows):
+        if number > _MAX_TABLE_ROWS:
+            return None
+        fields = row.split()
+        if number == 0 or len(fields) < 8 or fields[3] != _ESTABLISHED:
+            continue  # the header line, or not an established connection
+        try:
+            local, remote = _endpoint(fields[1]), _endpoint(fields[2])
+        except ValueError:
+            continue
+        if local == client and remote == server:
+            return int(fields[7])
     return None
