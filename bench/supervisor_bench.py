@@ -206,14 +206,37 @@ def time_to_running(contender: Contender) -> tuple[float, float]:
 
 
 def children_of(pid: int) -> Callable[[], set[int]]:
-    """The supervisor's children, read from the kernel's list for its main thread (which is
-    the one that spawns): psutil's children() scans every process on the machine, tens of ms
-    with 4,000 of them, which would swamp a respawn of a few ms."""
+    """The supervisor's programs, read from the kernel's child lists: psutil's children()
+    scans every process on the machine, tens of ms with 4,000 of them, which would swamp a
+    respawn of a few ms. daemonkit's programs are children of its spawn helper (itself a
+    child of the supervisor's main thread); supervisord's are its own."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    if path.exists():
-        return lambda: {int(word) for word in path.read_text().split()}
-    process = psutil.Process(pid)
-    return lambda: {c.pid for c in process.children()}
+    if not path.exists():
+        process = psutil.Process(pid)
+        return lambda: {c.pid for c in process.children()}
+    helpers: dict[int, Path | None] = {}  # child pid -> its own child list if a helper
+
+    def helper_list(child: int) -> Path | None:
+        if child not in helpers:
+            with contextlib.suppress(OSError):
+                if b"spawnhelper.py\0" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    helpers[child] = Path(f"/proc/{child}/task/{child}/children")
+                    return helpers[child]
+            helpers[child] = None
+        return helpers[child]
+
+    def children() -> set[int]:
+        found: set[int] = set()
+        for child in map(int, path.read_text().split()):
+            listing = helper_list(child)
+            if listing is None:
+                found.add(child)
+            else:
+                with contextlib.suppress(OSError):
+                    found.update(map(int, listing.read_text().split()))
+        return found
+
+    return children
 
 
 def respawn_latency(contender: Contender, rounds: int) -> list[float]:

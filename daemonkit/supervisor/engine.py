@@ -2,8 +2,9 @@
 
 The loop sleeps in ``select()`` until one of these wakes it:
 
-* a child's pidfd (readable the instant the child exits: respawn needs no SIGCHLD handler
-  and no 1 s tick, and a pidfd cannot be fooled by pid reuse);
+* the spawn helper's socket (:mod:`.spawner`: the helper starts the programs, so their
+  exit statuses come from it, the instant it reaps them), or, for a child the supervisor
+  made itself, the child's pidfd (respawn needs no SIGCHLD handler and no 1 s tick);
 * a child's stdout/stderr pipe (relayed to its log file), or its stdin becoming writable;
 * the NOTIFY_SOCKET datagram socket (``READY=1`` from programs with ``notify = true``);
 * the wakeup pipe, written by other threads after they queued a call (control socket, web,
@@ -79,6 +80,8 @@ from .isolated import load_isolated
 from .listeners import ListenerPools
 from .logfile import SyslogSink
 from .process import Instance, SpawnError, resolve_command
+from .spawn import Child, SpawnRequest
+from .spawner import Spawner
 from .states import LIVE_STATES, SIGNALLABLE_STATES, STARTED_STATES, State, Want
 from .ticks import TickClock
 
@@ -148,6 +151,8 @@ class Engine:
         self._notify_sock.setblocking(False)
         self.notify_address = "@" + name
         self.watch(self._notify_sock.fileno(), self._on_notify)
+        self.spawner = Spawner(log, self._helper_child_exited, self._helper_children_lost,
+                               self.watch, self.unwatch)
 
     # -- Loop protocol for instances ----------------------------------------------------
 
@@ -243,6 +248,22 @@ class Engine:
 
     def listen_socket(self, instance: Instance) -> socket.socket | None:
         return self.sockets.get(instance.program.name) if instance.program.socket else None
+
+    def spawn(self, request: SpawnRequest, meanwhile: Callable[[], None] | None = None
+              ) -> Child:
+        return self.spawner.spawn(request, meanwhile)
+
+    def _helper_child_exited(self, pid: int, status: int) -> None:
+        instance = self._by_pid.get(pid)
+        if instance is not None and instance.pid == pid and instance.child is not None \
+                and instance.child.helper:
+            instance.on_exit(status)
+
+    def _helper_children_lost(self, pids: set[int]) -> None:
+        for pid in pids:
+            instance = self._by_pid.get(pid)
+            if instance is not None and instance.pid == pid:
+                instance.adopt()
 
     def schedule(self, instance: Instance, when: float) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_seq), instance))
@@ -607,6 +628,7 @@ class Engine:
             current = self.selector.get_map().get(key.fd)
             if current is not None and current.data is key.data:
                 key.data()  # still the same registration (an fd number can be reused)
+        self.spawner.deliver()  # exits the helper reported while a spawn waited for it
         now = time.monotonic()
         self._fire_timers(now)
         for timer in self.timers:
@@ -628,6 +650,8 @@ class Engine:
                 instance.on_timer(now)
 
     def _timeout(self) -> float | None:
+        if self.spawner.pending():
+            return 0.0
         nearest = self._timers[0][0] if self._timers else None  # maybe stale: one wakeup
         for waiting in self._pending:
             if waiting.pending is not None and (nearest is None
@@ -1072,6 +1096,7 @@ class Engine:
         for name in list(self.sockets):
             self._close_socket(name)
         self.syslog.close()
+        self.spawner.close()
         self.selector.close()
         self._notify_sock.close()
         for fd in (self._wake_r, self._wake_w):

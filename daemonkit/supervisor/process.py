@@ -8,8 +8,9 @@ delivers (its process exited, its timer fired, it sent READY=1) and to operator 
 What a child gets is what supervisord gives it: the command resolved on ``$PATH`` (the
 program's ``environment`` PATH first) and checked before the fork (so "can't find command"
 is a spawn error, not an exit 127), a pipe on stdin (the fcgi socket for
-``[fcgi-program:x]``), the ``SUPERVISOR_*`` variables, its own process group. On top:
-``PR_SET_PDEATHSIG``, and a stop that leaves nothing of the group behind.
+``[fcgi-program:x]``), the ``SUPERVISOR_*`` variables, its own process group. On top: a
+death signal when the supervisor dies (from the spawn helper, :mod:`.spawner`, or
+``PR_SET_PDEATHSIG``), and a stop that leaves nothing of the group behind.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Protocol
 from .config import InstanceSpec, LogSpec, ProgramConfig
 from .datatypes import signal_name
 from .logfile import LogFile, SyslogSink
-from .spawn import STDOUT, Child, SpawnRequest, spawn
+from .spawn import STDOUT, Child, SpawnRequest
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
 #: children carry the supervisor's pidfile path: a later supervisor of the same pidfile
@@ -56,6 +57,11 @@ class Loop(Protocol):
     def unwatch(self, fd: int) -> None: ...
     def changed(self, instance: Instance, old: State, expected: bool) -> None: ...
     def listen_socket(self, instance: Instance) -> socket.socket | None: ...
+    def spawn(self, request: SpawnRequest, meanwhile: Callable[[], None] | None = None
+              ) -> Child:
+        """Start the child (OSError, SubprocessError if it cannot be), running
+        ``meanwhile`` once while it is made; a ``Child.helper`` child's exit arrives as
+        :meth:`Instance.on_exit`, any other's through its pidfd."""
     def output(self, instance: Instance, channel: str, data: bytes) -> None: ...
     def schedule(self, instance: Instance, when: float) -> None:
         """Call ``instance.on_timer`` once ``when`` (monotonic) has come, if its deadline is
@@ -501,7 +507,7 @@ class Instance:
             cwd=self.spec.directory, uid=uid, gid=gid, groups=groups,
             umask=self.program.umask)
         try:
-            self.child = spawn(request)
+            self.child = self.loop.spawn(request, meanwhile=self._create_logs)
         except BaseException:
             for fd in (out_r, err_r, in_w):
                 if fd is not None:
@@ -512,8 +518,9 @@ class Instance:
                 if fd is not None:
                     os.close(fd)
         self.pid = self.child.pid
-        self.pidfd = os.pidfd_open(self.pid)
-        self.loop.watch(self.pidfd, self._reap)
+        if not self.child.helper:
+            self.pidfd = os.pidfd_open(self.pid)
+            self.loop.watch(self.pidfd, self._reap)
         if in_w is not None:
             os.set_blocking(in_w, False)
             self.stdin_fd = in_w
@@ -521,6 +528,13 @@ class Instance:
             self._relay(out_r, self.stdout_log, self.spec.stdout, "stdout")
         if err_r is not None and self.spec.stderr is not None:
             self._relay(err_r, self.stderr_log, self.spec.stderr, "stderr")
+
+    def _create_logs(self) -> None:
+        """The log files exist from the spawn on, as with supervisord (``tail -f`` finds
+        them); created while the child is being made, the two take turns on the cores."""
+        for log_file, channel in ((self.stdout_log, "stdout"), (self.stderr_log, "stderr")):
+            if log_file is not None and self._captures(channel):
+                log_file.touch()
 
     def _captures(self, channel: str) -> bool:
         log_spec = self.spec.stdout if channel == "stdout" else self.spec.stderr
@@ -537,8 +551,6 @@ class Instance:
     def _relay(self, fd: int, log_file: LogFile | None, log_spec: LogSpec,
                channel: str) -> None:
         os.set_blocking(fd, False)
-        if log_file is not None:
-            log_file.touch()
         to_syslog = self.syslog if log_spec.syslog else None
         reports = self._reports(channel)
 
@@ -572,6 +584,18 @@ class Instance:
         if pid == 0:
             return  # pidfd readable before the zombie is waitable: next wakeup
         self.on_exit(status)
+
+    def adopt(self) -> None:
+        """The spawn helper died before it reaped this process: watch it by pidfd (it is
+        init's child now, so its exit status is lost with the helper)."""
+        if self.pid is None or self.pidfd is not None:
+            return
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self.on_exit(255 << 8)  # gone already
+            return
+        self.loop.watch(self.pidfd, self._reap)
 
     def _close_pidfd(self) -> None:
         if self.pidfd is not None:

@@ -1,4 +1,7 @@
-"""Creating a child process: ``posix_spawn`` where it can, fork+exec where it must.
+"""Creating a child process here: ``posix_spawn`` where it can, fork+exec where it must.
+
+The supervisor's programs are normally made by the spawn helper (:mod:`.spawner`); this
+module is what the supervisor falls back on without one, and describes a child for both.
 
 Forking the supervisor copies its page tables and, with a ``preexec_fn``, runs Python in the
 child before ``exec``: 5-15 ms per child at 2,000 programs, so starting them all took
@@ -68,11 +71,13 @@ class SpawnRequest:
 
 @dataclass
 class Child:
-    """A started child. ``way`` says how it was made ("posix_spawn" or "fork")."""
+    """A started child. ``way`` says how it was made ("posix_spawn" or "fork"); ``helper``:
+    by the spawn helper (:mod:`.spawner`), whose child it is, so its exit comes from there."""
 
     pid: int
     way: str
     popen: subprocess.Popen[bytes] | None = None
+    helper: bool = False
 
     def reaped(self, code: int) -> None:
         """The caller waited for it: Popen must not wait again (nor reap a reused pid)."""

@@ -1,7 +1,8 @@
 """Finding what a SIGKILLed predecessor left behind.
 
-PR_SET_PDEATHSIG stops each program's main process when the supervisor dies, but not the
-helpers those processes started. Every child carries ``DAEMONKIT_SUPERVISOR=<pidfile>`` in its
+The spawn helper (or PR_SET_PDEATHSIG) stops each program's main process when the
+supervisor dies, but not the processes those started, nor anything if the helper was killed
+with the supervisor. Every child carries ``DAEMONKIT_SUPERVISOR=<pidfile>`` in its
 environment; the pidfile lock guarantees one supervisor per pidfile, so at start-up any
 process with our marker belongs to a dead predecessor and is killed with its group.
 """

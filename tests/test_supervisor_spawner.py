@@ -1,0 +1,256 @@
+"""The spawn helper: programs are its children, with what they asked for, and nothing of
+the supervisor's is lost when the helper is gone, wedged, or handed a request too big.
+
+Each test drives a real :class:`Spawner` (its helper a real process) or a real supervisor;
+the children are real and are killed by pid at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Sv, kill_all, pid_alive, wait_for
+
+from daemonkit.supervisor import spawn as spawn_module
+from daemonkit.supervisor import spawner as spawner_module
+from daemonkit.supervisor.spawner import Spawner
+
+SCRIPT = ('printf "%s\\n" "$(tr "\\0" " " < /proc/$$/cmdline)" "$FOO" "$PWD" '
+          '"$(ps -o sid= -p $$ | tr -d " ")"; '
+          'grep -E "^Sig(Blk|Ign)" /proc/$$/status; echo END; '
+          'exec sleep 600')
+
+
+class Harness:
+    """A Spawner with the loop it needs: a selector, and what it reported."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.exits: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self.pids: set[int] = set()
+        self.spawner = Spawner(logging.getLogger("test.spawner"), self._exited,
+                               self.lost.update, self._watch, self.selector.unregister)
+
+    def _watch(self, fd: int, callback: Callable[[], None]) -> None:
+        self.selector.register(fd, selectors.EVENT_READ, callback)
+
+    def _exited(self, pid: int, status: int) -> None:
+        self.exits[pid] = status
+
+    def spawn(self, request: spawn_module.SpawnRequest) -> spawn_module.Child:
+        child = self.spawner.spawn(request)
+        self.pids.add(child.pid)
+        return child
+
+    def turn(self, timeout: float = 0.05) -> None:
+        for key, _mask in self.selector.select(0 if self.spawner.pending() else timeout):
+            key.data()
+        self.spawner.deliver()
+
+    def wait_exit(self, pid: int) -> int:
+        for _ in range(400):  # bounded: each turn waits up to 50 ms for the helper
+            if pid in self.exits:
+                return self.exits[pid]
+            self.turn()
+        raise AssertionError(f"no exit reported for {pid}")
+
+    def close(self) -> None:
+        self.spawner.close()
+        kill_all({pid for pid in self.pids if pid not in self.exits})
+        for pid in self.pids:  # a child this process made itself (the fallbacks)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.selector.close()
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    made = Harness()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def read_report(path: Path) -> list[str]:
+    text = path.read_text() if path.exists() else ""
+    return text.splitlines() if text.endswith("END\n") else []
+
+
+def helper_children(helper_pid: int) -> set[int]:
+    return {int(w) for w in Path(f"/proc/{helper_pid}/task/{helper_pid}/children")
+            .read_text().split()}
+
+
+@pytest.mark.parametrize("way", ["posix_spawn", "fork"])
+def test_helper_child_gets_what_was_asked(harness: Harness, tmp_path: Path, way: str) -> None:
+    report = tmp_path / "report"
+    out = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    workdir = str(tmp_path) if way == "fork" else None  # a directory needs the fork way
+    request = spawn_module.SpawnRequest(
+        "/bin/sh", ["sh", "-c", SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
+        stdin=in_r, stdout=out, stderr=spawn_module.STDOUT, cwd=workdir)
+    child = harness.spawn(request)
+    os.close(out)
+    os.close(in_r)
+    try:
+        assert child.helper and child.way == way
+        assert harness.spawner.helper_pid is not None
+        assert os.getpid() != harness.spawner.helper_pid
+        assert child.pid in helper_children(harness.spawner.helper_pid)  # not ours
+        lines = wait_for(lambda: read_report(report), 10, message="child's report")
+        cmdline, foo, pwd, sid, *signals, _end = lines
+        assert cmdline == f"sh -c {SCRIPT} "
+        assert foo == "bar"
+        assert pwd == (workdir or os.getcwd())
+        assert int(sid) == child.pid  # its own session
+        masks = dict(line.split(":\t") for line in signals)
+        ignored = int(masks["SigIgn"], 16)
+        for signum in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            assert not ignored & (1 << (signum - 1)), signal.Signals(signum).name
+        assert int(masks["SigBlk"], 16) == 0
+        wait_for(lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"),
+                 10, message="sh exec'd sleep")
+        assert sorted(os.listdir(f"/proc/{child.pid}/fd")) == ["0", "1", "2"]  # nothing else
+    finally:
+        os.close(in_w)
+    os.kill(child.pid, signal.SIGKILL)
+    status = harness.wait_exit(child.pid)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+
+
+def test_exit_status_and_spawn_errors_come_back(harness: Harness, tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"]}
+    child = harness.spawn(spawn_module.SpawnRequest("/bin/sh", ["sh", "-c", "exit 7"], env))
+    assert os.waitstatus_to_exitcode(harness.wait_exit(child.pid)) == 7
+    with pytest.raises(OSError) as refused:
+        harness.spawn(spawn_module.SpawnRequest(str(tmp_path / "missing"), ["missing"], env))
+    assert refused.value.errno == 2
+    with pytest.raises(OSError) as refused:  # the fork way's error from Popen, in the helper
+        harness.spawn(spawn_module.SpawnRequest("/bin/true", ["true"], env,
+                                                cwd=str(tmp_path / "no-such-dir")))
+    assert refused.value.errno == 2
+    assert harness.spawner.sock is not None  # an error is an answer, not a broken helper
+
+
+def test_helper_holds_few_fds_while_the_caller_holds_many(harness: Harness) -> None:
+    """The point of the helper: its fd table, which each child copies, stays short."""
+    held = [os.pipe2(os.O_CLOEXEC) for _ in range(300)]
+    try:
+        children = [harness.spawn(spawn_module.SpawnRequest(
+            "/bin/sleep", ["sleep", "600"], {}, stdout=w, stderr=w)) for _r, w in held[:50]]
+        helper = harness.spawner.helper_pid
+        assert helper is not None
+        assert len(os.listdir(f"/proc/{helper}/fd")) < 12
+        assert {c.pid for c in children} <= helper_children(helper)
+    finally:
+        for r, w in held:
+            os.close(r)
+            os.close(w)
+
+
+def test_a_request_too_big_for_the_helper_is_spawned_here(harness: Harness) -> None:
+    # (one variable stays below the kernel's 128 KiB per string)
+    env = {"PATH": os.environ["PATH"], **{f"BIG{n}": "x" * 60_000 for n in range(3)}}
+    assert sum(map(len, env.values())) > spawner_module.spawnhelper.MAX_REQUEST
+    child = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], env))
+    assert not child.helper
+    assert Path(f"/proc/{child.pid}/environ").read_bytes().count(b"x" * 1000) > 100
+    os.kill(child.pid, signal.SIGKILL)
+    os.waitpid(child.pid, 0)
+    harness.exits[child.pid] = 0  # reaped here
+
+
+def test_a_wedged_helper_is_replaced(harness: Harness,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped helper: the spawn waits REPLY_TIMEOUT_S, then the supervisor spawns the
+    child itself; the stopped helper is killed and its children handed over as lost."""
+    monkeypatch.setattr(spawner_module, "REPLY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(spawner_module, "FIRST_REPLY_TIMEOUT_S", 0.5)
+    sleeper = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    helper = harness.spawner.helper_pid
+    assert helper is not None and sleeper.helper
+    os.kill(helper, signal.SIGSTOP)
+    child = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    assert not child.helper and pid_alive(child.pid)
+    assert not pid_alive(helper)  # killed and reaped
+    harness.turn(0)
+    assert harness.lost == {sleeper.pid}
+    assert pid_alive(sleeper.pid)  # orphaned, not killed: the supervisor watches it
+    again = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    assert again.helper and harness.spawner.helper_pid not in (None, helper)
+    os.kill(child.pid, signal.SIGKILL)
+    os.waitpid(child.pid, 0)
+    harness.exits[child.pid] = 0
+    kill_all({sleeper.pid})
+
+
+def test_the_helper_stops_its_children_when_the_caller_dies(tmp_path: Path) -> None:
+    """What PR_SET_PDEATHSIG gave each program: the caller is SIGKILLed, the helper sees
+    its socket close and sends every child the death signal it asked for."""
+    pidfile = tmp_path / "pids"
+    code = ("import logging, os, time\n"
+            "from daemonkit.supervisor import spawn, spawner\n"
+            "s = spawner.Spawner(logging.getLogger(), lambda *a: None, lambda *a: None,"
+            " lambda *a: None, lambda *a: None)\n"
+            "kids = [s.spawn(spawn.SpawnRequest('/bin/sleep', ['sleep', '600'], {})).pid"
+            " for _ in range(3)]\n"
+            f"open({str(pidfile)!r}, 'w').write(' '.join(map(str, kids)) + '\\n')\n"
+            "time.sleep(600)\n")
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    kids: list[int] = []
+    try:
+        text = wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n")
+                        and pidfile.read_text(), 20, message="the children's pids")
+        kids = [int(w) for w in text.split()]
+        assert all(pid_alive(pid) for pid in kids)
+        parent.kill()
+        parent.wait(10)
+        wait_for(lambda: not any(pid_alive(pid) for pid in kids), 10,
+                 message="children stopped with their supervisor")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        kill_all(set(kids))
+
+
+def test_supervisor_survives_its_helper_being_killed(sv: Sv) -> None:
+    sv.write("""
+        [program:w]
+        command = sleep 600
+        numprocs = 2
+        startsecs = 0
+        autorestart = true
+        """)
+    sv.cli("start", check=True)
+    before = {name: p["pid"] for name, p in sv.status().items()}
+    supervisor = sv.supervisor_pid()
+    helper = next(pid for pid in map(int, Path(f"/proc/{supervisor}/task/{supervisor}/children")
+                                     .read_text().split())
+                  if b"spawnhelper.py\0" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert set(before.values()) <= helper_children(helper)
+    os.kill(helper, signal.SIGKILL)
+    wait_for(lambda: "spawn helper" in sv.log(), 10, message="the helper's end logged")
+    assert {name: p["pid"] for name, p in sv.status().items()} == before  # still running
+    victim = before["w:0"]
+    os.kill(victim, signal.SIGKILL)  # watched by pidfd now: respawned by a new helper
+    respawned = wait_for(lambda: (p := sv.status()["w:0"])["state"] == "RUNNING"
+                         and p["pid"] not in (None, victim) and p, 10,
+                         message="w:0 respawned")
+    assert respawned["restarts"] == 1
+    assert sv.status()["w:1"]["pid"] == before["w:1"]
+    sv.cli("stop", check=True)
+    assert not pid_alive(before["w:1"]) and not pid_alive(respawned["pid"])
