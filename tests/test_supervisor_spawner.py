@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import Sv, kill_all, pid_alive, wait_for
 
+from daemonkit.supervisor import engine as engine_module
 from daemonkit.supervisor import spawn as spawn_module
 from daemonkit.supervisor import spawner as spawner_module
 from daemonkit.supervisor.spawner import Spawner
@@ -131,6 +132,17 @@ def test_helper_child_gets_what_was_asked(harness: Harness, tmp_path: Path, way:
 
 def test_exit_status_and_spawn_errors_come_back(harness: Harness, tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"]}
+    # started by a thread that blocks signals: the helper must not keep them blocked
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+    try:
+        child = harness.spawn(spawn_module.SpawnRequest(
+            "/bin/sh", ["sh", "-c", "exit 3"], env, cwd=str(tmp_path)))  # the fork way
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    assert harness.spawner.helper_pid is not None
+    status = Path(f"/proc/{harness.spawner.helper_pid}/status").read_text()
+    assert "SigBlk:\t0000000000000000" in status
+    assert os.waitstatus_to_exitcode(harness.wait_exit(child.pid)) == 3  # SIGCHLD came
     child = harness.spawn(spawn_module.SpawnRequest("/bin/sh", ["sh", "-c", "exit 7"], env))
     assert os.waitstatus_to_exitcode(harness.wait_exit(child.pid)) == 7
     with pytest.raises(OSError) as refused:
@@ -227,30 +239,54 @@ def test_the_helper_stops_its_children_when_the_caller_dies(tmp_path: Path) -> N
         kill_all(set(kids))
 
 
+def supervisor_children(supervisor: int) -> set[int]:
+    return {int(w) for w in Path(f"/proc/{supervisor}/task/{supervisor}/children")
+            .read_text().split()}
+
+
+def is_helper(pid: int) -> bool:
+    return b"spawnhelper.py\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_a_small_supervisor_is_one_process(sv: Sv) -> None:
+    sv.write("[program:w]\ncommand = sleep 600\nnumprocs = 3\nstartsecs = 0\n")
+    sv.cli("start", check=True)
+    pids = {p["pid"] for p in sv.status().values()}
+    assert supervisor_children(sv.supervisor_pid()) == pids  # no helper below 100 programs
+    sv.cli("stop", check=True)
+
+
 def test_supervisor_survives_its_helper_being_killed(sv: Sv) -> None:
+    """The helper starts with the 101st program (HELPER_FROM_PROGRAMS = 100): killed, it
+    leaves that program running, watched by pidfd; its respawn gets a new helper."""
+    assert engine_module.HELPER_FROM_PROGRAMS == 100
     sv.write("""
         [program:w]
         command = sleep 600
-        numprocs = 2
+        numprocs = 102
         startsecs = 0
         autorestart = true
+        stdout_logfile = NONE
+        redirect_stderr = true
         """)
     sv.cli("start", check=True)
     before = {name: p["pid"] for name, p in sv.status().items()}
     supervisor = sv.supervisor_pid()
-    helper = next(pid for pid in map(int, Path(f"/proc/{supervisor}/task/{supervisor}/children")
-                                     .read_text().split())
-                  if b"spawnhelper.py\0" in Path(f"/proc/{pid}/cmdline").read_bytes())
-    assert set(before.values()) <= helper_children(helper)
+    helper = next(pid for pid in supervisor_children(supervisor) if is_helper(pid))
+    by_helper = helper_children(helper)
+    assert by_helper == {before["w:100"], before["w:101"]}
+    assert supervisor_children(supervisor) == {helper} | (set(before.values()) - by_helper)
     os.kill(helper, signal.SIGKILL)
     wait_for(lambda: "spawn helper" in sv.log(), 10, message="the helper's end logged")
     assert {name: p["pid"] for name, p in sv.status().items()} == before  # still running
-    victim = before["w:0"]
+    victim = before["w:100"]
     os.kill(victim, signal.SIGKILL)  # watched by pidfd now: respawned by a new helper
-    respawned = wait_for(lambda: (p := sv.status()["w:0"])["state"] == "RUNNING"
+    respawned = wait_for(lambda: (p := sv.status()["w:100"])["state"] == "RUNNING"
                          and p["pid"] not in (None, victim) and p, 10,
-                         message="w:0 respawned")
+                         message="w:100 respawned")
     assert respawned["restarts"] == 1
-    assert sv.status()["w:1"]["pid"] == before["w:1"]
+    new_helper = next(pid for pid in supervisor_children(supervisor) if is_helper(pid))
+    assert new_helper != helper and respawned["pid"] in helper_children(new_helper)
+    assert sv.status()["w:101"]["pid"] == before["w:101"]
     sv.cli("stop", check=True)
-    assert not pid_alive(before["w:1"]) and not pid_alive(respawned["pid"])
+    assert not any(pid_alive(pid) for pid in [*before.values(), respawned["pid"]])

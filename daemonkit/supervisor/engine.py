@@ -105,6 +105,11 @@ class _Call:
     error: BaseException | None = None
     pending: Pending | None = None
 
+#: from this many running programs on, spawns go through the spawn helper (:mod:`.spawner`):
+#: each spawn from the supervisor copies its fd table, 3-4 fds per program, which costs
+#: nothing measurable at 100 programs and doubles a spawn's cost at 2,000
+HELPER_FROM_PROGRAMS = 100
+
 
 class Engine:
     def __init__(self, log: logging.Logger, supervisor_id: str | None = None,
@@ -152,7 +157,8 @@ class Engine:
         self.notify_address = "@" + name
         self.watch(self._notify_sock.fileno(), self._on_notify)
         self.spawner = Spawner(log, self._helper_child_exited, self._helper_children_lost,
-                               self.watch, self.unwatch)
+                               self.watch, self.unwatch,
+                               worth_it=lambda: len(self._by_pid) >= HELPER_FROM_PROGRAMS)
 
     # -- Loop protocol for instances ----------------------------------------------------
 

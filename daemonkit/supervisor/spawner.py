@@ -2,16 +2,20 @@
 
 A spawn from the supervisor itself copies its whole fd table into the child (see
 :mod:`.spawnhelper` for the figures), so programs are started by a helper process with a
-short table, started on the first spawn. A spawn is one request and one reply on a
+short table. A spawn is one request and one reply on a
 socketpair (about 0.1 ms); the helper's children's exits come back on the same socket and
 reach the instance through :attr:`on_exit`.
 
 The helper is an optimisation, never a dependency: a request it cannot take (bigger than
 :data:`.spawnhelper.MAX_REQUEST`), a helper that cannot start, dies or stops answering, and
-the child is made by :func:`.spawn.spawn` here, as before. When a helper dies, its programs
-are still running, orphaned: :attr:`on_lost` hands them to the loop, which watches each by
-pidfd (their exit statuses are lost with the helper). A new helper is started for later
-spawns, :data:`MAX_HELPER_STARTS` times at most.
+the child is made by :func:`.spawn.spawn` here, as before. Nor is it started before it pays
+(``worth_it``: the engine says so from :data:`.engine.HELPER_FROM_PROGRAMS` programs on):
+with few fds a spawn from here costs what it costs from the helper, and a supervisor of a
+few programs stays one process, without the helper's interpreter (9 MB PSS).
+
+When a helper dies, its programs are still running, orphaned: :attr:`on_lost` hands them
+to the loop, which watches each by pidfd (their exit statuses are lost with the helper). A
+new helper is started for later spawns, :data:`MAX_HELPER_STARTS` times at most.
 """
 
 from __future__ import annotations
@@ -56,12 +60,14 @@ class Spawner:
     def __init__(self, log: logging.Logger, on_exit: Callable[[int, int], None],
                  on_lost: Callable[[set[int]], None],
                  watch: Callable[[int, Callable[[], None]], None],
-                 unwatch: Callable[[int], None]) -> None:
+                 unwatch: Callable[[int], None], *,
+                 worth_it: Callable[[], bool] = lambda: True) -> None:
         self.log = log
         self.on_exit = on_exit
         self.on_lost = on_lost
         self._watch = watch
         self._unwatch = unwatch
+        self._worth_it = worth_it
         self.sock: socket.socket | None = None
         self.helper: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -172,7 +178,7 @@ class Spawner:
     def _ensure_helper(self) -> bool:
         if self.sock is not None:
             return True
-        if self.starts >= MAX_HELPER_STARTS:
+        if self.starts >= MAX_HELPER_STARTS or not self._worth_it():
             return False
         self.starts += 1
         ours, theirs = socket.socketpair(socket.AF_UNIX,

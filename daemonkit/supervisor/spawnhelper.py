@@ -106,29 +106,32 @@ class Helper:
         return True
 
     def _spawn(self, request: tuple[Any, ...], fds: list[int]) -> tuple[Any, ...]:
-        import subprocess  # imported here, as it was first needed: a directory, a user
-
         (_kind, executable, argv, env, stdio, cwd, uid, gid, groups, umask, new_session,
          pdeathsig) = request
         sources = [self.devnull if n == STDIO_NULL else fds[n] for n in stdio[:2]]
         sources.append(sources[1] if stdio[2] == STDIO_STDOUT else
                        self.devnull if stdio[2] == STDIO_NULL else fds[stdio[2]])
-        try:
-            if cwd is None and uid is None and gid is None and groups is None and umask is None:
+        if cwd is None and uid is None and gid is None and groups is None and umask is None:
+            try:
                 # the passed fds and /dev/null are all above 2: no dup2 overwrites a source
                 pid = os.posix_spawn(
                     executable, argv, env,
                     file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(sources)],
                     setsid=new_session, setsigdef=DEFAULT_SIGNALS, setsigmask=())
-                self.children[pid] = (pdeathsig, None)
-                return ("spawned", pid, "posix_spawn")
+            except OSError as exc:
+                return _failure(exc)
+            self.children[pid] = (pdeathsig, None)
+            return ("spawned", pid, "posix_spawn")
+        import subprocess  # only now: a directory, a umask or another user (3 MB of RSS)
+
+        try:
             popen = subprocess.Popen(
                 argv, executable=executable, stdin=sources[0], stdout=sources[1],
                 stderr=sources[2], cwd=cwd, env=env, start_new_session=new_session,
                 user=uid, group=gid, extra_groups=groups,
                 umask=-1 if umask is None else umask)
         except OSError as exc:
-            return ("failed", exc.errno or 0, exc.strerror or "", _text(exc.filename), str(exc))
+            return _failure(exc)
         except (subprocess.SubprocessError, ValueError, TypeError, KeyError) as exc:
             return ("failed", 0, "", None, str(exc))
         self.children[popen.pid] = (pdeathsig, popen)
@@ -195,13 +198,17 @@ def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
-def _text(filename: object) -> str | None:
-    return None if filename is None else os.fsdecode(filename)  # type: ignore[arg-type]
+def _failure(exc: OSError) -> tuple[Any, ...]:
+    filename = None if exc.filename is None else os.fsdecode(exc.filename)
+    return ("failed", exc.errno or 0, exc.strerror or "", filename, str(exc))
 
 
 def main() -> int:
     fd = int(sys.argv[1])
     os.set_inheritable(fd, False)  # the programs must not get the supervisor's socket
+    # a mask is inherited across exec: one its starter had blocked would hold back SIGCHLD
+    # here (no exit would be reported) and pass on to every fork-way program
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     for signum in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_DFL)  # a fork-way child inherits what is ignored
     helper = Helper(socket.socket(fileno=fd))
