@@ -12,6 +12,7 @@ import logging
 import os
 import selectors
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,6 +156,19 @@ def test_exit_status_and_spawn_errors_come_back(harness: Harness, tmp_path: Path
     assert harness.spawner.sock is not None  # an error is an answer, not a broken helper
 
 
+def test_a_bad_request_is_an_error_not_a_dead_helper(harness: Harness) -> None:
+    """posix_spawn raises ValueError for a NUL byte or an "=" in a variable's name: the
+    helper answers it as a spawn error and keeps its running children's statuses."""
+    sleeper = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    helper = harness.spawner.helper_pid
+    for argv, env in ((["sleep", "6\x0000"], {}), (["sleep", "600"], {"A=B": "c"})):
+        with pytest.raises((OSError, ValueError, subprocess.SubprocessError)):
+            harness.spawn(spawn_module.SpawnRequest("/bin/sleep", argv, env))
+        assert harness.spawner.helper_pid == helper and pid_alive(helper or 0)
+    os.kill(sleeper.pid, signal.SIGKILL)
+    assert os.waitstatus_to_exitcode(harness.wait_exit(sleeper.pid)) == -signal.SIGKILL
+
+
 def test_helper_holds_few_fds_while_the_caller_holds_many(harness: Harness) -> None:
     """The point of the helper: its fd table, which each child copies, stays short."""
     held = [os.pipe2(os.O_CLOEXEC) for _ in range(300)]
@@ -207,6 +221,34 @@ def test_a_wedged_helper_is_replaced(harness: Harness,
     kill_all({sleeper.pid})
 
 
+def test_a_wedged_helpers_unreported_child_is_killed(harness: Harness,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child the helper made but never reported (its reply lost in the wedge) would run
+    beside the copy the supervisor spawns instead: it is killed, the known ones are not."""
+    monkeypatch.setattr(spawner_module, "REPLY_TIMEOUT_S", 0.5)
+    known = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    sock, helper = harness.spawner.sock, harness.spawner.helper_pid
+    assert sock is not None and helper is not None
+    message, _fds = spawner_module._encode(
+        spawn_module.SpawnRequest("/bin/sleep", ["sleep", "601"], {}))
+    sock.send(message)  # behind the Spawner's back: a child it will never hear of
+    stranger = wait_for(lambda: helper_children(helper) - {known.pid}, 10,
+                        message="the unreported child")
+    (stranger_pid,) = stranger
+    harness.pids.add(stranger_pid)
+    os.kill(helper, signal.SIGSTOP)
+    child = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], {}))
+    assert not child.helper
+    wait_for(lambda: not pid_alive(stranger_pid), 10, message="the stranger killed")
+    assert pid_alive(known.pid)  # handed over as lost, not killed
+    harness.turn(0)
+    assert harness.lost == {known.pid}
+    os.kill(child.pid, signal.SIGKILL)
+    os.waitpid(child.pid, 0)
+    harness.exits[child.pid] = 0
+    kill_all({known.pid})
+
+
 def test_the_helper_stops_its_children_when_the_caller_dies(tmp_path: Path) -> None:
     """What PR_SET_PDEATHSIG gave each program: the caller is SIGKILLed, the helper sees
     its socket close and sends every child the death signal it asked for."""
@@ -219,8 +261,6 @@ def test_the_helper_stops_its_children_when_the_caller_dies(tmp_path: Path) -> N
             " for _ in range(3)]\n"
             f"open({str(pidfile)!r}, 'w').write(' '.join(map(str, kids)) + '\\n')\n"
             "time.sleep(600)\n")
-    import subprocess
-
     parent = subprocess.Popen([sys.executable, "-c", code])
     kids: list[int] = []
     try:

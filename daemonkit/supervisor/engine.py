@@ -1093,8 +1093,9 @@ class Engine:
                 for instance in everyone:
                     instance.kill_now()
                 killed, deadline = True, now + 2.0
+            timeout = self._timeout()  # 0.0 (exits waiting) is a timeout too
             self._dispatch(self.selector.select(limits.select_timeout(
-                min(self._timeout() or 1.0, deadline - now))))
+                min(1.0 if timeout is None else timeout, deadline - now))))
         self._resolve_pending()
 
     def close(self) -> None:

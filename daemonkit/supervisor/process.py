@@ -595,6 +595,10 @@ class Instance:
         except ProcessLookupError:
             self.on_exit(255 << 8)  # gone already
             return
+        except OSError as exc:  # out of fds (ulimit -n, minfds): it runs, unwatched
+            self.log.error("%s: cannot watch pid %d (%s): its exit will not be seen",
+                           self.name, self.pid, exc)
+            return
         self.loop.watch(self.pidfd, self._reap)
 
     def _close_pidfd(self) -> None:

@@ -21,6 +21,8 @@ new helper is started for later spawns, :data:`MAX_HELPER_STARTS` times at most.
 from __future__ import annotations
 
 import array
+import contextlib
+import errno
 import logging
 import marshal
 import os
@@ -48,6 +50,10 @@ _RECV_SIZE = 4096  # replies and exit events are a few dozen bytes
 
 class HelperFailed(Exception):
     """The helper died or stopped answering: the caller spawns the child itself."""
+
+
+class _TooBig(Exception):
+    """The socket refused this request's size: this one child is spawned here."""
 
 
 class Spawner:
@@ -83,10 +89,15 @@ class Spawner:
         """Start the child; OSError or SubprocessError (as :func:`.spawn.spawn`) if it
         cannot be started. ``meanwhile`` runs once, while the helper makes the child (the
         caller's own work for it, such as creating its log files, overlaps the kernel's)."""
-        message, fds = _encode(request)
-        if len(message) <= spawnhelper.MAX_REQUEST and self._ensure_helper():
+        try:
+            message, fds = _encode(request)
+        except ValueError:  # not plain data (marshal): spawned here, as it is
+            message, fds = b"", []
+        if message and len(message) <= spawnhelper.MAX_REQUEST and self._ensure_helper():
             try:
                 return self._through_helper(message, fds, meanwhile)
+            except _TooBig:
+                pass  # this request only: the helper is fine
             except HelperFailed as why:
                 self._helper_gone(str(why))
         if meanwhile is not None:
@@ -100,6 +111,8 @@ class Spawner:
             self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                             array.array("i", fds))] if fds else [])
         except OSError as exc:
+            if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
+                raise _TooBig from exc  # bigger than the socket's buffer here
             raise HelperFailed(f"cannot reach it: {exc}") from exc
         if meanwhile is not None:
             meanwhile()
@@ -127,8 +140,8 @@ class Spawner:
         assert self.sock is not None
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
+        left = max(0.0, deadline - time.monotonic())  # past it: one look at what is there
+        if not poller.poll(left * 1000):
             raise HelperFailed("no reply in time")
         try:
             data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
@@ -186,7 +199,9 @@ class Spawner:
         try:
             # Popen (fork or vfork + exec) rather than posix_spawn, once: glibc's
             # posix_spawn leaves its two internal signals (32, 33) ignored in the child,
-            # and what the helper ignores its fork-way children would inherit
+            # and what the helper ignores its fork-way children would inherit (its own
+            # posix_spawn children get 32 and 33 ignored all the same, as they did when
+            # the supervisor posix_spawned them; glibc programs install their handlers)
             self.helper = subprocess.Popen(
                 [sys.executable, "-I", "-S", _HELPER_FILE, str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -199,6 +214,8 @@ class Spawner:
             return False
         finally:
             theirs.close()
+        with contextlib.suppress(OSError):  # room for the largest request taken
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * spawnhelper.MAX_REQUEST)
         self.sock = ours
         self.answered = False
         self._watch(ours.fileno(), self._readable)
@@ -212,9 +229,33 @@ class Spawner:
         self._unwatch(self.sock.fileno())
         self.sock.close()
         self.sock = None
+        self._stop_strangers()
         self._reap_helper(signal.SIGKILL)
         self._lost |= self.children
         self.children = set()
+
+    def _stop_strangers(self) -> None:
+        """A wedged helper may have made a child whose reply never came: the caller spawns
+        that one again, so the first must not run on unknown. The helper is stopped first
+        (it can reap nothing then, so its children's pids stay theirs), then every child
+        of it the supervisor never heard of is killed with its group."""
+        helper = self.helper
+        if helper is None or helper.poll() is not None:
+            return
+        helper.send_signal(signal.SIGSTOP)
+        try:
+            with open(f"/proc/{helper.pid}/task/{helper.pid}/children") as listing:
+                strangers = {int(word) for word in listing.read().split()} - self.children
+        except (OSError, ValueError):
+            return
+        for pid in strangers:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # its own session and group (pgid == pid)
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     @property
     def helper_pid(self) -> int | None:

@@ -8,8 +8,8 @@ Why a second process: a child made by ``posix_spawn`` (or fork) gets a copy of i
 fd table, and ``exec`` then closes every close-on-exec entry of that copy. A supervisor of
 2,000 programs holds 6,000-12,000 fds (each program's pipes), so each of its spawns paid for
 copying and closing all of them: 1.3 ms per spawn instead of 0.6 ms, growing with programs.
-Spawned here, a program costs the same at 2,000 as at 3, and the supervisor's loop is free
-while the kernel builds the child.
+Spawned here, a program costs the same at 2,000 as at 3; the supervisor waits for the
+reply, creating the program's log files meanwhile.
 
 Protocol (``marshal``-encoded tuples, one per datagram, the child's stdio as SCM_RIGHTS):
 
@@ -98,12 +98,20 @@ class Helper:
                 if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                     reply: tuple[Any, ...] = ("failed", 0, "", None, "request too large")
                 else:
-                    reply = self._spawn(marshal.loads(data), fds)
+                    reply = self._answer(data, fds)
             finally:
                 for fd in fds:
                     os.close(fd)
             self.outgoing.append(marshal.dumps(reply))
         return True
+
+    def _answer(self, data: bytes, fds: list[int]) -> tuple[Any, ...]:
+        """Whatever a request holds, it gets a reply: a helper that died of one bad request
+        would take every running program's exit status with it."""
+        try:
+            return self._spawn(marshal.loads(data), fds)
+        except Exception as exc:  # noqa: BLE001 - answered as a spawn error, not fatal
+            return ("failed", 0, "", None, f"{type(exc).__name__}: {exc}"[:1000])
 
     def _spawn(self, request: tuple[Any, ...], fds: list[int]) -> tuple[Any, ...]:
         (_kind, executable, argv, env, stdio, cwd, uid, gid, groups, umask, new_session,
@@ -120,6 +128,8 @@ class Helper:
                     setsid=new_session, setsigdef=DEFAULT_SIGNALS, setsigmask=())
             except OSError as exc:
                 return _failure(exc)
+            except (ValueError, TypeError) as exc:  # a NUL byte, "=" in a variable's name
+                return ("failed", 0, "", None, str(exc)[:1000])
             self.children[pid] = (pdeathsig, None)
             return ("spawned", pid, "posix_spawn")
         import subprocess  # only now: a directory, a umask or another user (3 MB of RSS)
@@ -133,7 +143,7 @@ class Helper:
         except OSError as exc:
             return _failure(exc)
         except (subprocess.SubprocessError, ValueError, TypeError, KeyError) as exc:
-            return ("failed", 0, "", None, str(exc))
+            return ("failed", 0, "", None, str(exc)[:1000])
         self.children[popen.pid] = (pdeathsig, popen)
         return ("spawned", popen.pid, "fork")
 
@@ -199,8 +209,9 @@ def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _failure(exc: OSError) -> tuple[Any, ...]:
-    filename = None if exc.filename is None else os.fsdecode(exc.filename)
-    return ("failed", exc.errno or 0, exc.strerror or "", filename, str(exc))
+    """The reply for ``exc``, its texts cut so that it fits the supervisor's read."""
+    filename = None if exc.filename is None else os.fsdecode(exc.filename)[:1000]
+    return ("failed", exc.errno or 0, (exc.strerror or "")[:200], filename, str(exc)[:1000])
 
 
 def main() -> int:
