@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -331,3 +331,38 @@ class Sv:
                     pass
             wait_for(lambda pids=pids: not any(pid_alive(p) for p in pids), 10,
                      message="cleanup")
+
+
+#: a spawned child reports its argv, $FOO, cwd and session, then execs sleep: the spawn tests
+#: (in-process and through the helper) compare it with what was asked
+CHILD_REPORT_SCRIPT = ('printf "%s\\n" "$(tr "\\0" " " < /proc/$$/cmdline)" "$FOO" "$PWD" '
+                       '"$(ps -o sid= -p $$ | tr -d " ")"; echo END; exec sleep 600')
+
+
+def check_child_report(report: Path, pid: int, pwd: str, *, not_ignored: Iterable[int],
+                       unblocked: bool) -> None:
+    """The child ``pid`` that ran CHILD_REPORT_SCRIPT (FOO=bar) got what it asked for.
+
+    The signal masks are read from the program it exec'd, not by the shell of itself: dash
+    blocks every signal around each fork, so a shell reading its own status while its
+    command substitution runs sometimes saw them all blocked."""
+
+    def lines() -> list[str]:
+        text = report.read_text() if report.exists() else ""
+        return text.splitlines() if text.endswith("END\n") else []
+
+    cmdline, foo, cwd, sid, _end = wait_for(lines, 10, message="child's report")
+    assert cmdline == f"sh -c {CHILD_REPORT_SCRIPT} "  # argv[0] as given, not a path
+    assert foo == "bar"
+    assert cwd == pwd
+    assert int(sid) == pid  # its own session
+    wait_for(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"),
+             10, message="sh exec'd sleep")
+    masks = dict(line.rstrip("\n").split(":\t", 1)
+                 for line in Path(f"/proc/{pid}/status").read_text().splitlines(True)
+                 if line.startswith("Sig"))
+    for signum in not_ignored:
+        assert not int(masks["SigIgn"], 16) & (1 << (signum - 1)), signum
+    if unblocked:
+        assert int(masks["SigBlk"], 16) == 0
+    assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2"]  # nothing else

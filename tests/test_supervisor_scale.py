@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import kill_all, pid_alive, wait_for
+from helpers import CHILD_REPORT_SCRIPT, check_child_report, kill_all, pid_alive, wait_for
 
 from daemonkit.supervisor import config as config_module
 from daemonkit.supervisor import spawn as spawn_module
@@ -123,17 +123,6 @@ def test_stop_timers_fire_from_the_heap(engine: Engine) -> None:
     assert stubborn.exit_status == -signal.SIGKILL
 
 
-def read_child_report(path: Path) -> list[str]:
-    text = path.read_text() if path.exists() else ""
-    return text.splitlines() if text.endswith("END\n") else []
-
-
-SCRIPT = ('printf "%s\\n" "$(tr "\\0" " " < /proc/$$/cmdline)" "$FOO" "$PWD" '
-          '"$(ps -o sid= -p $$ | tr -d " ")"; '
-          'grep -E "^Sig(Blk|Ign)" /proc/$$/status; echo END; '
-          'exec sleep 600')
-
-
 @pytest.mark.parametrize("way", ["posix_spawn", "fork"])
 def test_spawned_child_gets_what_was_asked(tmp_path: Path, way: str) -> None:
     if way == "posix_spawn" and not spawn_module.fast_way_available():
@@ -143,26 +132,15 @@ def test_spawned_child_gets_what_was_asked(tmp_path: Path, way: str) -> None:
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     workdir = str(tmp_path) if way == "fork" else None  # a directory needs the fork way
     request = spawn_module.SpawnRequest(
-        "/bin/sh", ["sh", "-c", SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
+        "/bin/sh", ["sh", "-c", CHILD_REPORT_SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
         stdin=in_r, stdout=out, stderr=spawn_module.STDOUT, cwd=workdir)
     child = spawn_module.spawn(request)
     os.close(out)
     os.close(in_r)
     try:
         assert child.way == way
-        lines = wait_for(lambda: read_child_report(report), 10, message="child's report")
-        cmdline, foo, pwd, sid, *signals, _end = lines
-        assert cmdline == f"sh -c {SCRIPT} "  # argv[0] as given, not setpriv's or a path
-        assert foo == "bar"
-        assert pwd == (workdir or os.getcwd())
-        assert int(sid) == child.pid  # its own session
-        masks = dict(line.split(":\t") for line in signals)
-        assert not int(masks["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1))
-        if way == "posix_spawn":
-            assert int(masks["SigBlk"], 16) == 0
-        wait_for(lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"),
-                 10, message="sh exec'd sleep")
-        assert sorted(os.listdir(f"/proc/{child.pid}/fd")) == ["0", "1", "2"]  # nothing else
+        check_child_report(report, child.pid, workdir or os.getcwd(),
+                           not_ignored=[signal.SIGPIPE], unblocked=way == "posix_spawn")
     finally:
         os.close(in_w)
         with contextlib.suppress(ProcessLookupError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import marshal
 import os
 import selectors
 import signal
@@ -18,17 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Sv, kill_all, pid_alive, wait_for
+from helpers import CHILD_REPORT_SCRIPT, Sv, check_child_report, kill_all, pid_alive, wait_for
 
 from daemonkit.supervisor import engine as engine_module
 from daemonkit.supervisor import spawn as spawn_module
 from daemonkit.supervisor import spawner as spawner_module
 from daemonkit.supervisor.spawner import Spawner
-
-SCRIPT = ('printf "%s\\n" "$(tr "\\0" " " < /proc/$$/cmdline)" "$FOO" "$PWD" '
-          '"$(ps -o sid= -p $$ | tr -d " ")"; '
-          'grep -E "^Sig(Blk|Ign)" /proc/$$/status; echo END; '
-          'exec sleep 600')
 
 
 class Harness:
@@ -83,11 +79,6 @@ def harness() -> Iterator[Harness]:
         made.close()
 
 
-def read_report(path: Path) -> list[str]:
-    text = path.read_text() if path.exists() else ""
-    return text.splitlines() if text.endswith("END\n") else []
-
-
 def helper_children(helper_pid: int) -> set[int]:
     return {int(w) for w in Path(f"/proc/{helper_pid}/task/{helper_pid}/children")
             .read_text().split()}
@@ -100,7 +91,7 @@ def test_helper_child_gets_what_was_asked(harness: Harness, tmp_path: Path, way:
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     workdir = str(tmp_path) if way == "fork" else None  # a directory needs the fork way
     request = spawn_module.SpawnRequest(
-        "/bin/sh", ["sh", "-c", SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
+        "/bin/sh", ["sh", "-c", CHILD_REPORT_SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
         stdin=in_r, stdout=out, stderr=spawn_module.STDOUT, cwd=workdir)
     child = harness.spawn(request)
     os.close(out)
@@ -110,20 +101,9 @@ def test_helper_child_gets_what_was_asked(harness: Harness, tmp_path: Path, way:
         assert harness.spawner.helper_pid is not None
         assert os.getpid() != harness.spawner.helper_pid
         assert child.pid in helper_children(harness.spawner.helper_pid)  # not ours
-        lines = wait_for(lambda: read_report(report), 10, message="child's report")
-        cmdline, foo, pwd, sid, *signals, _end = lines
-        assert cmdline == f"sh -c {SCRIPT} "
-        assert foo == "bar"
-        assert pwd == (workdir or os.getcwd())
-        assert int(sid) == child.pid  # its own session
-        masks = dict(line.split(":\t") for line in signals)
-        ignored = int(masks["SigIgn"], 16)
-        for signum in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            assert not ignored & (1 << (signum - 1)), signal.Signals(signum).name
-        assert int(masks["SigBlk"], 16) == 0
-        wait_for(lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"),
-                 10, message="sh exec'd sleep")
-        assert sorted(os.listdir(f"/proc/{child.pid}/fd")) == ["0", "1", "2"]  # nothing else
+        check_child_report(report, child.pid, workdir or os.getcwd(), unblocked=True,
+                           not_ignored=[signal.SIGPIPE, signal.SIGTERM, signal.SIGINT,
+                                        signal.SIGHUP])
     finally:
         os.close(in_w)
     os.kill(child.pid, signal.SIGKILL)
@@ -191,6 +171,8 @@ def test_a_request_too_big_for_the_helper_is_spawned_here(harness: Harness) -> N
     assert sum(map(len, env.values())) > spawner_module.spawnhelper.MAX_REQUEST
     child = harness.spawn(spawn_module.SpawnRequest("/bin/sleep", ["sleep", "600"], env))
     assert not child.helper
+    wait_for(lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"),
+             10, message="setpriv exec'd sleep")  # its environment, read mid-exec, is cut
     assert Path(f"/proc/{child.pid}/environ").read_bytes().count(b"x" * 1000) > 100
     os.kill(child.pid, signal.SIGKILL)
     os.waitpid(child.pid, 0)
@@ -232,6 +214,7 @@ def test_a_wedged_helpers_unreported_child_is_killed(harness: Harness,
     message, _fds = spawner_module._encode(
         spawn_module.SpawnRequest("/bin/sleep", ["sleep", "601"], {}))
     sock.send(message)  # behind the Spawner's back: a child it will never hear of
+    assert marshal.loads(sock.recv(4096))[0] == "spawned"  # and its reply, taken away
     stranger = wait_for(lambda: helper_children(helper) - {known.pid}, 10,
                         message="the unreported child")
     (stranger_pid,) = stranger
