@@ -89,23 +89,28 @@ class Spawner:
         """Start the child; OSError or SubprocessError (as :func:`.spawn.spawn`) if it
         cannot be started. ``meanwhile`` runs once, while the helper makes the child (the
         caller's own work for it, such as creating its log files, overlaps the kernel's)."""
+        pending = [meanwhile] if meanwhile is not None else []
+
+        def once() -> None:  # the helper may fail after it ran: not twice
+            while pending:
+                pending.pop()()
+
         try:
             message, fds = _encode(request)
         except ValueError:  # not plain data (marshal): spawned here, as it is
             message, fds = b"", []
         if message and len(message) <= spawnhelper.MAX_REQUEST and self._ensure_helper():
             try:
-                return self._through_helper(message, fds, meanwhile)
+                return self._through_helper(message, fds, once)
             except _TooBig:
                 pass  # this request only: the helper is fine
             except HelperFailed as why:
                 self._helper_gone(str(why))
-        if meanwhile is not None:
-            meanwhile()
+        once()
         return spawn(request)
 
     def _through_helper(self, message: bytes, fds: list[int],
-                        meanwhile: Callable[[], None] | None) -> Child:
+                        meanwhile: Callable[[], None]) -> Child:
         assert self.sock is not None
         try:
             self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -114,8 +119,7 @@ class Spawner:
             if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise _TooBig from exc  # bigger than the socket's buffer here
             raise HelperFailed(f"cannot reach it: {exc}") from exc
-        if meanwhile is not None:
-            meanwhile()
+        meanwhile()
         deadline = time.monotonic() + (REPLY_TIMEOUT_S if self.answered
                                        else FIRST_REPLY_TIMEOUT_S)
         for _ in range(100_000):  # bounded: every turn reads a message or waits
