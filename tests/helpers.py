@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from daemonkit.supervisor.spawn import STDOUT, SpawnRequest
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = Path(__file__).resolve().parent / "services"
 T = TypeVar("T")
@@ -337,6 +339,20 @@ class Sv:
 #: (in-process and through the helper) compare it with what was asked
 CHILD_REPORT_SCRIPT = ('printf "%s\\n" "$(tr "\\0" " " < /proc/$$/cmdline)" "$FOO" "$PWD" '
                        '"$(ps -o sid= -p $$ | tr -d " ")"; echo END; exec sleep 600')
+
+
+def child_report_request(directory: Path, fork_way: bool
+                         ) -> tuple[SpawnRequest, Path, list[int], int]:
+    """A request to run CHILD_REPORT_SCRIPT with its report in ``directory`` (and its working
+    directory there on the fork way, which a directory needs). Returns the request, the
+    report's path, the fds to close once it is spawned, and its stdin's write end."""
+    report = directory / "report"
+    out = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    request = SpawnRequest(
+        "/bin/sh", ["sh", "-c", CHILD_REPORT_SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
+        stdin=in_r, stdout=out, stderr=STDOUT, cwd=str(directory) if fork_way else None)
+    return request, report, [out, in_r], in_w
 
 
 def check_child_report(report: Path, pid: int, pwd: str, *, not_ignored: Iterable[int],

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CHILD_REPORT_SCRIPT, check_child_report, kill_all, pid_alive, wait_for
+from helpers import check_child_report, child_report_request, kill_all, pid_alive, wait_for
 
 from daemonkit.supervisor import config as config_module
 from daemonkit.supervisor import spawn as spawn_module
@@ -127,19 +127,13 @@ def test_stop_timers_fire_from_the_heap(engine: Engine) -> None:
 def test_spawned_child_gets_what_was_asked(tmp_path: Path, way: str) -> None:
     if way == "posix_spawn" and not spawn_module.fast_way_available():
         pytest.skip("no util-linux setpriv with --pdeathsig here")
-    report = tmp_path / "report"
-    out = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    in_r, in_w = os.pipe2(os.O_CLOEXEC)
-    workdir = str(tmp_path) if way == "fork" else None  # a directory needs the fork way
-    request = spawn_module.SpawnRequest(
-        "/bin/sh", ["sh", "-c", CHILD_REPORT_SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
-        stdin=in_r, stdout=out, stderr=spawn_module.STDOUT, cwd=workdir)
+    request, report, spawned_fds, in_w = child_report_request(tmp_path, way == "fork")
     child = spawn_module.spawn(request)
-    os.close(out)
-    os.close(in_r)
+    for fd in spawned_fds:
+        os.close(fd)
     try:
         assert child.way == way
-        check_child_report(report, child.pid, workdir or os.getcwd(),
+        check_child_report(report, child.pid, request.cwd or os.getcwd(),
                            not_ignored=[signal.SIGPIPE], unblocked=way == "posix_spawn")
     finally:
         os.close(in_w)

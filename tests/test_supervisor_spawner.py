@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CHILD_REPORT_SCRIPT, Sv, check_child_report, kill_all, pid_alive, wait_for
+from helpers import Sv, check_child_report, child_report_request, kill_all, pid_alive, wait_for
 
 from daemonkit.supervisor import engine as engine_module
 from daemonkit.supervisor import spawn as spawn_module
@@ -86,22 +86,16 @@ def helper_children(helper_pid: int) -> set[int]:
 
 @pytest.mark.parametrize("way", ["posix_spawn", "fork"])
 def test_helper_child_gets_what_was_asked(harness: Harness, tmp_path: Path, way: str) -> None:
-    report = tmp_path / "report"
-    out = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    in_r, in_w = os.pipe2(os.O_CLOEXEC)
-    workdir = str(tmp_path) if way == "fork" else None  # a directory needs the fork way
-    request = spawn_module.SpawnRequest(
-        "/bin/sh", ["sh", "-c", CHILD_REPORT_SCRIPT], {"PATH": os.environ["PATH"], "FOO": "bar"},
-        stdin=in_r, stdout=out, stderr=spawn_module.STDOUT, cwd=workdir)
+    request, report, spawned_fds, in_w = child_report_request(tmp_path, way == "fork")
     child = harness.spawn(request)
-    os.close(out)
-    os.close(in_r)
+    for fd in spawned_fds:
+        os.close(fd)
     try:
         assert child.helper and child.way == way
         assert harness.spawner.helper_pid is not None
         assert os.getpid() != harness.spawner.helper_pid
         assert child.pid in helper_children(harness.spawner.helper_pid)  # not ours
-        check_child_report(report, child.pid, workdir or os.getcwd(), unblocked=True,
+        check_child_report(report, child.pid, request.cwd or os.getcwd(), unblocked=True,
                            not_ignored=[signal.SIGPIPE, signal.SIGTERM, signal.SIGINT,
                                         signal.SIGHUP])
     finally:

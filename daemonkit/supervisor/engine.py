@@ -105,6 +105,7 @@ class _Call:
     error: BaseException | None = None
     pending: Pending | None = None
 
+
 #: from this many running programs on, spawns go through the spawn helper (:mod:`.spawner`):
 #: each spawn from the supervisor copies its fd table, 3-4 fds per program, which costs
 #: nothing measurable at 100 programs and doubles a spawn's cost at 2,000

@@ -135,8 +135,6 @@ class Spawner:
             _kind, code, strerror, filename, text = reply
             if code:
                 raise OSError(code, strerror, filename) if filename else OSError(code, strerror)
-            import subprocess
-
             raise subprocess.SubprocessError(text)
         raise HelperFailed("no reply")
 
