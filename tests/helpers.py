@@ -29,17 +29,27 @@ SERVICES = Path(__file__).resolve().parent / "services"
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
-             message: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+def poll_until(condition: Callable[[], T], timeout: float = 10.0,
+               interval: float = 0.01) -> T | None:
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes
+    (None), for a test that has something to do when the condition does not come."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            return None
         time.sleep(interval)
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
+             message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    value = poll_until(condition, timeout, interval)
+    if value is None:
+        raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+    return value
 
 
 def pid_alive(pid: int) -> bool:
