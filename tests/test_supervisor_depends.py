@@ -23,7 +23,7 @@ from test_supervisorctl import Ctl
 CHILD = """\
 import os, signal, socket, sys, time
 
-name, delay = sys.argv[1], float(sys.argv[2])
+name, delay = sys.argv[1], sys.argv[2]
 out = os.environ["EVENTS"]
 
 def note(what):
@@ -38,7 +38,13 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 note("start")
-time.sleep(delay)
+if delay == "gate":  # ready only once the test says so: it looks at the held state first
+    for _ in range(3000):
+        if os.path.exists(f"{out}.go-{name}"):
+            break
+        time.sleep(0.01)
+else:
+    time.sleep(float(delay))
 address = os.environ.get("NOTIFY_SOCKET")
 if address:
     note("ready")  # before READY=1: whatever it releases starts after this line
@@ -86,7 +92,14 @@ def header(sv: Sv) -> str:
     return f'environment = EVENTS="{sv.dir}/events"\n'
 
 
-def child(sv: Sv, name: str, delay: float = 0.0) -> str:
+def release(sv: Sv, name: str) -> None:
+    """Let a ``"gate"`` child say READY."""
+    (sv.dir / f"events.go-{name}").touch()
+
+
+def child(sv: Sv, name: str, delay: float | str = 0.0) -> str:
+    """A child that says READY (with ``notify = true``) after ``delay`` seconds, or with
+    ``delay="gate"`` once the test calls :func:`release`."""
     return f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
 
 
@@ -98,7 +111,7 @@ def events(sv: Sv) -> Events:
 
 def chain(sv: Sv) -> str:
     """a <- b <- c, priorities the other way round (priority alone would start c first);
-    a says READY after 1 s, b after 0.3 s."""
+    a says READY when released, b 0.3 s after it starts."""
     return f"""
         [program:c]
         {child(sv, "c")}
@@ -113,7 +126,7 @@ def chain(sv: Sv) -> str:
         priority = 2
 
         [program:a]
-        {child(sv, "a", 1.0)}
+        {child(sv, "a", "gate")}
         notify = true
         priority = 3
 
@@ -135,6 +148,7 @@ def test_chain_starts_after_readiness_and_stops_in_reverse(sv: Sv, events: Event
     assert sv.wait_state("other", "RUNNING")["waiting"] is None  # no depends_on: not held
     table = sv.cli("status").stdout
     assert "b: waiting for a (STARTING)" in table
+    release(sv, "a")
     sv.wait_state("c", "RUNNING", timeout=15)
     assert events.when("b", "start") >= events.when("a", "ready")
     assert events.when("c", "start") >= events.when("b", "ready")
@@ -351,7 +365,7 @@ def test_stopped_dependency_holds_and_start_pulls_it_up(sv: Sv, events: Events) 
 def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> None:
     sv.write(f"""
         [program:db]
-        {child(sv, "db", 0.6)}
+        {child(sv, "db", "gate")}
         notify = true
         priority = 900
 
@@ -385,6 +399,7 @@ def test_group_depends_on_and_depending_on_a_group(sv: Sv, events: Events) -> No
     assert waiting["api"]["waiting"] == waiting["worker"]["waiting"] == (
         "waiting for db (STARTING)")
     assert waiting["edge"]["waiting"] == "waiting for api (STOPPED), worker (STOPPED)"
+    release(sv, "db")
     sv.wait_state("edge", "RUNNING", timeout=15)
     ready = events.when("db", "ready")
     assert events.when("api", "start") >= ready
