@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput and latency of ingestd against two baselines measured in the same run.
 
-    python bench/ingest_bench.py [--clients 64] [--procs 4] [--seconds 5] [--rounds 3]
+    python bench/ingest_bench.py [--clients 64,256] [--procs 4] [--seconds 5] [--rounds 3]
 
 Servers, each driven by the same client processes (REQ sockets, one request in flight per
 socket, ``--clients`` sockets spread over ``--procs`` processes):
@@ -20,7 +20,15 @@ Two loads: single-record requests, then 100-record batches, each in ``--rounds``
 (a), (b), (c) back to back. Prints requests/s, records/s, p50/p99 latency and the ratios c/a
 and c/b of every round, then the median ratio: the machine's speed drifts by 10% from one
 minute to the next, so a ratio is taken within a round and one disturbed round does not
-decide the figure. This is a benchmark, not a test: it asserts
+decide the figure.
+
+Ceilings: with one request in flight per client, a server's rate is clients / round trip
+(Little's law). The echo is CPU-bound already at 64 clients; ingestd, whose reply waits for
+an fsync, is latency-bound there and reaches its own ceiling only with more requests in
+flight (every COMMIT then covers more of them). So single-record requests run at every
+``--clients`` count (default 64 and 256; (b) at the first only), and the bench prints c/a at
+each count and the ratio of the ceilings: ingestd's best rate over the echo's best rate, each
+at whichever count gave it, within a round. This is a benchmark, not a test: it asserts
 nothing, and its figures depend on the machine (record them with the command line).
 """
 
@@ -302,7 +310,10 @@ def scheduling(mode: str) -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=client_counts, default=client_counts("64,256"),
+                        help="REQ sockets, a comma-separated list: single-record requests "
+                             "run at each count, 100-record requests at the first "
+                             "(default 64,256)")
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3,
@@ -324,8 +335,16 @@ def main() -> None:
         measure(args, mode)
 
 
+def client_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",")]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("client counts are positive integers")
+    return counts
+
+
 def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
-    print(f"{args.clients} REQ clients in {args.procs} processes, {args.seconds:g} s per run, "
+    print(f"{','.join(map(str, args.clients))} REQ clients in {args.procs} processes, "
+          f"{args.seconds:g} s per run, "
           f"{args.rounds} round{'s' if args.rounds > 1 else ''} of (a), (b), (c) per load, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
           f"SQLite {sqlite3.sqlite_version}")
@@ -337,42 +356,57 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     if args.only:
         loads = [load for load in loads if load[0] == args.only]
     for label, batch in loads:
+        counts = args.clients if batch == 1 else args.clients[:1]
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
-        print(f"  {'round':<5} {'server':<10} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
+        print(f"  {'round':<5} {'server':<14} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
               f" {'p99 ms':>8} {'failed':>6} {'server CPU us/req':>17}")
         rounds = []
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
             for index in range(1, args.rounds + 1):
-                figures = one_round(args, workdir, label, batch, index)
+                figures = one_round(args, workdir, label, batch, index, counts)
                 rounds.append(figures)
                 for name, fig in figures.items():
-                    print(f"  {index:<5} {name:<10} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
+                    print(f"  {index:<5} {name:<14} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
                           f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}"
                           f" {fig['cpu_us']:>17.1f}")
-                a, b, c = figures["a echo"], figures["b naive"], figures["c ingestd"]
-                print(f"  {index:<5} ingestd: {c['batch']:.1f} requests per COMMIT, "
-                      f"{c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync); "
-                      f"c/a {c['req_s'] / a['req_s']:.2f}x  c/b {c['req_s'] / b['req_s']:.2f}x"
-                      f"  c records/s per a req/s {c['rec_s'] / a['req_s']:.2f}x")
+                b = figures["b naive"]
+                for count in counts:
+                    a, c = figures[f"a echo {count}"], figures[f"c ingestd {count}"]
+                    print(f"  {index:<5} {count} clients: ingestd {c['batch']:.1f} requests "
+                          f"per COMMIT, {c['commit_ms']:.2f} ms per COMMIT (INSERT + fsync); "
+                          f"c/a {c['req_s'] / a['req_s']:.2f}x  "
+                          f"c/b {c['req_s'] / b['req_s']:.2f}x  "
+                          f"c records/s per a req/s {c['rec_s'] / a['req_s']:.2f}x")
+                if len(counts) > 1:
+                    print(f"  {index:<5} ceilings: c/a {ceiling_ratio(figures, 'req_s'):.2f}x")
         # each round's servers run back to back, so a ratio within a round compares them on
         # the same machine state; the median over rounds discards the odd disturbed round
-        ratio_a = statistics.median(r["c ingestd"]["req_s"] / r["a echo"]["req_s"]
-                                    for r in rounds)
-        ratio_b = statistics.median(r["c ingestd"]["req_s"] / r["b naive"]["req_s"]
-                                    for r in rounds)
-        ratio_rec = statistics.median(r["c ingestd"]["rec_s"] / r["a echo"]["req_s"]
-                                      for r in rounds)
-        print(f"  median of {len(rounds)}: c/a requests {ratio_a:.2f}x   "
-              f"c/b requests {ratio_b:.2f}x   c records/s per a req/s {ratio_rec:.2f}x")
-        medians[f"{label} c/a"] = ratio_a
-        medians[f"{label} echo req/s"] = statistics.median(r["a echo"]["req_s"] for r in rounds)
-        medians[f"{label} c records/s"] = statistics.median(r["c ingestd"]["rec_s"]
-                                                            for r in rounds)
-        print(f"  median of {len(rounds)}: ingestd's CPU per request "
-              f"{statistics.median(r['c ingestd']['cpu_us'] for r in rounds):.1f} us, the echo's "
-              f"{statistics.median(r['a echo']['cpu_us'] for r in rounds):.1f} us")
-    if "single c/a" in medians:
-        print(f"\ntargets: single-record c/a {medians['single c/a']:.2f}x (>= 0.5x, aim 0.7x)")
+        first = counts[0]
+        for count in counts:
+            a, c = f"a echo {count}", f"c ingestd {count}"
+            ratio_a = statistics.median(r[c]["req_s"] / r[a]["req_s"] for r in rounds)
+            ratio_b = statistics.median(r[c]["req_s"] / r["b naive"]["req_s"] for r in rounds)
+            ratio_rec = statistics.median(r[c]["rec_s"] / r[a]["req_s"] for r in rounds)
+            print(f"  median of {len(rounds)}, {count} clients: c/a requests {ratio_a:.2f}x   "
+                  f"c/b requests {ratio_b:.2f}x   c records/s per a req/s {ratio_rec:.2f}x")
+            print(f"  median of {len(rounds)}, {count} clients: ingestd's CPU per request "
+                  f"{statistics.median(r[c]['cpu_us'] for r in rounds):.1f} us, the echo's "
+                  f"{statistics.median(r[a]['cpu_us'] for r in rounds):.1f} us")
+            medians[f"{label} c/a {count}"] = ratio_a
+        medians[f"{label} echo req/s"] = statistics.median(
+            max(r[f"a echo {n}"]["req_s"] for n in counts) for r in rounds)
+        medians[f"{label} c records/s"] = statistics.median(
+            r[f"c ingestd {first}"]["rec_s"] for r in rounds)
+        if len(counts) > 1:
+            medians[f"{label} ceilings"] = statistics.median(
+                ceiling_ratio(r, "req_s") for r in rounds)
+            print(f"  median of {len(rounds)}: ceilings c/a {medians[label + ' ceilings']:.2f}x")
+    if any(key.startswith("single c/a ") for key in medians):
+        same = "  ".join(f"{key.split()[-1]} clients {value:.2f}x"
+                         for key, value in medians.items() if key.startswith("single c/a "))
+        ceilings = medians.get("single ceilings")
+        print(f"\ntargets: single-record c/a (>= 0.5x, aim 0.7x): same clients: {same}"
+              + (f"; ceilings {ceilings:.2f}x" if ceilings is not None else ""))
     if "single echo req/s" in medians and "batch c records/s" in medians:
         print("targets: batched ingestd records/s / single-record echo req/s "
               f"{medians['batch c records/s'] / medians['single echo req/s']:.2f}x (>= 3x; "
@@ -381,26 +415,40 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
-def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,
-              index: int) -> dict[str, dict[str, float]]:
-    """(a), (b) and (c) back to back with the same client processes' settings."""
-    def load(endpoint: str, tag: str) -> Any:
-        return lambda pid: drive(endpoint, args.clients, args.procs, batch, args.seconds, tag,
-                                 pid)
+def ceiling_ratio(figures: dict[str, dict[str, float]], key: str) -> float:
+    """ingestd's best over the echo's best, each at the client count that gave it."""
+    best = {name: max(fig[key] for label, fig in figures.items() if label.startswith(name))
+            for name in ("a echo", "c ingestd")}
+    return best["c ingestd"] / best["a echo"]
+
+
+def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,  # noqa: PLR0917
+              index: int, counts: list[int]) -> dict[str, dict[str, float]]:
+    """(a), (b) and (c) back to back with the same client processes' settings, (a) and (c)
+    at each client count ((b), 100 times slower, at the first only)."""
+    def load(endpoint: str, tag: str, clients: int) -> Any:
+        return lambda pid: drive(endpoint, clients, args.procs, batch, args.seconds, tag, pid)
 
     figures: dict[str, dict[str, float]] = {}
     workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
     os.mkdir(workdir)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    figures["a echo"] = with_process_server(echo_server, (endpoint,), load(endpoint, "a"))
+    for count in counts:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        figures[f"a echo {count}"] = with_process_server(echo_server, (endpoint,),
+                                                         load(endpoint, "a", count))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     figures["b naive"] = with_process_server(
         naive_server, (endpoint, os.path.join(workdir, "naive.db")),
-        load(endpoint, "b"))
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    tag = f"c{label[0]}{index}-{os.getpid()}"  # unique ids in a database that persists
-    figures["c ingestd"] = with_ingestd(workdir, endpoint, load(endpoint, tag), args.db,
-                                        args.ingestd)
+        load(endpoint, "b", counts[0]))
+    for count in counts:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        # unique ids in a database that persists, and a fresh SQLite file per run
+        tag = f"c{label[0]}{index}-{count}-{os.getpid()}"
+        run_dir = os.path.join(workdir, f"clients{count}")
+        os.mkdir(run_dir)
+        figures[f"c ingestd {count}"] = with_ingestd(run_dir, endpoint,
+                                                     load(endpoint, tag, count), args.db,
+                                                     args.ingestd)
     return figures
 
 
