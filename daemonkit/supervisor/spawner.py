@@ -145,8 +145,18 @@ class Spawner:
         left = max(0.0, deadline - time.monotonic())  # past it: one look at what is there
         if not poller.poll(left * 1000):
             raise HelperFailed("no reply in time")
+        message = self._receive()
+        if message is None:  # readable, yet nothing there: as silent as no reply
+            raise HelperFailed("no reply in time")
+        return message
+
+    def _receive(self) -> tuple | None:  # type: ignore[type-arg]
+        """The helper's next message, None when none is waiting; HelperFailed at its end."""
+        assert self.sock is not None
         try:
             data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
         except OSError as exc:
             raise HelperFailed(str(exc)) from exc
         if not data:
@@ -174,18 +184,14 @@ class Spawner:
             if self.sock is None:
                 break
             try:
-                data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
+                message = self._receive()
+            except HelperFailed as why:
+                self._helper_gone(str(why))
                 break
-            except OSError as exc:
-                self._helper_gone(str(exc))
+            if message is None:
                 break
-            if not data:
-                self._helper_gone("it exited")
-                break
-            reply = marshal.loads(data)
-            if reply[0] == "exit":
-                self._exits.append((reply[1], reply[2]))
+            if message[0] == "exit":
+                self._exits.append((message[1], message[2]))
         self.deliver()
 
     # -- the helper's life --------------------------------------------------------------
