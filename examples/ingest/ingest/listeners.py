@@ -13,7 +13,18 @@ failed for want of descriptors, the I/O thread writes a byte to the shedder's pi
 shedder accepts every waiting connection, holds each for :data:`HOLD_S` and then resets it.
 The client reconnects after that (and its ``RECONNECT_IVL``): a back-off of about a second
 per client, where an immediate reset would have it back within 100 ms. The connections
-already in are served all along, and new ones get in again as soon as descriptors are free.
+already in are served all along.
+
+libzmq spins, and reports a failed accept each turn, from the moment a connection arrives
+until the shedder has taken it; reached through ingestd's I/O thread, that took a
+millisecond or more, hundreds of monitor events per connection, and reading them cost
+ingestd 20 % of a core under a crowd of 100 reconnecting clients. So each request opens a
+*shedding window* of :data:`SHED_WINDOW_S`, during which the shedder watches the listening
+sockets itself and takes a connection as it arrives; libzmq fails an accept or two at most,
+and each failure that still comes renews the window. The cost of the window: a connection
+that arrives in it after descriptors came free is turned away too, so new clients get in
+again within :data:`SHED_WINDOW_S` + :data:`HOLD_S` + their ``RECONNECT_IVL`` of the
+descriptors' return.
 
 For the shedder to accept on libzmq's listening socket, ingestd creates that socket itself
 and hands it to libzmq with ``ZMQ_USE_FD`` (the documented way to bind a pre-made socket),
@@ -33,30 +44,43 @@ import sys
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 #: accept() failures that mean "no descriptor or memory for one more connection"
 OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 #: monitor events read per call, at most (libzmq sends one per failed accept)
 MAX_EVENTS = 1000
+#: a monitor event's first frame (parse_monitor_message builds enums: 1.4 us an event, this 0.1)
+MONITOR_EVENT = struct.Struct("=HI")
 #: how long the shedder holds a connection before it resets it
 HOLD_S = 1.0
+#: how long after a request the shedder keeps taking connections as they arrive
+SHED_WINDOW_S = 0.5
 
-#: the shedder: argv = control pipe fd, report pipe fd, listening socket fds
+#: the shedder: argv = hold, window, control pipe fd, report pipe fd, listening socket fds
 SHEDDER = r"""
 import os, select, socket, struct, sys, time
-HOLD_S, MAX_HELD = float(sys.argv[1]), 256
-control, report = int(sys.argv[2]), int(sys.argv[3])
-listeners = [socket.socket(fileno=int(fd)) for fd in sys.argv[4:]]
+HOLD_S, SHED_WINDOW_S, MAX_HELD = float(sys.argv[1]), float(sys.argv[2]), 256
+control, report = int(sys.argv[3]), int(sys.argv[4])
+listeners = [socket.socket(fileno=int(fd)) for fd in sys.argv[5:]]
 held = []  # (reset at, connection), oldest first
+window_ends = 0.0  # until then, take connections as they arrive
 def reset(conn):
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 while True:
-    timeout = max(0.0, held[0][0] - time.monotonic()) if held else None
-    if select.select([control], [], [], timeout)[0]:
+    now = time.monotonic()
+    shedding = now < window_ends
+    deadlines = [held[0][0]] if held else []
+    if shedding:
+        deadlines.append(window_ends)
+    timeout = max(0.0, min(deadlines) - now) if deadlines else None
+    readable = select.select([control, *listeners] if shedding else [control], [], [],
+                             timeout)[0]
+    if control in readable:
         if not os.read(control, 4096):
             break  # ingestd closed its end, or died
+        window_ends = time.monotonic() + SHED_WINDOW_S
+    if readable:
         taken = 0
         for listener in listeners:
             while taken < 10000:
@@ -116,7 +140,8 @@ class Guard:
         fds = [s.fileno() for s in self._listeners]
         try:
             self._shedder = subprocess.Popen(
-                [sys.executable, "-c", SHEDDER, str(HOLD_S), str(control_r), str(report_w),
+                [sys.executable, "-c", SHEDDER, str(HOLD_S), str(SHED_WINDOW_S), str(control_r),
+                 str(report_w),
                  *map(str, fds)], pass_fds=[control_r, report_w, *fds],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
@@ -168,10 +193,12 @@ def out_of_descriptors(monitor: zmq.Socket[Any]) -> bool:
     found = False
     for _ in range(MAX_EVENTS):
         try:
-            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            frames = monitor.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             break
-        if event["event"] == zmq.EVENT_ACCEPT_FAILED and event["value"] in OUT_OF_DESCRIPTORS:
+        # the first frame is (event: u16, value: u32), as zmq_socket_monitor documents
+        event, value = MONITOR_EVENT.unpack_from(frames[0])
+        if event == zmq.EVENT_ACCEPT_FAILED and value in OUT_OF_DESCRIPTORS:
             found = True
     return found
 
