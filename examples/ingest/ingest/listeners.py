@@ -16,12 +16,12 @@ per client, where an immediate reset would have it back within 100 ms. The conne
 already in are served all along.
 
 libzmq spins, and reports a failed accept each turn, from the moment a connection arrives
-until the shedder has taken it; reached through ingestd's I/O thread, that took a
-millisecond or more, hundreds of monitor events per connection, and reading them cost
-ingestd 20 % of a core under a crowd of 100 reconnecting clients. So each request opens a
-*shedding window* of :data:`SHED_WINDOW_S`, during which the shedder watches the listening
-sockets itself and takes a connection as it arrives; libzmq fails an accept or two at most,
-and each failure that still comes renews the window. The cost of the window: a connection
+until the shedder has taken it; reached through ingestd's I/O thread, that took about 450
+monitor events per connection, and reading them cost ingestd 20 % of a core under a crowd
+of 100 reconnecting clients. So each request opens a *shedding window* of
+:data:`SHED_WINDOW_S`, during which the shedder watches the listening sockets itself and
+takes a connection as it arrives (about 80 events per connection), and each failure that
+still comes renews the window. The cost of the window: a connection
 that arrives in it after descriptors came free is turned away too, so new clients get in
 again within :data:`SHED_WINDOW_S` + :data:`HOLD_S` + their ``RECONNECT_IVL`` of the
 descriptors' return.
