@@ -261,36 +261,45 @@ time.sleep(3600)
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of its children (ingestd's shedder), all threads."""
+def with_shedder(pid: int) -> list[int]:
+    """``pid`` and its children: ingestd and its shedder."""
     pids = [pid]
     for task in os.listdir(f"/proc/{pid}/task"):  # a child belongs to the thread that forked
         with open(f"/proc/{pid}/task/{task}/children") as children:
             pids += map(int, children.read().split())
     assert len(pids) == 2, "ingestd and its shedder"
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its children (ingestd's shedder), all threads."""
     total = 0
-    for one in pids:
+    for one in with_shedder(pid):
         with open(f"/proc/{one}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.parametrize("limited", ["ingestd", "shedder-too"])
 def test_out_of_file_descriptors_turns_connections_away_instead_of_spinning(
         daemons: Callable[..., Ingestd], helpers: Callable[..., Helper],
-        context: zmq.Context[Any]) -> None:
+        context: zmq.Context[Any], limited: str) -> None:
     """ulimit -n 64 and 100 clients: libzmq's accept() fails with EMFILE and (before) its I/O
     thread retried at once, 100% of a core until descriptors came back. Now the waiting
     connections are turned away, the clients already in are served, and the CPU stays low;
     once descriptors are free again, new clients get in. (While the limit is reached the
-    daemon has no descriptor for its own control socket either: `status` waits for one.)"""
+    daemon has no descriptor for its own control socket either: `status` waits for one.)
+    With the limit on the shedder too (a service-wide ulimit), it runs out itself while it
+    holds connections: it must make room, not spin on a listening socket it cannot empty."""
     import resource
 
     daemon = daemons()
     daemon.start()
     pid = daemon.pid()
     assert pid is not None
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+    for one in with_shedder(pid) if limited == "shedder-too" else [pid]:
+        resource.prlimit(one, resource.RLIMIT_NOFILE, (64, 64))
     crowd = helpers(CROWD, daemon.endpoint, "100")
     answered = int(crowd.line(30))
     assert 0 < answered < 100  # some got in, the others are turned away

@@ -58,7 +58,7 @@ SHED_WINDOW_S = 0.5
 
 #: the shedder: argv = hold, window, control pipe fd, report pipe fd, listening socket fds
 SHEDDER = r"""
-import os, select, socket, struct, sys, time
+import errno, os, select, socket, struct, sys, time
 HOLD_S, SHED_WINDOW_S, MAX_HELD = float(sys.argv[1]), float(sys.argv[2]), 256
 control, report = int(sys.argv[3]), int(sys.argv[4])
 listeners = [socket.socket(fileno=int(fd)) for fd in sys.argv[5:]]
@@ -86,8 +86,18 @@ while True:
             while taken < 10000:
                 try:
                     conn, _ = listener.accept()
-                except OSError:
-                    break  # nothing waits (or this process is out of descriptors too)
+                except BlockingIOError:
+                    break  # nothing waits
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                        break  # the connection went away before it was taken, say
+                    # out of descriptors itself (a service-wide ulimit): free the oldest
+                    # held one, or, holding none, stop watching, lest select() spin
+                    if not held:
+                        window_ends = 0.0
+                        break
+                    reset(held.pop(0)[1])
+                    continue
                 taken += 1
                 if len(held) >= MAX_HELD:
                     reset(held.pop(0)[1])
