@@ -21,10 +21,9 @@ monitor events per connection, and reading them cost ingestd 20 % of a core unde
 of 100 reconnecting clients. So each request opens a *shedding window* of
 :data:`SHED_WINDOW_S`, during which the shedder watches the listening sockets itself and
 takes a connection as it arrives (about 80 events per connection), and each failure that
-still comes renews the window. The cost of the window: a connection
-that arrives in it after descriptors came free is turned away too, so new clients get in
-again within :data:`SHED_WINDOW_S` + :data:`HOLD_S` + their ``RECONNECT_IVL`` of the
-descriptors' return.
+still comes renews the window. The cost of the window: a connection that arrives in it after
+descriptors came free is turned away too, so new clients get in again within
+:data:`SHED_WINDOW_S` + :data:`HOLD_S` + their ``RECONNECT_IVL`` of the descriptors' return.
 
 For the shedder to accept on libzmq's listening socket, ingestd creates that socket itself
 and hands it to libzmq with ``ZMQ_USE_FD`` (the documented way to bind a pre-made socket),
@@ -150,9 +149,9 @@ class Guard:
         fds = [s.fileno() for s in self._listeners]
         try:
             self._shedder = subprocess.Popen(
-                [sys.executable, "-c", SHEDDER, str(HOLD_S), str(SHED_WINDOW_S), str(control_r),
-                 str(report_w),
-                 *map(str, fds)], pass_fds=[control_r, report_w, *fds],
+                [sys.executable, "-c", SHEDDER, str(HOLD_S), str(SHED_WINDOW_S),
+                 str(control_r), str(report_w), *map(str, fds)],
+                pass_fds=[control_r, report_w, *fds],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             os.close(control_r)
