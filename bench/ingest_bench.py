@@ -2,9 +2,12 @@
 """Throughput and latency of ingestd against two baselines measured in the same run.
 
     python bench/ingest_bench.py [--clients 64,256] [--procs 4] [--seconds 5] [--rounds 3]
+                                 [--pipeline K]
 
 Servers, each driven by the same client processes (REQ sockets, one request in flight per
-socket, ``--clients`` sockets spread over ``--procs`` processes):
+socket, ``--clients`` sockets spread over ``--procs`` processes; with ``--pipeline K`` above
+1, DEALER sockets that send REQ's envelope and keep K requests in flight each, as a
+pipelining peer does):
 
 (a) echo:  a no-op ZeroMQ ROUTER that sends every request back: the ceiling for Python +
            ZeroMQ on this machine;
@@ -35,6 +38,7 @@ nothing, and its figures depend on the machine (record them with the command lin
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import multiprocessing as mp
@@ -117,12 +121,18 @@ def naive_server(endpoint: str, db_path: str, ready: Any) -> None:
 # -- load ------------------------------------------------------------------------------------
 
 def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0917
-                start_at: float, end_at: float, expect_ack: bool, results: Any) -> None:
+                start_at: float, end_at: float, expect_ack: bool, pipeline: int,
+                results: Any) -> None:
+    """``sockets`` peers, each keeping ``pipeline`` requests in flight: REQ sockets when it is
+    1 (a REQ cannot have more), DEALERs that send REQ's envelope (an empty delimiter, then
+    the body) otherwise. Both servers answer a connection's requests in order, so the time
+    each was sent is kept in a FIFO per socket."""
     context = zmq.Context()
     poller = zmq.Poller()
     socks = []
+    kind = zmq.REQ if pipeline == 1 else zmq.DEALER
     for _ in range(sockets):
-        sock = context.socket(zmq.REQ)
+        sock = context.socket(kind)
         sock.linger = 0
         sock.connect(endpoint)
         poller.register(sock, zmq.POLLIN)
@@ -138,16 +148,25 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
         return ("[" + ",".join(f'{{"id":"{tag}-{base + i}","v":{i}}}'
                                for i in range(batch)) + "]").encode()
 
-    sent_at: dict[Any, float] = {}
+    def send(sock: Any) -> None:
+        sent_at[sock].append(time.perf_counter())
+        if pipeline == 1:
+            sock.send(payload())
+        else:
+            sock.send(b"", zmq.SNDMORE)
+            sock.send(payload())
+
+    sent_at: dict[Any, collections.deque[float]] = {sock: collections.deque() for sock in socks}
     latencies: list[float] = []
     failures = 0
     while time.time() < start_at - 1.0:
         time.sleep(0.01)
     for sock in socks:
-        sent_at[sock] = time.perf_counter()
-        sock.send(payload())
+        for _ in range(pipeline):
+            send(sock)
     measuring = False
     done = 0
+    nb = int(zmq.NOBLOCK)
     while True:
         now_wall = time.time()
         if not measuring and now_wall >= start_at:
@@ -155,15 +174,22 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
         if now_wall >= end_at:
             break
         for sock, _ in poller.poll(100):
-            reply = sock.recv()
-            now = time.perf_counter()
-            if measuring:
-                latencies.append(now - sent_at[sock])
-                done += 1
-                if expect_ack and not reply.startswith(b'{"ok":true'):
-                    failures += 1
-            sent_at[sock] = now
-            sock.send(payload())
+            for _ in range(pipeline):
+                try:
+                    reply = sock.recv(nb)
+                    if pipeline > 1:  # the empty delimiter; the reply follows
+                        reply = sock.recv(nb)
+                except zmq.Again:
+                    break
+                now = time.perf_counter()
+                if measuring:
+                    latencies.append(now - sent_at[sock].popleft())
+                    done += 1
+                    if expect_ack and not reply.startswith(b'{"ok":true'):
+                        failures += 1
+                else:
+                    sent_at[sock].popleft()
+                send(sock)
     results.put({"done": done, "latencies": latencies, "failures": failures})
     for sock in socks:
         sock.close(linger=0)
@@ -185,7 +211,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
-          seconds: float, tag: str, server_pid: int) -> dict[str, float]:
+          seconds: float, tag: str, pipeline: int, server_pid: int) -> dict[str, float]:
     results: Any = mp.Queue()
     start_at = time.time() + 1.5  # connect + 1 s warm-up
     end_at = start_at + seconds
@@ -193,7 +219,8 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
     per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     for index, count in enumerate(per_proc):
         worker = mp.Process(target=client_proc, args=(endpoint, count, batch, f"{tag}{index}",
-                                                      start_at, end_at, tag != "a", results))
+                                                      start_at, end_at, tag != "a", pipeline,
+                                                      results))
         worker.start()
         workers.append(worker)
     # the server's CPU over the measured span: per request, a figure a loaded machine
@@ -320,6 +347,9 @@ def main() -> None:
                         help="rounds of (a), (b), (c) per load; ratios are per round, then the "
                              "median (default 3)")
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--pipeline", type=int, default=1,
+                        help="requests in flight per client: 1 is a REQ socket; more are "
+                             "DEALERs sending REQ's envelope (default 1)")
     parser.add_argument("--only", choices=("single", "batch"))
     parser.add_argument("--autogroup", choices=("off", "on", "as-is"), default="off",
                         help="kernel autogroup scheduling during the run (default off, "
@@ -331,6 +361,8 @@ def main() -> None:
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
     args = parser.parse_args()
+    if args.pipeline < 1:
+        parser.error("--pipeline must be at least 1")
     with scheduling(args.autogroup) as mode:
         measure(args, mode)
 
@@ -343,7 +375,9 @@ def client_counts(text: str) -> list[int]:
 
 
 def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
-    print(f"{','.join(map(str, args.clients))} REQ clients in {args.procs} processes, "
+    peers = ("REQ clients" if args.pipeline == 1
+             else f"DEALER clients ({args.pipeline} requests in flight each)")
+    print(f"{','.join(map(str, args.clients))} {peers} in {args.procs} processes, "
           f"{args.seconds:g} s per run, "
           f"{args.rounds} round{'s' if args.rounds > 1 else ''} of (a), (b), (c) per load, "
           f"{os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
@@ -427,7 +461,8 @@ def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,  #
     """(a), (b) and (c) back to back with the same client processes' settings, (a) and (c)
     at each client count ((b), 100 times slower, at the first only)."""
     def load(endpoint: str, tag: str, clients: int) -> Any:
-        return lambda pid: drive(endpoint, clients, args.procs, batch, args.seconds, tag, pid)
+        return lambda pid: drive(endpoint, clients, args.procs, batch, args.seconds, tag,
+                                 args.pipeline, pid)
 
     figures: dict[str, dict[str, float]] = {}
     workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
