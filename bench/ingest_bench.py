@@ -148,6 +148,8 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
         return ("[" + ",".join(f'{{"id":"{tag}-{base + i}","v":{i}}}'
                                for i in range(batch)) + "]").encode()
 
+    sent_at: dict[Any, collections.deque[float]] = {sock: collections.deque() for sock in socks}
+
     def send(sock: Any) -> None:
         sent_at[sock].append(time.perf_counter())
         if pipeline == 1:
@@ -156,7 +158,6 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
             sock.send(b"", zmq.SNDMORE)
             sock.send(payload())
 
-    sent_at: dict[Any, collections.deque[float]] = {sock: collections.deque() for sock in socks}
     latencies: list[float] = []
     failures = 0
     while time.time() < start_at - 1.0:
@@ -181,14 +182,12 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
                         reply = sock.recv(nb)
                 except zmq.Again:
                     break
-                now = time.perf_counter()
+                sent = sent_at[sock].popleft()
                 if measuring:
-                    latencies.append(now - sent_at[sock].popleft())
+                    latencies.append(time.perf_counter() - sent)
                     done += 1
                     if expect_ack and not reply.startswith(b'{"ok":true'):
                         failures += 1
-                else:
-                    sent_at[sock].popleft()
                 send(sock)
     results.put({"done": done, "latencies": latencies, "failures": failures})
     for sock in socks:
