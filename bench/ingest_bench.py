@@ -57,6 +57,9 @@ import zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGESTD = os.path.join(ROOT, "examples", "ingest", "ingestd.py")
+#: requests in flight per client: no more than ZeroMQ's default SNDHWM, past which the first
+#: burst of sends would block before the client reads a single reply
+MAX_PIPELINE = 1000
 
 
 def free_port() -> int:
@@ -360,8 +363,8 @@ def main() -> None:
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
     args = parser.parse_args()
-    if args.pipeline < 1:
-        parser.error("--pipeline must be at least 1")
+    if not 1 <= args.pipeline <= MAX_PIPELINE:
+        parser.error(f"--pipeline must be between 1 and {MAX_PIPELINE}")
     with scheduling(args.autogroup) as mode:
         measure(args, mode)
 
