@@ -216,6 +216,20 @@ def test_sqlite_default_db_round_trip_and_status(daemons: Callable[..., Ingestd]
     assert "exiting with status 0" in daemon.log_text()
 
 
+
+def test_threads_carry_their_names_in_the_os(daemons: Callable[..., Ingestd]) -> None:
+    """`top -H`, `ps -L` and bench/ingest_bench.py --threads tell the busy threads apart."""
+    daemon = daemons()
+    daemon.start()
+    pid = daemon.pid()
+    assert pid is not None
+    names = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/comm", encoding="utf-8") as comm:
+            names.add(comm.read().strip())
+    assert {"ingestd-io", "ingestd-w0"} <= names, names
+    assert daemon.stop().returncode == 0
+
 BAD_INPUTS: list[tuple[str, list[bytes], str]] = [
     ("malformed JSON", [b'{"id": "x",'], "not valid JSON"),
     ("binary garbage", [bytes(range(256)) * 4], "not UTF-8"),

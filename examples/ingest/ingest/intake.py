@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import setproctitle
 import zmq
 
 from . import envelope, listeners, protocol
@@ -140,6 +141,9 @@ class Intake(threading.Thread):
     # -- the thread ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        # the OS's name for the thread: `top -H`, `ps -L` and bench/ingest_bench.py --threads
+        # tell it from the writers (Python's thread names stay inside Python)
+        setproctitle.setthreadtitle(self.name)
         try:
             router = self._router = self._open_router()
             self._router_send = router.send

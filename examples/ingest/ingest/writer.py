@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import setproctitle
+
 from . import protocol
 from .acks import AckChannel
 from .settings import SettingsRef
@@ -67,6 +69,8 @@ class Writer(threading.Thread):
                  *, make_store: Callable[[], Store], settings: SettingsRef,
                  log: logging.Logger) -> None:
         super().__init__(name=f"ingestd-writer-{index}", daemon=True)
+        #: the OS allows 15 characters, which "ingestd-writer-10" would not fit
+        self.os_name = f"ingestd-w{index}"
         self.requests = requests
         self.acks = acks
         self.make_store = make_store
@@ -80,6 +84,7 @@ class Writer(threading.Thread):
         self._failures_in_a_row = 0
 
     def run(self) -> None:
+        setproctitle.setthreadtitle(self.os_name)  # as the I/O thread does: see Intake.run
         try:
             self._serve()
         except BaseException:
