@@ -2,7 +2,7 @@
 """Throughput and latency of ingestd against two baselines measured in the same run.
 
     python bench/ingest_bench.py [--clients 64,256] [--procs 4] [--seconds 5] [--rounds 3]
-                                 [--pipeline K]
+                                 [--pipeline K] [--threads]
 
 Servers, each driven by the same client processes (REQ sockets, one request in flight per
 socket, ``--clients`` sockets spread over ``--procs`` processes; with ``--pipeline K`` above
@@ -198,22 +198,31 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
     context.term()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) of ``pid`` and of its children so far."""
-    pids = [pid]
-    for task in os.listdir(f"/proc/{pid}/task"):  # ingestd's shedder, a child of one thread
-        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
-            pids += map(int, children.read().split())
-    total = 0
-    for one in pids:
-        with open(f"/proc/{one}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) so far of each thread of ``pid`` and of its children, by the
+    name the OS knows it by (ingestd names its I/O thread and writers; libzmq names its own),
+    threads of the same name summed."""
+    seconds: dict[str, float] = collections.defaultdict(float)
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as stat:
+                head, rest = stat.read().rsplit(")", 1)
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+                child_pids = [int(child) for child in children.read().split()]
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
+        fields = rest.split()
+        name = "main" if int(task) == pid else head.split("(", 1)[1]
+        seconds[name] += (int(fields[11]) + int(fields[12])) / tick
+        for child in child_pids:  # ingestd's shedder, a child of one thread
+            for child_name, used in thread_cpu_seconds(child).items():
+                seconds[f"child {child_name}"] += used
+    return seconds
 
 
 def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
-          seconds: float, tag: str, pipeline: int, server_pid: int) -> dict[str, float]:
+          seconds: float, tag: str, pipeline: int, server_pid: int) -> dict[str, Any]:
     results: Any = mp.Queue()
     start_at = time.time() + 1.5  # connect + 1 s warm-up
     end_at = start_at + seconds
@@ -228,9 +237,11 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
     # the server's CPU over the measured span: per request, a figure a loaded machine
     # disturbs much less than throughput (every server waits for a CPU, none does more work)
     time.sleep(max(0.0, start_at - time.time()))
-    cpu_before = cpu_seconds(server_pid)
+    threads_before = thread_cpu_seconds(server_pid)
     time.sleep(max(0.0, end_at - time.time()))
-    cpu_used = cpu_seconds(server_pid) - cpu_before
+    threads_used = {name: used - threads_before.get(name, 0.0)
+                    for name, used in thread_cpu_seconds(server_pid).items()}
+    cpu_used = sum(threads_used.values())
     gathered = [results.get(timeout=seconds + 30) for _ in workers]
     for worker in workers:
         worker.join(10)
@@ -243,6 +254,9 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         "failures": sum(r["failures"] for r in gathered),
         "cpu_us": 1e6 * cpu_used / requests if requests else float("nan"),
+        "threads_us": {name: 1e6 * used / requests
+                       for name, used in sorted(threads_used.items(), key=lambda kv: -kv[1])
+                       if requests and used > 0},
     }
 
 
@@ -260,7 +274,7 @@ def as_daemon(target: Any, *args: Any) -> None:
     target(*args)
 
 
-def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[str, float]:
+def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[str, Any]:
     ready = mp.Event()
     server = mp.Process(target=as_daemon, args=(target, *args, ready), daemon=True)
     server.start()
@@ -275,7 +289,7 @@ def with_process_server(target: Any, args: tuple[Any, ...], run: Any) -> dict[st
 
 
 def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None,
-                 script: str = INGESTD) -> dict[str, float]:
+                 script: str = INGESTD) -> dict[str, Any]:
     base = [sys.executable, script, "--pidfile", os.path.join(workdir, "ingestd.pid"),
             "--log-file", os.path.join(workdir, "ingestd.log")]
     db = db or f"sqlite:///{os.path.join(workdir, 'ingest.db')}"
@@ -284,7 +298,7 @@ def with_ingestd(workdir: str, endpoint: str, run: Any, db: str | None = None,
     try:
         with open(os.path.join(workdir, "ingestd.pid"), encoding="ascii") as pidfile:
             pid = int(pidfile.read())
-        figures: dict[str, float] = run(pid)
+        figures: dict[str, Any] = run(pid)
         status = json.loads(subprocess.run([*base, "status", "--json"], check=True,
                                            capture_output=True, text=True).stdout)
         figures["batch"] = status["mean_batch_requests"]
@@ -359,6 +373,8 @@ def main() -> None:
     parser.add_argument("--ingestd", metavar="SCRIPT", default=INGESTD,
                         help="the ingestd to measure as (c), e.g. another checkout's "
                              "examples/ingest/ingestd.py (default: this checkout's)")
+    parser.add_argument("--threads", action="store_true",
+                        help="also print each server's CPU per request thread by thread")
     parser.add_argument("--db", metavar="URL",
                         help="run (c) against this database instead of a fresh SQLite file "
                              "(postgresql://... or mysql://...; records are added to it)")
@@ -405,6 +421,9 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                     print(f"  {index:<5} {name:<14} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
                           f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}"
                           f" {fig['cpu_us']:>17.1f}")
+                    if args.threads:
+                        print(f"  {'':<5} {'':<14} threads, us/req: " + ", ".join(
+                            f"{name} {used:.1f}" for name, used in fig["threads_us"].items()))
                 b = figures["b naive"]
                 for count in counts:
                     a, c = figures[f"a echo {count}"], figures[f"c ingestd {count}"]
@@ -451,7 +470,7 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
-def ceiling_ratio(figures: dict[str, dict[str, float]], key: str) -> float:
+def ceiling_ratio(figures: dict[str, dict[str, Any]], key: str) -> float:
     """ingestd's best over the echo's best, each at the client count that gave it."""
     best = {name: max(fig[key] for label, fig in figures.items() if label.startswith(name))
             for name in ("a echo", "c ingestd")}
@@ -459,14 +478,14 @@ def ceiling_ratio(figures: dict[str, dict[str, float]], key: str) -> float:
 
 
 def one_round(args: argparse.Namespace, workdir: str, label: str, batch: int,  # noqa: PLR0917
-              index: int, counts: list[int]) -> dict[str, dict[str, float]]:
+              index: int, counts: list[int]) -> dict[str, dict[str, Any]]:
     """(a), (b) and (c) back to back with the same client processes' settings, (a) and (c)
     at each client count ((b), 100 times slower, at the first only)."""
     def load(endpoint: str, tag: str, clients: int) -> Any:
         return lambda pid: drive(endpoint, clients, args.procs, batch, args.seconds, tag,
                                  args.pipeline, pid)
 
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     workdir = os.path.join(workdir, f"round{index}")  # every round starts from empty databases
     os.mkdir(workdir)
     for count in counts:
