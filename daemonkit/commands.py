@@ -36,6 +36,7 @@ from .paths import (
     successor_pidfile_for,
 )
 from .pidfile import Holder, HolderState, PidFile
+from .privileges import resolve_identity
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -53,9 +54,15 @@ def _complain(daemon: Daemon, text: str) -> None:
 
 
 def _pidfile(daemon: Daemon, launch: Launch | None = None) -> PidFile:
-    """The pidfile; one that ``start`` locks may belong to the user the daemon drops to."""
-    trusted = [launch.identity.uid] if launch is not None and launch.identity else []
-    return PidFile(daemon.options.pidfile, trusted_uids=trusted)
+    """The pidfile; it may belong to the user the daemon drops to (``--user``), and to no
+    other user but root and the one running the command (see :meth:`PidFile.observe`)."""
+    identity = launch.identity if launch is not None else None
+    if launch is None and daemon.options.user is not None:
+        try:
+            identity = resolve_identity(daemon.options.user, None)
+        except DaemonkitError:
+            pass  # an unknown user is reported by the commands that need one
+    return PidFile(daemon.options.pidfile, trusted_uids=[identity.uid] if identity else [])
 
 
 def _observe(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> Holder:

@@ -226,7 +226,11 @@ class PidFile:
         """Who holds the pidfile, seen without taking any lock.
 
         Raises :class:`PidfileError` when the file exists but cannot be opened or is not a
-        pidfile, because then nobody can tell (``status`` turns that into LSB 4).
+        pidfile, because then nobody can tell (``status`` turns that into LSB 4), and when it
+        is locked but belongs to a user not trusted (see ``trusted_uids``): in a shared
+        directory such as /tmp any local user can create the file first, lock it, write its
+        own pid and answer on the control socket beside it, and ``start`` would then report
+        "already running" for a daemon that does not exist.
         """
         fd = self._open_for_reading()
         if fd is None:
@@ -235,6 +239,7 @@ class PidFile:
             _check_is_pidfile(fd, self.path)
             if not filelock.write_locked(fd):
                 return Holder(HolderState.NOBODY)
+            self._check_safe(fd)
             pid = _pid_in(fd)
             if pid is None:
                 return Holder(HolderState.STARTING)

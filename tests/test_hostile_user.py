@@ -153,6 +153,58 @@ def test_a_pidfile_planted_by_another_user_is_refused(world_runtime: WorldRuntim
     assert "may be written by other users" in refused.stderr
 
 
+
+def test_a_daemon_faked_by_another_user_is_not_believed(world_runtime: WorldRuntime,
+                                                        world_tmp: Path) -> None:
+    """In a shared directory nobody creates the pidfile first, locks it, writes its own pid
+    and answers "running" on the control socket beside it: start used to say "already
+    running" (exit 0, no daemon), and status and reload believed the fake too."""
+    pidfile = world_tmp / "probe.pid"
+    fake = f"""
+        import fcntl, os, socket, struct, sys, threading
+        fd = os.open({str(pidfile)!r}, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+        os.write(fd, b"%d\\n" % os.getpid())
+        server = socket.socket(socket.AF_UNIX)
+        server.bind({str(world_tmp / "probe.ctl")!r})
+        os.chmod({str(world_tmp / "probe.ctl")!r}, 0o777)
+        server.listen(8)
+        def answer():
+            while True:
+                connection, _ = server.accept()
+                connection.makefile("rb").readline()
+                connection.sendall(b'{{"ok": true, "state": "running"}}\\n')
+                connection.close()
+        threading.Thread(target=answer, daemon=True).start()
+        print("ready", flush=True)
+        sys.stdin.read()
+    """
+    refusal = (f"{pidfile} belongs to uid {NOBODY}, not to this user (refused: its owner "
+               "could write any pid into it)")
+    with attacker(world_runtime, fake):
+        fake_pid = int(pidfile.read_text())
+        try:
+            _refused_everywhere(world_runtime, world_tmp, pidfile, refusal)
+            assert pid_alive(fake_pid)  # stop refused to signal it, too
+            assert int(pidfile.read_text()) == fake_pid  # nothing of root's was written
+        finally:
+            os.kill(fake_pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(fake_pid))
+
+
+def _refused_everywhere(runtime: WorldRuntime, workdir: Path, pidfile: Path,
+                        refusal: str) -> None:
+    started = probe_command(runtime, workdir, pidfile, "start")
+    assert started.returncode == 1, started.stdout
+    assert "already running" not in started.stdout
+    assert started.stderr.strip() == f"probe: {refusal}"
+    status = probe_command(runtime, workdir, pidfile, "status")
+    assert status.returncode == 4, status.stdout
+    assert refusal in status.stdout
+    for command in ("reload", "stop"):
+        refused = probe_command(runtime, workdir, pidfile, command)
+        assert refused.returncode != 0 and refusal in refused.stderr, (command, refused)
+
 def test_default_pidfile_of_a_user_is_private(world_runtime: WorldRuntime,
                                               world_tmp: Path) -> None:
     (world_tmp / "events.log").touch()
