@@ -378,6 +378,26 @@ def test_reload_restarts_every_process_with_the_file_read_again(running: Ctl) ->
     assert running.state("late") == "RUNNING"  # a file that does not load changes nothing
 
 
+def test_a_reload_applies_new_credentials_at_once(running: Ctl) -> None:
+    """A password taken out of the file must stop working at the reload, as with supervisord
+    (whose reload restarts the whole daemon), not at some later restart."""
+    supervisor = running.sv.supervisor_pid()
+    running.sv.ini.write_text(running.sv.ini.read_text().replace(
+        f"password = {PASSWORD}", "password = the-new-one"))
+    for command in (running.ctl, running.sv.cli):  # supervisorctl, then ours
+        assert command("reload").returncode == 0
+        revoked = running.inet("status", "web")
+        assert revoked.returncode == 1 and "Server requires authentication" in revoked.stdout
+        renewed = running.inet("status", "web", password="the-new-one")
+        assert renewed.returncode == 0 and renewed.stdout.startswith("web "), renewed.stdout
+    assert running.sv.supervisor_pid() == supervisor
+    moved = running.sv.ini.read_text().replace(f"port = 127.0.0.1:{running.port}",
+                                               f"port = 127.0.0.1:{free_port()}")
+    running.sv.ini.write_text(moved)
+    for _ in range(2):  # what a reload cannot apply is said every time, until the restart
+        reload = running.sv.cli("reload")
+        assert "servers changed: restart the supervisor to apply" in reload.stdout, reload
+
 def test_unix_server_with_credentials_and_socket_mode(ctl: Ctl) -> None:
     ctl.write(unix_auth=f"chmod = 0770\nchown = root:nogroup\nusername = {USER}\n"
                         "password = {SHA}" + __import__("hashlib").sha1(

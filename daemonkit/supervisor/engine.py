@@ -119,6 +119,8 @@ class Engine:
         self.supervisor_id = supervisor_id
         self.selector = selectors.DefaultSelector()
         self.config: SupervisorConfig | None = None  # what runs
+        #: the config the supervisor started with: what a restart-only setting still is
+        self.started_with: SupervisorConfig | None = None
         self.available: SupervisorConfig | None = None  # the file as last read (reread)
         self.instances: dict[str, Instance] = {}  # live config's instances, in start order
         self.retiring: list[Instance] = []  # removed or changed: stopping, then forgotten
@@ -286,15 +288,19 @@ class Engine:
     def load(self, new: SupervisorConfig) -> dict[str, Any]:
         """Apply ``new`` (already validated) as the difference from the running config."""
         notes = []
-        if self.config is not None:
+        started = self.started_with
+        if started is None:
+            self.started_with = new
+        else:
+            # against the start, not the last reload: the note repeats until the restart
             settings = ("pidfile", "logfile", "control", "user", "umask", "servers",
                         "directory", "log_level")
             stale = [key for key in settings
-                     if getattr(self.config, key) != getattr(new, key)]
+                     if _needs_restart(started, key) != _needs_restart(new, key)]
             if stale:
                 notes.append(f"[{new.top_section}] {', '.join(stale)} changed: restart the "
                              "supervisor to apply")
-            if self.config.web != new.web:
+            if started.web != new.web:
                 notes.append("[web] changed: restart the supervisor to apply")
         old = self.config.programs if self.config else {}
         added = [p for p in new.programs if p not in old]
@@ -1156,3 +1162,13 @@ def _create_socket(program: ProgramConfig) -> socket.socket:
     sock.listen(spec.backlog or socket.SOMAXCONN)
     os.set_inheritable(sock.fileno(), False)  # given to each child as fd 0 by Popen only
     return sock
+
+
+def _needs_restart(config: SupervisorConfig, key: str) -> Any:
+    """What of a top-level setting only a restart applies. A server's credentials are read
+    per request (``rpc.server``), so they apply at a reload and are left out here."""
+    value = getattr(config, key)
+    if key == "servers":
+        return tuple(dataclasses.replace(server, username=None, password=None)
+                     for server in value)
+    return value

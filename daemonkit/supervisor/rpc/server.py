@@ -187,7 +187,7 @@ class _Handler(socketserver.StreamRequestHandler):
         raise _BadRequest(405, "use POST /RPC2 or GET /logtail/NAME")
 
     def _authorized(self, request: _Request) -> bool:
-        config = self.server.config
+        config = self.server.current_config()
         if config.username is None:
             return True
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
@@ -334,6 +334,17 @@ class _ServerMixin:
     main_log: str | None
     stopping: threading.Event
     slots: threading.BoundedSemaphore
+
+    def current_config(self) -> HttpServerConfig:
+        """The section as last loaded: a reload that changes ``username``/``password`` takes
+        effect at once (a revoked password must stop working), while the address it is bound
+        to changes only with a restart. A section that a reload removed keeps its old
+        credentials, never none, until that restart closes it."""
+        running = self.engine.config
+        for candidate in running.servers if running is not None else ():
+            if candidate.section == self.config.section:
+                return candidate
+        return self.config
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
