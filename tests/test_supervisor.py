@@ -434,8 +434,8 @@ def test_spawn_error_is_reported_and_fatal(sv: Sv) -> None:
 
 
 @needs_root
-def test_user_directory_umask_and_own_session(sv: Sv) -> None:
-    workdir = sv.dir / "work"
+def test_user_directory_umask_and_own_session(sv: Sv, world_tmp: Path) -> None:
+    workdir = world_tmp / "work"  # nobody may enter it (pytest's own tmp is root's alone)
     workdir.mkdir()
     sv.write(f"""
         [program:as_nobody]
@@ -463,6 +463,26 @@ def test_user_directory_umask_and_own_session(sv: Sv) -> None:
     assert env[b"DAEMONKIT_PROGRAM"] == b"as_nobody"
     assert env[b"DAEMONKIT_PROCESS_NUM"] == b"0"
 
+
+
+@needs_root
+def test_a_directory_the_user_may_not_enter_fails_the_start(sv: Sv) -> None:
+    """supervisord changes user first, then directory; subprocess does it the other way
+    round, which let a program as nobody run in root's private directory."""
+    private = sv.dir / "private"
+    private.mkdir(mode=0o700)
+    sv.write(f"""
+        [program:locked_out]
+        command = sleep 600
+        user = nobody
+        directory = {private}
+        startretries = 1
+        backoff_initial = 0.05
+        """)
+    sv.cli("start", check=True)
+    fatal = sv.wait_state("locked_out", "FATAL", timeout=5)
+    assert fatal["error"] == f"spawn error: couldn't chdir to {private}: EACCES"
+    assert fatal["pid"] is None
 
 def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
     spawns = sv.dir / "spawns"

@@ -78,6 +78,37 @@ class SpawnError(Exception):
         self.kind = kind  # NO_FILE | NOT_EXECUTABLE | SPAWN_ERROR
 
 
+def may_enter(directory: str, uid: int, gids: set[int]) -> bool:
+    """Whether ``uid`` (with ``gids``) may search every directory down to ``directory``, by
+    the mode bits. A directory with an access ACL is given the benefit of the doubt: the
+    kernel would decide, and reading ACLs is not worth a dependency."""
+    path = os.path.realpath(directory)
+    parts = path.strip("/").split("/") if path != "/" else []
+    for depth in range(len(parts) + 1):
+        component = "/" + "/".join(parts[:depth])
+        try:
+            info = os.stat(component)
+        except OSError:
+            return True  # missing: the spawn itself says so, with its own error
+        if info.st_uid == uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in gids:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed and not _has_access_acl(component):
+            return False
+    return True
+
+
+def _has_access_acl(path: str) -> bool:
+    try:
+        os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return False
+    return True
+
+
 def resolve_command(spec: InstanceSpec) -> str:
     """The file ``execve`` will run, checked as supervisord checks it before forking."""
     if spec.command_error:
@@ -496,6 +527,11 @@ class Instance:
             import grp
 
             gid = grp.getgrnam(self.program.group).gr_gid
+        if uid is not None and self.spec.directory and not may_enter(
+                self.spec.directory, uid, {gid, *(groups or ())} - {None}):
+            # subprocess changes directory before it changes user; supervisord after, so a
+            # directory the user may not enter fails the start there, and must here too
+            raise SpawnError("SPAWN_ERROR", f"couldn't chdir to {self.spec.directory}: EACCES")
         listen = self.loop.listen_socket(self)
         in_r, in_w = (None, None) if listen is not None else os.pipe2(os.O_CLOEXEC)
         out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stdout") else (None, None))
