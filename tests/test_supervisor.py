@@ -484,6 +484,35 @@ def test_a_directory_the_user_may_not_enter_fails_the_start(sv: Sv) -> None:
     assert fatal["error"] == f"spawn error: couldn't chdir to {private}: EACCES"
     assert fatal["pid"] is None
 
+def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
+    """The README's table: status exits 0 while stopping; it used to exit 4 ("cannot
+    supervisor-status: stopping") for as long as a program took to stop."""
+    sv.write("""
+        [program:stubborn]
+        command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+        startsecs = 0
+        stopwaitsecs = 3
+        """)
+    sv.cli("start", check=True)
+    sv.wait_state("stubborn", "RUNNING")
+    stopping = subprocess.Popen([sys.executable, "-m", "daemonkit", "supervise", "-c",
+                                 str(sv.ini), "stop"], cwd=sv.dir, env=sv.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        seen: list[subprocess.CompletedProcess[str]] = []
+
+        def stopping_seen() -> bool:
+            seen.append(sv.cli("status"))
+            return "stopping" in seen[-1].stdout
+
+        wait_for(stopping_seen, 10, message="status never said stopping")
+        assert seen[-1].returncode == 0, seen[-1]
+        named = sv.cli("status", "stubborn")
+        assert named.returncode == 3, named  # its programs are being stopped: not RUNNING
+        assert all(result.returncode in (0, 3) for result in seen), seen
+    finally:
+        assert stopping.wait(30) == 0
+
 def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
     spawns = sv.dir / "spawns"
     sv.write(f"""

@@ -325,6 +325,11 @@ def _status(daemon: Supervisor, connection: Client, names: list[str]) -> int | N
         if reply.get("code") == Fault.BAD_NAME.name:
             complain(f"no such program or instance: {_refused_name(reply)}")
             return int(Exit.NOT_RUNNING_STATUS)
+        if "code" not in reply and reply.get("state") == "stopping":
+            if names:  # its programs are being stopped: not RUNNING
+                complain("is stopping")
+                return int(Exit.NOT_RUNNING_STATUS)
+            return None  # shutting its programs down: the core says so, and exits 0 (LSB)
         complain(str(reply.get("error")))  # no code: the core refused us
         return int(Exit.NO_PRIVILEGE if "code" not in reply else Exit.FAILURE)
     programs: list[dict[str, Any]] = reply.get("programs", [])
