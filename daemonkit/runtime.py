@@ -442,8 +442,8 @@ class Runtime:
             return {"ok": state is State.RUNNING, "state": state.value, "pid": os.getpid()}
         if self.states.wait_until_settled(timeout_s) is not State.RUNNING:
             # the state, so that a command can fall back on what the core knows (status)
-            state = self.states.current.value
-            return {"ok": False, "error": f"cannot {command}: {state}", "state": state}
+            now = self.states.current.value
+            return {"ok": False, "error": f"cannot {command}: {now}", "state": now}
         if command in ("reload", "reopen-logs"):
             return self._act_and_wait("reload" if command == "reload" else "reopen", timeout_s)
         service_request = {key: value for key, value in request.items()
