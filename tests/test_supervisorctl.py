@@ -299,11 +299,14 @@ def test_reread_avail_update(running: Ctl) -> None:
         [program:extra]
         command = sleep 999
         startsecs = 0
+        frobnicate = yes
         """)
     programs = programs.replace("[program:idle]\ncommand = sleep 1000\nautostart = false\n", "")
     running.write(programs)
     assert running.ctl("reread").stdout.splitlines() == [
         "cat: changed", "extra: available", "idle: disappeared", "pool: changed"]
+    # supervisorctl shows no warnings: the log has it, as a reload would put it there
+    assert "[program:extra] frobnicate: unknown key" in running.sv.log()
     avail = running.ctl("avail").stdout.splitlines()
     assert any(re.match(r"^extra\s+avail\s+auto\s+999:999$", row) for row in avail)
     assert any(re.match(r"^pool:worker_02\s+in use\s+auto\s+999:999$", row) for row in avail)

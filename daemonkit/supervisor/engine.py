@@ -363,9 +363,7 @@ class Engine:
             raise ShuttingDown("the supervisor is stopping; reload refused")
         if new is None:
             new = config_module.load(self.config.path, strict=self.config.strict)
-        warnings = [w for w in new.warnings if w not in self.config.warnings]
-        for warning in warnings:
-            self.log.warning("%s", warning)
+        warnings = self._warn_new(new)
         summary = self.load(new)
         summary["warnings"] = warnings
         self.log.info("reloaded %s: %s", new.path, summary)
@@ -390,8 +388,17 @@ class Engine:
         changed = sorted(name for name in set(read) & set(running)
                          if self._group_signature(self.config, name)
                          != self._group_signature(new, name))
+        self._warn_new(new)  # supervisorctl's reread and update come this way
         self.available = new
         return added, changed, removed
+
+    def _warn_new(self, new: SupervisorConfig) -> list[str]:
+        """Log what the file read anew warns about that the running config did not."""
+        assert self.config is not None
+        warnings = [w for w in new.warnings if w not in self.config.warnings]
+        for warning in warnings:
+            self.log.warning("%s", warning)
+        return warnings
 
     @staticmethod
     def _group_signature(config: SupervisorConfig, group: str) -> tuple[Any, ...]:
