@@ -137,6 +137,11 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
+        problem = _options_problem(daemon) if launch is None else None
+        if problem is not None:
+            _complain(daemon, f"note: these options would not start it ({problem}): a "
+                              "restart with them would fail")
+            return Exit.OK
         changes = _changed_options(daemon, launch)
         if changes:
             _complain(daemon, "note: it runs with other options than these ("
@@ -449,6 +454,16 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
               "bound its own listening sockets (none of the old daemon's addresses)")
     _say(daemon, f"restarted (pid {old_pid} {what}, pid {new_pid} {handed})")
     return Exit.OK
+
+
+def _options_problem(daemon: Daemon) -> str | None:
+    """Why this command's options do not configure (the service's ``configure()`` refuses
+    them), or None: said beside "already running", where nothing else would show it."""
+    try:
+        configured_options(daemon)
+    except Exception as exc:  # noqa: BLE001 - reported, and the command goes on
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def _changed_options(daemon: Daemon, launch: Launch | None) -> list[str]:

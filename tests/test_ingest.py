@@ -230,6 +230,20 @@ def test_threads_carry_their_names_in_the_os(daemons: Callable[..., Ingestd]) ->
     assert {"ingestd-io", "ingestd-w0"} <= names, names
     assert daemon.stop().returncode == 0
 
+
+def test_start_on_a_running_daemon_says_when_its_options_would_not_start_it(
+        daemons: Callable[..., Ingestd]) -> None:
+    """LSB: start on a running service exits 0; options configure() refuses used to be
+    dropped without a word, where options that merely differ get a note."""
+    daemon = daemons()
+    daemon.start()
+    again = daemon.cli("start", "--writers", "3")
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert again.stderr.strip() == (
+        "ingestd: note: these options would not start it (SQLite allows one writer at a "
+        "time: use --writers 1): a restart with them would fail")
+    assert daemon.stop().returncode == 0
+
 BAD_INPUTS: list[tuple[str, list[bytes], str]] = [
     ("malformed JSON", [b'{"id": "x",'], "not valid JSON"),
     ("binary garbage", [bytes(range(256)) * 4], "not UTF-8"),
