@@ -177,6 +177,31 @@ def test_process_state_payloads_are_supervisords(sv: Sv) -> None:
                      "PROCESS_STATE_STOPPING", "PROCESS_STATE_STOPPED"]
 
 
+def test_listeners_stop_last_and_hear_every_program_stop(sv: Sv) -> None:
+    """supervisord stops listeners (priority -1) after the programs; signalled in the same
+    instant, a listener used to miss every STOPPED of the shutdown (buffer overflows)."""
+    got = sv.dir / "got.jsonl"
+    sv.write(f"""
+        [program:calm]
+        command = sleep 600
+        numprocs = 3
+        process_name = %(program_name)s_%(process_num)d
+        startsecs = 0
+
+        [eventlistener:rec]
+        command = {PYTHON} {sv.dir}/recorder.py {got}
+        events = PROCESS_STATE
+        startsecs = 0
+        """)
+    sv.cli("start", check=True)
+    for num in range(3):
+        sv.wait_state(f"calm_{num}", "RUNNING")
+    sv.cli("stop", check=True)
+    stopped = {parse(r["raw"])[1].split()[0] for r in received(got)
+               if parse(r["raw"])[0]["eventname"] == "PROCESS_STATE_STOPPED"}
+    assert stopped == {f"processname:calm_{num}" for num in range(3)}
+    assert "overflowed" not in full_log(sv)
+
 def test_buffer_overflow_drops_the_oldest_and_log_events(sv: Sv) -> None:
     got, go = sv.dir / "got.jsonl", sv.dir / "go"
     sv.write(f"""

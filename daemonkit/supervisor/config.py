@@ -349,13 +349,24 @@ class SupervisorConfig:
 
     def stop_chain_s(self) -> float:
         """How long stopping every program may take: dependents stop before their
-        dependencies, so each link of the longest depends_on chain may take stopwaitsecs."""
-        worst = max((p.stopwaitsecs for p in self.programs.values()), default=0.0)
-        return worst * dependencies.chain_depth(self.dependency_graph())
+        dependencies, so each link of the longest depends_on chain may take stopwaitsecs;
+        event listeners stop after all of that, once drained (``LISTENER_DRAIN_S``)."""
+        programs = [p for p in self.programs.values() if p.kind != "eventlistener"]
+        listeners = [p for p in self.programs.values() if p.kind == "eventlistener"]
+        worst = max((p.stopwaitsecs for p in programs), default=0.0)
+        chain = worst * dependencies.chain_depth(self.dependency_graph())
+        if listeners:
+            chain += LISTENER_DRAIN_S + max(p.stopwaitsecs for p in listeners)
+        return chain
 
     def stop_timeout(self) -> float:
         """How long stopping the whole supervisor may take (the core's --stop-timeout)."""
         return min(self.stop_chain_s() + 5.0, 86399.0)
+
+
+#: how long a shutdown lets event listeners work through what is buffered for them once
+#: every program has stopped, before they are signalled too
+LISTENER_DRAIN_S = 2.0
 
 
 def _error(source: str, section: str, key: str | None, why: str) -> ConfigError:

@@ -1088,15 +1088,36 @@ class Engine:
         self.stopping = True
         self.events.publish(SupervisorStateChanged("STOPPING"))
         self.ticks.want(set())
-        self._stop_in_order([*reversed(self.instances.values()),
-                             *(i for i in self.retiring if not i.stopped())])
+        live = [*reversed(self.instances.values()), *(i for i in self.retiring if not i.stopped())]
+        listeners = [i for i in live if i.program.kind == "eventlistener"]
+        programs = [i for i in live if i.program.kind != "eventlistener"]
+        self._stop_in_order(programs)
+        # event listeners last, as supervisord stops them (priority -1), and once they have
+        # been handed what they were sent: they hear every program's STOPPING and STOPPED
+        # instead of being signalled in the same instant and losing those events
+        waiting_listeners = []
+        for listener in listeners:
+            self.stop_order.cancel(listener)
+            if listener.state in LIVE_STATES:
+                listener.want = Want.DOWN
+                waiting_listeners.append(listener)
+            else:
+                listener.stop()
         everyone = [*self.instances.values(), *self.retiring]
         deadline = time.monotonic() + grace_s
+        programs_gone_at: float | None = None
         killed = False
         for _ in range(100_000):  # bounded; each turn sleeps in select()
+            now = time.monotonic()
+            if waiting_listeners and all(i.stopped() for i in programs):
+                programs_gone_at = programs_gone_at or now
+                for listener in list(waiting_listeners):
+                    if (self.listeners.drained(listener)
+                            or now - programs_gone_at >= config_module.LISTENER_DRAIN_S):
+                        waiting_listeners.remove(listener)
+                        listener.stop()
             if all(i.stopped() for i in everyone):
                 break
-            now = time.monotonic()
             if now >= deadline:
                 if killed:
                     self.log.error("children still alive after SIGKILL: %s",

@@ -299,6 +299,13 @@ class ListenerPools:
                 listener.event = None
         pool.dispatch(self.server)
 
+    def drained(self, instance: Instance) -> bool:
+        """Nothing buffered for this listener's pool, and nothing in its hands."""
+        pool = self.pools.get(instance.program.name)
+        listener = pool.listeners.get(instance) if pool is not None else None
+        return pool is None or (not pool.buffer and (listener is None
+                                                     or listener.state is not ListenerState.BUSY))
+
     def state_of(self, instance: Instance) -> ListenerState | None:
         pool = self.pools.get(instance.program.name)
         listener = pool.listeners.get(instance) if pool is not None else None
