@@ -192,6 +192,32 @@ def test_a_daemon_faked_by_another_user_is_not_believed(world_runtime: WorldRunt
             wait_for(lambda: not pid_alive(fake_pid))
 
 
+
+def test_a_daemon_of_another_user_in_its_own_directory_is_seen_by_root(
+        world_runtime: WorldRuntime, world_tmp: Path) -> None:
+    """The refusal above is for directories others may create files in: a daemon started
+    as its service user, with its pidfile in that user's own directory, is root's to see."""
+    own = world_tmp / "svc"
+    own.mkdir(mode=0o755)
+    os.chown(own, NOBODY, NOBODY)
+    (world_tmp / "events.log").touch()
+    (world_tmp / "events.log").chmod(0o666)
+    pidfile = own / "probe.pid"
+    as_nobody = ["runuser", "-u", "nobody", "--", world_runtime.python,
+                 str(world_runtime.root / "services" / "probe.py"), "--pidfile", str(pidfile),
+                 "--events", str(world_tmp / "events.log")]
+    started = subprocess.run([*as_nobody, "start"], capture_output=True, text=True,
+                             env=world_runtime.env, timeout=60, check=False)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert pidfile.stat().st_uid == NOBODY
+        status = probe_command(world_runtime, world_tmp, pidfile, "status")
+        assert status.returncode == 0 and "is running" in status.stdout, status
+    finally:
+        subprocess.run([*as_nobody, "stop"], capture_output=True, env=world_runtime.env,
+                       timeout=60, check=False)
+    assert not pidfile.exists()
+
 def _refused_everywhere(runtime: WorldRuntime, workdir: Path, pidfile: Path,
                         refusal: str) -> None:
     started = probe_command(runtime, workdir, pidfile, "start")
