@@ -255,11 +255,22 @@ def stop(daemon: Daemon) -> int:
     return Exit.OK
 
 
+def _observe_successor(daemon: Daemon, pidfile: PidFile) -> Holder:
+    """The daemon a restart under way started (``NAME.next.pid``), under the pidfile's own
+    rules; one another user planted there is no successor, said once, and never blocks."""
+    successor = PidFile(successor_pidfile_for(pidfile.path), trusted_uids=pidfile.trusted_uids)
+    try:
+        return _observe(successor, 1.0)
+    except PidfileError as exc:
+        _complain(daemon, f"warning: ignoring {successor.path}: {exc}")
+        return Holder(HolderState.NOBODY)
+
+
 def _stop_successor(daemon: Daemon, pidfile: PidFile) -> int | None:
     """A restart under way has a second daemon, not yet holding the pidfile (it locks
     ``NAME.next.pid``): stop it first, so the restart cannot hand it the service after the
     stop. Its pid if there was one."""
-    successor = _observe(PidFile(successor_pidfile_for(pidfile.path)), 1.0)
+    successor = _observe_successor(daemon, pidfile)
     if successor.state not in (HolderState.VERIFIED, HolderState.UNVERIFIED):
         return None
     assert successor.pid is not None
@@ -526,7 +537,7 @@ def status(daemon: Daemon) -> int:
         report.update(running=None, state=None, error=str(exc))
         return _print_status(daemon, report, Exit.NO_PRIVILEGE, f"status unknown: {exc}")
     if not holder.locked:
-        successor = _observe(PidFile(successor_pidfile_for(pidfile.path)), 1.0)
+        successor = _observe_successor(daemon, pidfile)
         if successor.pid is not None and successor.state is not HolderState.IMPOSTOR:
             report.update(running=True, pid=successor.pid, state="restarting")
             return _print_status(daemon, report, Exit.OK,

@@ -227,12 +227,12 @@ class PidFile:
 
         Raises :class:`PidfileError` when the file exists but cannot be opened or is not a
         pidfile, because then nobody can tell (``status`` turns that into LSB 4), and when it
-        is locked, in a directory other users may create files in (/tmp), and belongs to a
-        user not trusted (see ``trusted_uids``): there any local user can create the file
-        first, lock it, write its own pid and answer on the control socket beside it, and
-        ``start`` would then report "already running" for a daemon that does not exist. In
-        a directory only its owner writes (/run/svc), whoever owns the file was let in by
-        that owner: a daemon started as its service user stays visible to root's status.
+        is locked where ``start`` would refuse it: a file or a directory of a user not
+        trusted (see ``trusted_uids``), or a directory others may replace files in. There
+        another local user can create the file first (or the directory), lock it, write its
+        own pid and answer on the control socket beside it, and ``start`` would then report
+        "already running" for a daemon that does not exist. A daemon started as its service
+        user is seen by root through ``--user`` (``trusted_uids``).
         """
         fd = self._open_for_reading()
         if fd is None:
@@ -241,8 +241,8 @@ class PidFile:
             _check_is_pidfile(fd, self.path)
             if not filelock.write_locked(fd):
                 return Holder(HolderState.NOBODY)
-            if _others_may_create_in(os.path.dirname(self.path)):
-                self._check_safe(fd)
+            self._check_safe_directory()
+            self._check_safe(fd)
             pid = _pid_in(fd)
             if pid is None:
                 return Holder(HolderState.STARTING)
@@ -412,13 +412,6 @@ class PidFile:
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
             raise PidfileError(f"{directory} may be written by other users (refused: they "
                                "could replace the pidfile); use a directory of your own")
-
-
-def _others_may_create_in(directory: str) -> bool:
-    try:
-        return bool(os.stat(directory).st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-    except OSError:
-        return True  # cannot tell: the careful answer
 
 
 def _pid_in(fd: int) -> int | None:

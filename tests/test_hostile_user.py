@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from helpers import Service, WorldRuntime, free_port, pid_alive, wait_for
 
 NOBODY = 65534
@@ -106,18 +107,19 @@ def test_a_flood_of_silent_clients_makes_room_for_status(probe: Service) -> None
             sock.close()
 
 
-def hostile(runtime: WorldRuntime, code: str) -> subprocess.Popen[str]:
+def hostile(runtime: WorldRuntime, code: str, *args: str) -> subprocess.Popen[str]:
     """A Python process of user nobody; it prints 'ready' once its attack is in place."""
     process = subprocess.Popen(["runuser", "-u", "nobody", "--", runtime.python, "-c",
-                                textwrap.dedent(code)], stdin=subprocess.PIPE,
+                                textwrap.dedent(code), *args], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, env=runtime.env)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
 
 
 @contextmanager
-def attacker(runtime: WorldRuntime, code: str) -> Iterator[subprocess.Popen[str]]:
-    process = hostile(runtime, code)
+def attacker(runtime: WorldRuntime, code: str, *args: str
+             ) -> Iterator[subprocess.Popen[str]]:
+    process = hostile(runtime, code, *args)
     try:
         yield process
     finally:
@@ -154,34 +156,45 @@ def test_a_pidfile_planted_by_another_user_is_refused(world_runtime: WorldRuntim
 
 
 
+FAKE_DAEMON = """
+    import fcntl, os, socket, struct, sys, threading
+    directory = sys.argv[1]
+    if not os.path.isdir(directory):
+        os.mkdir(directory, 0o755)  # /tmp/app, made before root's first start
+    fd = os.open(directory + "/probe.pid", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+    os.write(fd, b"%d\\n" % os.getpid())
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(directory + "/probe.ctl")
+    os.chmod(directory + "/probe.ctl", 0o777)
+    server.listen(8)
+    def answer():
+        while True:
+            connection, _ = server.accept()
+            connection.makefile("rb").readline()
+            connection.sendall(b'{"ok": true, "state": "running"}\\n')
+            connection.close()
+    threading.Thread(target=answer, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("where", ["shared directory", "directory of the attacker"])
 def test_a_daemon_faked_by_another_user_is_not_believed(world_runtime: WorldRuntime,
-                                                        world_tmp: Path) -> None:
-    """In a shared directory nobody creates the pidfile first, locks it, writes its own pid
-    and answers "running" on the control socket beside it: start used to say "already
-    running" (exit 0, no daemon), and status and reload believed the fake too."""
-    pidfile = world_tmp / "probe.pid"
-    fake = f"""
-        import fcntl, os, socket, struct, sys, threading
-        fd = os.open({str(pidfile)!r}, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
-        os.write(fd, b"%d\\n" % os.getpid())
-        server = socket.socket(socket.AF_UNIX)
-        server.bind({str(world_tmp / "probe.ctl")!r})
-        os.chmod({str(world_tmp / "probe.ctl")!r}, 0o777)
-        server.listen(8)
-        def answer():
-            while True:
-                connection, _ = server.accept()
-                connection.makefile("rb").readline()
-                connection.sendall(b'{{"ok": true, "state": "running"}}\\n')
-                connection.close()
-        threading.Thread(target=answer, daemon=True).start()
-        print("ready", flush=True)
-        sys.stdin.read()
-    """
-    refusal = (f"{pidfile} belongs to uid {NOBODY}, not to this user (refused: its owner "
-               "could write any pid into it)")
-    with attacker(world_runtime, fake):
+                                                        world_tmp: Path, where: str) -> None:
+    """nobody creates the pidfile first (in /tmp, or in a /tmp/app of its own), locks it,
+    writes its own pid and answers "running" on the control socket beside it: start used
+    to say "already running" (exit 0, no daemon), and status and reload believed it."""
+    directory = world_tmp if where == "shared directory" else world_tmp / "app"
+    pidfile = directory / "probe.pid"
+    if where == "shared directory":
+        refusal = (f"{pidfile} belongs to uid {NOBODY}, not to this user (refused: its owner "
+                   "could write any pid into it)")
+    else:
+        refusal = (f"{directory} belongs to uid {NOBODY}, not to this user (refused: its "
+                   "owner could replace the pidfile); use a directory of your own")
+    with attacker(world_runtime, FAKE_DAEMON, str(directory)):
         fake_pid = int(pidfile.read_text())
         try:
             _refused_everywhere(world_runtime, world_tmp, pidfile, refusal)
@@ -192,11 +205,38 @@ def test_a_daemon_faked_by_another_user_is_not_believed(world_runtime: WorldRunt
             wait_for(lambda: not pid_alive(fake_pid))
 
 
+def test_a_planted_successor_pidfile_never_blocks_stop(world_runtime: WorldRuntime,
+                                                       world_tmp: Path) -> None:
+    """``probe.next.pid`` is where a restart's second daemon waits; one nobody planted and
+    locked there used to make root's stop fail while the daemon ran on."""
+    pidfile = world_tmp / "probe.pid"
+    plant = f"""
+        import fcntl, os, struct, sys
+        fd = os.open({str(world_tmp / "probe.next.pid")!r}, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+        os.write(fd, b"%d\\n" % os.getpid())
+        print("ready", flush=True)
+        sys.stdin.read()
+    """
+    assert probe_command(world_runtime, world_tmp, pidfile, "start").returncode == 0
+    pid = int(pidfile.read_text())
+    try:
+        with attacker(world_runtime, plant):
+            stopped = probe_command(world_runtime, world_tmp, pidfile, "stop")
+            assert stopped.returncode == 0, stopped
+            assert "warning: ignoring" in stopped.stderr
+            assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(pid))
 
-def test_a_daemon_of_another_user_in_its_own_directory_is_seen_by_root(
+
+def test_a_daemon_of_its_service_user_is_seen_by_root_through_user(
         world_runtime: WorldRuntime, world_tmp: Path) -> None:
-    """The refusal above is for directories others may create files in: a daemon started
-    as its service user, with its pidfile in that user's own directory, is root's to see."""
+    """The refusal above holds in a directory of another user too (nobody may create
+    /tmp/app before root's first start): a daemon started as its service user, with its
+    pidfile in that user's own directory, is root's to see when root names the user."""
     own = world_tmp / "svc"
     own.mkdir(mode=0o755)
     os.chown(own, NOBODY, NOBODY)
@@ -211,8 +251,11 @@ def test_a_daemon_of_another_user_in_its_own_directory_is_seen_by_root(
     try:
         assert started.returncode == 0, started.stderr
         assert pidfile.stat().st_uid == NOBODY
-        status = probe_command(world_runtime, world_tmp, pidfile, "status")
-        assert status.returncode == 0 and "is running" in status.stdout, status
+        unnamed = probe_command(world_runtime, world_tmp, pidfile, "status")
+        assert unnamed.returncode == 4, unnamed
+        assert f"{own} belongs to uid {NOBODY}" in unnamed.stdout
+        named = probe_command(world_runtime, world_tmp, pidfile, "status", "--user", "nobody")
+        assert named.returncode == 0 and "is running" in named.stdout, named
     finally:
         subprocess.run([*as_nobody, "stop"], capture_output=True, env=world_runtime.env,
                        timeout=60, check=False)
