@@ -143,6 +143,12 @@ def test_lenient_settings_match_the_full_load(tmp_path: Path) -> None:
     assert (settings.pidfile, settings.logfile, settings.log_level) == (
         full.pidfile, full.logfile, "WARNING")
     assert settings.stop_timeout == full.stop_timeout() == 47
+    # listeners stop after the programs, once drained: stop's timeout allows for it too
+    write(tmp_path / "conf.d" / "l.ini", "[eventlistener:l]\ncommand = l\nevents = TICK_5\n"
+          "stopwaitsecs = 3\n")
+    with_listener = config.load(str(ini))
+    assert config.read_settings(str(ini)).stop_timeout == with_listener.stop_timeout() == (
+        42 + config.LISTENER_DRAIN_S + 3 + 5)
     # a program that no longer parses does not keep stop/status from finding the supervisor
     write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = soon\n")
     assert config.read_settings(str(ini)).pidfile == full.pidfile

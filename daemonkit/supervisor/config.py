@@ -459,14 +459,21 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
             return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
     top = loader.supervisor_section()
     stopwaits: list[float] = []
+    listener_stopwaits: list[float] = []
     for name in loader.document.sections:
         if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
             try:
-                stopwaits.append(loader.section_value(name, keys.PROGRAM["stopwaitsecs"]))
+                stopwait = loader.section_value(name, keys.PROGRAM["stopwaitsecs"])
             except ConfigError:
-                stopwaits.append(10.0)
+                stopwait = 10.0
+            (listener_stopwaits if name.startswith("eventlistener:") else stopwaits).append(
+                stopwait)
     depth = loader.lenient_chain_depth()
-    stop_timeout = min(max(stopwaits, default=0.0) * depth + 5.0, 86399.0)
+    # as SupervisorConfig.stop_chain_s, from what a file that does not load still says
+    chain = max(stopwaits, default=0.0) * depth
+    if listener_stopwaits:
+        chain += LISTENER_DRAIN_S + max(listener_stopwaits)
+    stop_timeout = min(chain + 5.0, 86399.0)
     return Settings(top["pidfile"], top["logfile"], top["user"], top["control"], stop_timeout,
                     top["log_level"], top["syslog"], top["umask"], top["directory"])
 
@@ -477,9 +484,9 @@ _PROGRAM_SETTING_KEYS = frozenset({"stopwaitsecs", "numprocs", "numprocs_start",
 
 
 def _settings_keys(section: str) -> frozenset[str] | None:
-    if section.startswith(("program:", "fcgi-program:")):
+    if section.startswith(("program:", "fcgi-program:", "eventlistener:")):
         return _PROGRAM_SETTING_KEYS
-    if section.startswith(("eventlistener:", "group:", "rpcinterface:")):
+    if section.startswith(("group:", "rpcinterface:")):
         return frozenset()
     return None  # [supervisord], [include], [DEFAULT], the servers...: all of it
 
