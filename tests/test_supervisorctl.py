@@ -322,6 +322,8 @@ def test_reread_avail_update(running: Ctl) -> None:
     wait_for(lambda: running.state("extra") == "RUNNING", 5)
     assert running.pid("web") == web and running.pid("cat") != cat
     assert running.ctl("reread").stdout.strip() == "No config updates to processes"
+    # said once, not at every read of the same file (update reads it again)
+    assert (running.sv.dir / "sv.log").read_text().count("frobnicate: unknown key") == 1
     # our CLI: reread/avail/update answer too
     assert "No config updates" in running.sv.cli("reread").stdout
     assert "extra" in running.sv.cli("avail").stdout
@@ -394,6 +396,13 @@ def test_a_reload_applies_new_credentials_at_once(running: Ctl) -> None:
         renewed = running.inet("status", "web", password="the-new-one")
         assert renewed.returncode == 0 and renewed.stdout.startswith("web "), renewed.stdout
     assert running.sv.supervisor_pid() == supervisor
+    # taking the credentials out does not open the server: that waits for the restart
+    running.sv.ini.write_text(running.sv.ini.read_text().replace(
+        f"username = {USER}\npassword = the-new-one\n", ""))
+    opened = running.sv.cli("reload")
+    assert "servers changed: restart the supervisor to apply" in opened.stdout, opened
+    assert running.inet("status", "web", password="the-new-one").returncode == 0
+    assert running.inet("status", "web", password="anything").returncode == 1
     moved = running.sv.ini.read_text().replace(f"port = 127.0.0.1:{running.port}",
                                                f"port = 127.0.0.1:{free_port()}")
     running.sv.ini.write_text(moved)

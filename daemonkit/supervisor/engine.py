@@ -393,11 +393,14 @@ class Engine:
         return added, changed, removed
 
     def _warn_new(self, new: SupervisorConfig) -> list[str]:
-        """Log what the file read anew warns about that the running config did not."""
+        """What the file read anew warns about that the running config did not; logged
+        unless the file as last read (a reread before this reload) said it already."""
         assert self.config is not None
         warnings = [w for w in new.warnings if w not in self.config.warnings]
+        logged = set(self.available.warnings) if self.available is not None else set()
         for warning in warnings:
-            self.log.warning("%s", warning)
+            if warning not in logged:
+                self.log.warning("%s", warning)
         return warnings
 
     @staticmethod
@@ -1194,9 +1197,10 @@ def _create_socket(program: ProgramConfig) -> socket.socket:
 
 def _needs_restart(config: SupervisorConfig, key: str) -> Any:
     """What of a top-level setting only a restart applies. A server's credentials are read
-    per request (``rpc.server``), so they apply at a reload and are left out here."""
+    per request (``rpc.server``), so new ones apply at a reload and are left out here; only
+    whether it asks for any at all (turning that off waits for the restart)."""
     value = getattr(config, key)
     if key == "servers":
-        return tuple(dataclasses.replace(server, username=None, password=None)
-                     for server in value)
+        return tuple((dataclasses.replace(server, username=None, password=None),
+                      server.username is not None) for server in value)
     return value

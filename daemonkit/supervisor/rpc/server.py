@@ -329,6 +329,8 @@ def _same(a: bytes, b: bytes) -> bool:
 class _ServerMixin:
     daemon_threads = True
     config: HttpServerConfig
+    #: the section as last loaded with credentials (see current_config)
+    credentials: HttpServerConfig
     dispatcher: Dispatcher
     engine: Engine
     main_log: str | None
@@ -338,13 +340,15 @@ class _ServerMixin:
     def current_config(self) -> HttpServerConfig:
         """The section as last loaded: a reload that changes ``username``/``password`` takes
         effect at once (a revoked password must stop working), while the address it is bound
-        to changes only with a restart. A section that a reload removed keeps its old
-        credentials, never none, until that restart closes it."""
+        to changes only with a restart. Credentials are never dropped by a reload: a section
+        the reload removed, or left without ``username``, keeps the old ones until that
+        restart (the reload's note says one is needed)."""
         running = self.engine.config
         for candidate in running.servers if running is not None else ():
-            if candidate.section == self.config.section:
+            if candidate.section == self.config.section and candidate.username is not None:
+                self.credentials = candidate
                 return candidate
-        return self.config
+        return self.credentials
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -453,7 +457,7 @@ def _bind(config: HttpServerConfig) -> _ServerMixin:
         where = config.path if config.kind == "unix" else f"{config.host or '*'}:{config.port}"
         raise DaemonkitError(f"[{config.section}]: cannot listen on {where}: "
                              f"{exc.strerror or exc}") from exc
-    server.config = config
+    server.config = server.credentials = config
     server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
     return server
 
