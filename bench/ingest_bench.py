@@ -198,6 +198,22 @@ def client_proc(endpoint: str, sockets: int, batch: int, tag: str,  # noqa: PLR0
     context.term()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid``, every thread including those that ended, and of
+    its children so far (ingestd's shedder)."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with (contextlib.suppress(FileNotFoundError),
+              open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children):
+            pids += map(int, children.read().split())
+    total = 0
+    for one in pids:
+        with open(f"/proc/{one}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU time (user + system) so far of each thread of ``pid`` and of its children, by the
     name the OS knows it by (ingestd names its I/O thread and writers; libzmq names its own),
@@ -237,11 +253,12 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
     # the server's CPU over the measured span: per request, a figure a loaded machine
     # disturbs much less than throughput (every server waits for a CPU, none does more work)
     time.sleep(max(0.0, start_at - time.time()))
-    threads_before = thread_cpu_seconds(server_pid)
+    cpu_before, threads_before = cpu_seconds(server_pid), thread_cpu_seconds(server_pid)
     time.sleep(max(0.0, end_at - time.time()))
+    # the breakdown misses threads that ended within the span; the total does not
     threads_used = {name: used - threads_before.get(name, 0.0)
                     for name, used in thread_cpu_seconds(server_pid).items()}
-    cpu_used = sum(threads_used.values())
+    cpu_used = cpu_seconds(server_pid) - cpu_before
     gathered = [results.get(timeout=seconds + 30) for _ in workers]
     for worker in workers:
         worker.join(10)
