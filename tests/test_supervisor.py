@@ -484,6 +484,25 @@ def test_a_directory_the_user_may_not_enter_fails_the_start(sv: Sv) -> None:
     assert fatal["error"] == f"spawn error: couldn't chdir to {private}: EACCES"
     assert fatal["pid"] is None
 
+def test_may_enter_walks_every_directory_and_every_link(world_tmp: Path) -> None:
+    """As the kernel does for a chdir: each directory on the path, the path as written and
+    the one its symlinks lead to (a private parent or a link in a private directory)."""
+    from daemonkit.supervisor.process import may_enter
+
+    nobody = 65534
+    open_dir = world_tmp / "open"
+    open_dir.mkdir(mode=0o755)
+    private = world_tmp / "private"
+    private.mkdir(mode=0o700)
+    (private / "inner").mkdir(mode=0o755)
+    (private / "link").symlink_to(open_dir)
+    (open_dir / "to-private").symlink_to(private / "inner")
+    assert may_enter(str(open_dir), nobody, {nobody})
+    assert not may_enter(str(private / "inner"), nobody, {nobody})  # the parent's bits
+    assert not may_enter(str(private / "link"), nobody, {nobody})  # reached through private
+    assert not may_enter(str(open_dir / "to-private"), nobody, {nobody})  # leads into it
+    assert may_enter(str(private / "inner"), os.geteuid(), {os.getegid()})  # its owner
+
 def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
     """The README's table: status exits 0 while stopping; it used to exit 4 ("cannot
     supervisor-status: stopping") for as long as a program took to stop."""
@@ -511,7 +530,11 @@ def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
         assert named.returncode == 3, named  # its programs are being stopped: not RUNNING
         assert all(result.returncode in (0, 3) for result in seen), seen
     finally:
-        assert stopping.wait(30) == 0
+        try:
+            assert stopping.wait(30) == 0
+        finally:
+            stopping.kill()  # a no-op once it has exited
+            stopping.wait()
 
 def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
     spawns = sv.dir / "spawns"

@@ -80,25 +80,28 @@ class SpawnError(Exception):
 
 def may_enter(directory: str, uid: int, gids: set[int]) -> bool:
     """Whether ``uid`` (with ``gids``) may search every directory down to ``directory``, by
-    the mode bits. A directory with an access ACL is given the benefit of the doubt: the
-    kernel would decide, and reading ACLs is not worth a dependency."""
-    path = os.path.realpath(directory)
-    parts = path.strip("/").split("/") if path != "/" else []
-    for depth in range(len(parts) + 1):
-        component = "/" + "/".join(parts[:depth])
-        try:
-            info = os.stat(component)
-        except OSError:
-            return True  # missing: the spawn itself says so, with its own error
-        if info.st_uid == uid:
-            allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid in gids:
-            allowed = info.st_mode & stat.S_IXGRP
-        else:
-            allowed = info.st_mode & stat.S_IXOTH
-        if not allowed and not _has_access_acl(component):
-            return False
+    the mode bits: along the path as written and along the one its symlinks lead to, as the
+    kernel walks both. A directory with an access ACL is given the benefit of the doubt:
+    the kernel would decide, and reading ACLs is not worth a dependency."""
+    for path in {os.path.abspath(directory), os.path.realpath(directory)}:
+        parts = path.strip("/").split("/") if path != "/" else []
+        for depth in range(len(parts) + 1):
+            component = "/" + "/".join(parts[:depth])
+            try:
+                info = os.stat(component)
+            except OSError:
+                return True  # missing: the spawn itself says so, with its own error
+            if not _searchable(info, uid, gids) and not _has_access_acl(component):
+                return False
     return True
+
+
+def _searchable(info: os.stat_result, uid: int, gids: set[int]) -> bool:
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in gids:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
 
 
 def _has_access_acl(path: str) -> bool:
