@@ -223,11 +223,17 @@ def test_threads_carry_their_names_in_the_os(daemons: Callable[..., Ingestd]) ->
     daemon.start()
     pid = daemon.pid()
     assert pid is not None
-    names = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/comm", encoding="utf-8") as comm:
-            names.add(comm.read().strip())
-    assert {"ingestd-io", "ingestd-w0"} <= names, names
+
+    def names() -> set[str]:
+        seen = set()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/comm", encoding="utf-8") as comm:
+                seen.add(comm.read().strip())
+        return seen
+
+    # a thread names itself when it runs, which may be just after start returned
+    wait_for(lambda: {"ingestd-io", "ingestd-w0"} <= names(), 5,
+             message="threads named ingestd-io and ingestd-w0")
     assert daemon.stop().returncode == 0
 
 
