@@ -450,3 +450,51 @@ def test_rotation_never_follows_a_planted_backup_name(sv: Sv, world_tmp: Path, s
     wait_for(lambda: log.exists() and 0 < log.stat().st_size <= 1024, 10, message="writing on")
     assert secret.read_text() == "root only\n"
     sv.cli("stop", check=True)
+
+
+FAKE_SUPERVISOR = """
+import os, socket, sys, threading
+path = sys.argv[1]
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(8)
+def answer():
+    while True:
+        connection, _ = server.accept()
+        connection.makefile("rb").readline()
+        connection.sendall(b'{"ok": true, "pid": 1, "programs": [{"name": "evil", '
+                           b'"group": "evil", "state": "RUNNING", "pid": 1}], "selected": '
+                           b'["evil"]}\\n')
+        connection.close()
+threading.Thread(target=answer, daemon=True).start()
+print("ready", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_socket_planted_at_a_stopped_supervisors_control_path_is_not_believed(
+        sv: Sv, world_tmp: Path) -> None:
+    """With its pidfile in /tmp (supervisord's default is /tmp/supervisord.pid), a stopped
+    supervisor's control path is free for anyone: status and the verbs used to ask
+    whatever listened there, before looking at the pidfile."""
+    sv.ini.write_text(f"[supervisor]\npidfile = {world_tmp}/sv.pid\nlogfile = sv.log\n"
+                      "[program:x]\ncommand = sleep 60\n")
+    fake = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                             FAKE_SUPERVISOR, str(world_tmp / "sv.ctl")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    word, fake_pid = fake.stdout.readline().split()
+    try:
+        assert word == "ready"
+        status = sv.cli("status")
+        assert status.returncode == 3 and "evil" not in status.stdout, status
+        named = sv.cli("status", "x")
+        assert named.returncode == 3 and "evil" not in named.stdout, named
+        pid = sv.cli("pid", "evil")
+        assert pid.returncode == 7 and "not running" in pid.stderr, pid
+    finally:
+        os.kill(int(fake_pid), signal.SIGKILL)  # the Python under runuser, then runuser
+        fake.kill()
+        fake.wait()
+        wait_for(lambda: not pid_alive(int(fake_pid)))

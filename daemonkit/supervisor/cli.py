@@ -17,8 +17,10 @@ broken after the start must not keep ``stop`` from working).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import pwd
 import sys
 from typing import Any
 
@@ -141,11 +143,26 @@ def _core_options(path: str, full: bool, strict: bool, with_programs: bool = Tru
     }
 
 
-def control_path(config_path: str) -> str:
-    from . import config as config_module
+class _NotRunning(Client):
+    """What a supervisor whose pidfile nobody holds answers: nothing, whatever listens on
+    its control path (another user may have put a socket there, in /tmp)."""
 
-    settings = config_module.read_settings(config_path)
-    return settings.control or control_path_for(settings.pidfile)
+    def ask(self, message: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        raise NotListening("is not running")
+
+
+def connect(control: str, pidfile: str, user: str | None) -> Client:
+    """A client of the supervisor whose pidfile is ``pidfile``, believed under the core's
+    rules (a pidfile another user could have planted raises PidfileError)."""
+    from ..pidfile import PidFile
+
+    trusted = []
+    if user is not None:
+        with contextlib.suppress(KeyError):
+            trusted.append(pwd.getpwnam(user).pw_uid)
+    if not PidFile(pidfile, trusted_uids=trusted).observe().locked:
+        return _NotRunning(control)
+    return Client(control)
 
 
 # -- check --------------------------------------------------------------------------------------
@@ -216,7 +233,11 @@ def client_verb(config_path: str, verb: str, args: list[str]) -> int:
     parsed = _parse_verb(parser, verb, args)
     if parsed is None:
         return int(Exit.USAGE)
-    connection = Client(control_path(config_path))
+    from . import config as config_module
+
+    settings = config_module.read_settings(config_path)
+    connection = connect(settings.control or control_path_for(settings.pidfile),
+                         settings.pidfile, settings.user)
 
     def run() -> int:
         if verb == "tail":
@@ -283,7 +304,7 @@ def core_action(daemon: Supervisor, action: str) -> int | None:
     # the pidfile as resolved by the core: --pidfile if given, else the file's
     path = (config.control if config is not None and config.control else None) or (
         control_path_for(daemon.options.pidfile))
-    connection = Client(path)
+    connection = connect(path, daemon.options.pidfile, config.user if config else None)
     try:
         if action == "status":
             return _status(daemon, connection, names)
