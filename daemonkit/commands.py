@@ -65,12 +65,13 @@ def _pidfile(daemon: Daemon, launch: Launch | None = None) -> PidFile:
     return PidFile(daemon.options.pidfile, trusted_uids=[identity.uid] if identity else [])
 
 
-def _observe(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S) -> Holder:
+def _observe(pidfile: PidFile, timeout_s: float = _PID_APPEAR_S, *,
+             for_start: bool = False) -> Holder:
     """Who holds the pidfile, waiting out the few milliseconds between a daemon's lock and
     its pid (STARTING is returned only if that lasts ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        holder = pidfile.observe()
+        holder = pidfile.observe(for_start=for_start)
         if holder.state is not HolderState.STARTING or time.monotonic() > deadline:
             return holder
         time.sleep(0.005)
@@ -182,7 +183,7 @@ def _ready_holder(daemon: Daemon, pidfile: PidFile, deadline: float) -> int | No
         if remaining <= 0:
             raise DaemonkitError(f"pidfile {pidfile.path} is held by a process that did not "
                                  f"become ready within {daemon.options.start_timeout:g}s")
-        holder = _observe(pidfile, remaining)
+        holder = _observe(pidfile, remaining, for_start=True)
         if not holder.locked:
             return None
         if holder.state is HolderState.STARTING:

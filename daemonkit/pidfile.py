@@ -222,17 +222,19 @@ class PidFile:
             os.close(self._fd)
             self._fd = None
 
-    def observe(self) -> Holder:
+    def observe(self, *, for_start: bool = False) -> Holder:
         """Who holds the pidfile, seen without taking any lock.
 
         Raises :class:`PidfileError` when the file exists but cannot be opened or is not a
         pidfile, because then nobody can tell (``status`` turns that into LSB 4), and when it
-        is locked where ``start`` would refuse it: a file or a directory of a user not
-        trusted (see ``trusted_uids``), or a directory others may replace files in. There
-        another local user can create the file first (or the directory), lock it, write its
-        own pid and answer on the control socket beside it, and ``start`` would then report
-        "already running" for a daemon that does not exist. A daemon started as its service
-        user is seen by root through ``--user`` (``trusted_uids``).
+        is locked but cannot be believed. In a directory others may create files in (/tmp),
+        a locked pidfile of a user not trusted (see ``trusted_uids``) is refused: there any
+        local user can create the file first, lock it, write its own pid and answer on the
+        control socket beside it, and ``start`` would report "already running" for a daemon
+        that does not exist. ``for_start``: ``start``'s own rules, the directory's owner
+        too, since ``start`` would refuse to lock a pidfile there anyway. The other commands
+        accept a directory of another user (/run/svc of a daemon started as svc, which
+        root's status, stop and logrotate's reopen-logs must still reach).
         """
         fd = self._open_for_reading()
         if fd is None:
@@ -241,8 +243,10 @@ class PidFile:
             _check_is_pidfile(fd, self.path)
             if not filelock.write_locked(fd):
                 return Holder(HolderState.NOBODY)
-            self._check_safe_directory()
-            self._check_safe(fd)
+            if for_start:
+                self._check_safe_directory()
+            if for_start or _others_may_create_in(os.path.dirname(self.path)):
+                self._check_safe(fd)
             pid = _pid_in(fd)
             if pid is None:
                 return Holder(HolderState.STARTING)
@@ -412,6 +416,13 @@ class PidFile:
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
             raise PidfileError(f"{directory} may be written by other users (refused: they "
                                "could replace the pidfile); use a directory of your own")
+
+
+def _others_may_create_in(directory: str) -> bool:
+    try:
+        return bool(os.stat(directory).st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    except OSError:
+        return True  # cannot tell: the careful answer
 
 
 def _pid_in(fd: int) -> int | None:

@@ -197,7 +197,12 @@ def test_a_daemon_faked_by_another_user_is_not_believed(world_runtime: WorldRunt
     with attacker(world_runtime, FAKE_DAEMON, str(directory)):
         fake_pid = int(pidfile.read_text())
         try:
-            _refused_everywhere(world_runtime, world_tmp, pidfile, refusal)
+            if where == "shared directory":
+                _refused_everywhere(world_runtime, world_tmp, pidfile, refusal)
+            else:  # start's own rule; the others accept a directory of another user
+                started = probe_command(world_runtime, world_tmp, pidfile, "start")
+                assert started.returncode == 1, started.stdout
+                assert started.stderr.strip() == f"probe: {refusal}"
             assert pid_alive(fake_pid)  # stop refused to signal it, too
             assert int(pidfile.read_text()) == fake_pid  # nothing of root's was written
         finally:
@@ -234,9 +239,9 @@ def test_a_planted_successor_pidfile_never_blocks_stop(world_runtime: WorldRunti
 
 def test_a_daemon_of_its_service_user_is_seen_by_root_through_user(
         world_runtime: WorldRuntime, world_tmp: Path) -> None:
-    """The refusal above holds in a directory of another user too (nobody may create
-    /tmp/app before root's first start): a daemon started as its service user, with its
-    pidfile in that user's own directory, is root's to see when root names the user."""
+    """A daemon started as its service user, with its pidfile in that user's own directory
+    (/run/svc), stays root's to see, stop and ask to reopen its logs (logrotate's
+    postrotate), with or without --user; only start applies its directory rule."""
     own = world_tmp / "svc"
     own.mkdir(mode=0o755)
     os.chown(own, NOBODY, NOBODY)
@@ -251,11 +256,11 @@ def test_a_daemon_of_its_service_user_is_seen_by_root_through_user(
     try:
         assert started.returncode == 0, started.stderr
         assert pidfile.stat().st_uid == NOBODY
-        unnamed = probe_command(world_runtime, world_tmp, pidfile, "status")
-        assert unnamed.returncode == 4, unnamed
-        assert f"{own} belongs to uid {NOBODY}" in unnamed.stdout
-        named = probe_command(world_runtime, world_tmp, pidfile, "status", "--user", "nobody")
-        assert named.returncode == 0 and "is running" in named.stdout, named
+        for extra in ((), ("--user", "nobody")):
+            status = probe_command(world_runtime, world_tmp, pidfile, "status", *extra)
+            assert status.returncode == 0 and "is running" in status.stdout, status
+        reopened = probe_command(world_runtime, world_tmp, pidfile, "reopen-logs")
+        assert reopened.returncode == 0, reopened
     finally:
         subprocess.run([*as_nobody, "stop"], capture_output=True, env=world_runtime.env,
                        timeout=60, check=False)
