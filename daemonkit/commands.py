@@ -138,12 +138,12 @@ def start(daemon: Daemon, launch: Launch | None = None) -> int:
         running = _take_lock_or_find_holder(daemon, pidfile, deadline)
     if running is not None:
         _say(daemon, f"is already running (pid {running})")
-        problem = _options_problem(daemon) if launch is None else None
-        if problem is not None:
-            _complain(daemon, f"note: these options would not start it ({problem}): a "
+        mine = _my_options(daemon, launch)
+        if isinstance(mine, str):
+            _complain(daemon, f"note: these options would not start it ({mine}): a "
                               "restart with them would fail")
             return Exit.OK
-        changes = _changed_options(daemon, launch)
+        changes = _differences(daemon, mine)
         if changes:
             _complain(daemon, "note: it runs with other options than these ("
                               + "; ".join(changes) + "): restart applies them")
@@ -468,27 +468,27 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
     return Exit.OK
 
 
-def _options_problem(daemon: Daemon) -> str | None:
-    """Why this command's options do not configure (the service's ``configure()`` refuses
-    them), or None: said beside "already running", where nothing else would show it."""
+def _my_options(daemon: Daemon, launch: Launch | None) -> dict[str, Any] | str:
+    """This command's options as the service's ``configure()`` resolves them, or why it
+    refuses them (said beside "already running", where nothing else would show it)."""
+    if launch is not None:
+        return launch.options
     try:
-        configured_options(daemon)
+        return configured_options(daemon)
     except Exception as exc:  # noqa: BLE001 - reported, and the command goes on
         return str(exc) or type(exc).__name__
-    return None
 
 
 def _changed_options(daemon: Daemon, launch: Launch | None) -> list[str]:
     """``--name old -> new`` for every option this command gives differently (best effort:
     nothing when the running daemon cannot be asked, or this command's options do not
     configure)."""
-    if launch is not None:
-        mine = launch.options
-    else:
-        try:
-            mine = configured_options(daemon)
-        except Exception:  # noqa: BLE001 - a note is best effort; the command goes on
-            return []
+    mine = _my_options(daemon, launch)
+    return [] if isinstance(mine, str) else _differences(daemon, mine)
+
+
+def _differences(daemon: Daemon, mine: dict[str, Any]) -> list[str]:
+    """What of ``mine`` the running daemon runs with otherwise; [] if it cannot be asked."""
     pidfile = _pidfile(daemon)
     try:
         if not pidfile.observe().locked:
