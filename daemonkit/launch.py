@@ -84,7 +84,8 @@ def prepare_launch(daemon: Daemon) -> Launch:
         raise ConfigError(f"--listen gives two addresses the same name: {' '.join(names)}")
     ensure_private_runtime_dir(options.pidfile)
     log = LogTarget(options.log_file, options.log_level,
-                    options.syslog_socket if options.syslog else None)
+                    options.syslog_socket if options.syslog else None,
+                    service_uid=identity.uid if identity is not None else None)
     try:
         log.open_file()
     except OSError as exc:

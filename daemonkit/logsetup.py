@@ -22,10 +22,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 class LogTarget:
     """The log file (or stderr) of one daemon."""
 
-    def __init__(self, path: str | None, level: str = "INFO", syslog: str | None = None) -> None:
+    def __init__(self, path: str | None, level: str = "INFO", syslog: str | None = None,
+                 service_uid: int | None = None) -> None:
         self.path = path
         self.level = level.upper()
         self.syslog = syslog  # the syslog socket's path, or None
+        #: the user the daemon runs as (``--user``), whose own file it may append to
+        self.service_uid = service_uid
         self._fd: int | None = None
         self._created = False  # whether this start created the file (then it may chown it)
 
@@ -37,8 +40,30 @@ class LogTarget:
             self._fd = _open_log(self.path, os.O_CREAT | os.O_EXCL)
             self._created = True
         except FileExistsError:
-            self._fd = _open_log(self.path, 0)
+            self._fd = self._open_existing(0)
         return self._fd
+
+    def _open_existing(self, extra_flags: int) -> int:
+        """A file that was already there, unless another user could have planted it.
+
+        In a directory others can write (``/tmp``), another user can create the log file
+        first: the daemon's output, secrets in tracebacks included, would then go to a file
+        that user reads and rewrites (``O_NOFOLLOW`` stops a symlink, not a plain file), or
+        through a hard link into one of root's. There the file must belong to root, to this
+        user or to the service user, and have one name only; elsewhere any file is the
+        administrator's choice.
+        """
+        assert self.path is not None
+        fd = _open_log(self.path, extra_flags)
+        try:
+            why = _why_not_ours(fd, self.path, {0, os.geteuid(), self.service_uid})
+        except BaseException:
+            os.close(fd)
+            raise
+        if why is not None:
+            os.close(fd)
+            raise PermissionError(errno.EPERM, why)
+        return fd
 
     def reopen_if_replaced(self) -> None:
         """Open the path again if the file was renamed or removed since :meth:`open_file`
@@ -95,7 +120,10 @@ class LogTarget:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        new_fd = _open_log(self.path, os.O_CREAT)
+        try:
+            new_fd = _open_log(self.path, os.O_CREAT | os.O_EXCL)
+        except FileExistsError:  # logrotate's `create`, or a file planted after the rename
+            new_fd = self._open_existing(0)
         os.dup2(new_fd, 1)
         os.dup2(new_fd, 2)
         os.close(new_fd)
@@ -103,6 +131,24 @@ class LogTarget:
             os.close(self._fd)
             self._fd = None
         logging.getLogger("daemonkit").info("reopened log file %s", self.path)
+
+
+def _why_not_ours(fd: int, path: str, trusted_uids: set[int | None]) -> str | None:
+    """Why the opened log file ``fd`` may not be written, or None."""
+    try:
+        directory = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None  # the open just succeeded there: nothing more to learn
+    if directory.st_uid in trusted_uids and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None  # nobody else can create entries there
+    info = os.fstat(fd)
+    if info.st_uid not in trusted_uids:
+        return (f"belongs to uid {info.st_uid}, in a directory others can write (refused: "
+                "its owner would read and rewrite the log)")
+    if stat.S_ISREG(info.st_mode) and info.st_nlink != 1:
+        return (f"has {info.st_nlink} hard links, in a directory others can write (refused: "
+                "it may be another file's second name)")
+    return None
 
 
 def _open_log(path: str, extra_flags: int) -> int:

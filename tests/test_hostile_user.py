@@ -358,6 +358,80 @@ def test_a_fifo_as_log_file_is_refused_at_once(probe: Service) -> None:
     assert probe.pid() is None
 
 
+def test_a_log_file_planted_by_another_user_is_refused(world_runtime: WorldRuntime,
+                                                       world_tmp: Path) -> None:
+    """In /tmp, nobody creates the log file first: root's daemon used to append its output,
+    tracebacks included, to a file nobody reads and rewrites. The service user's own file is
+    still fine, and so is root's (one name only: a second name may be a hard link)."""
+    planted = world_tmp / "probe.log"
+    subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                    f"touch {planted} && chmod 666 {planted}"], check=True)
+    events = world_tmp / "events.log"
+    events.touch()
+    events.chmod(0o666)
+    pidfile = world_tmp / "probe.pid"
+    try:
+        refused = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
+                                str(planted))
+        assert refused.returncode == 4, refused
+        assert refused.stderr.strip() == (
+            f"probe: cannot open log file {planted}: belongs to uid {NOBODY}, in a directory "
+            "others can write (refused: its owner would read and rewrite the log)")
+        assert planted.read_text() == "" and not pidfile.exists()
+
+        linked = world_tmp / "linked.log"
+        linked.write_text("")
+        os.link(linked, world_tmp / "second-name")
+        refused = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
+                                str(linked))
+        assert refused.returncode == 4, refused
+        assert "has 2 hard links, in a directory others can write" in refused.stderr
+
+        started = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
+                                str(planted), "--user", "nobody")
+        assert started.returncode == 0, started.stderr
+        wait_for(lambda: "ready" in planted.read_text(), message="the service user's log")
+    finally:
+        kill_by_pidfile(pidfile)
+
+
+def kill_by_pidfile(pidfile: Path) -> None:
+    """Whatever daemon a test started there, gone (a failed refusal starts one)."""
+    text = pidfile.read_text().strip() if pidfile.exists() else ""
+    if text.isdigit() and pid_alive(int(text)):
+        os.kill(int(text), signal.SIGKILL)
+        wait_for(lambda: not pid_alive(int(text)))
+
+
+def test_reopen_logs_keeps_the_old_file_when_one_was_planted(world_runtime: WorldRuntime,
+                                                             world_tmp: Path) -> None:
+    """logrotate renames the log; before reopen-logs, nobody plants a file at the path."""
+    log = world_tmp / "probe.log"
+    events = world_tmp / "events.log"
+    events.touch()
+    events.chmod(0o666)
+    pidfile = world_tmp / "probe.pid"
+    started = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file", str(log))
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())
+    try:
+        rotated = world_tmp / "probe.log.1"
+        log.rename(rotated)
+        subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                        f"touch {log} && chmod 666 {log}"], check=True)
+        reopened = probe_command(world_runtime, world_tmp, pidfile, "reopen-logs",
+                                 "--log-file", str(log))
+        assert reopened.returncode != 0, reopened
+        assert f"belongs to uid {NOBODY}" in reopened.stderr
+        assert probe_command(world_runtime, world_tmp, pidfile, "status").returncode == 0
+        wait_for(lambda: "still writing to the old file" in rotated.read_text(),
+                 message="the refusal in the old log")
+        assert log.read_text() == ""
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid))
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
