@@ -23,7 +23,9 @@ Two loads: single-record requests, then 100-record batches, each in ``--rounds``
 (a), (b), (c) back to back. Prints requests/s, records/s, p50/p99 latency and the ratios c/a
 and c/b of every round, then the median ratio: the machine's speed drifts by 10% from one
 minute to the next, so a ratio is taken within a round and one disturbed round does not
-decide the figure.
+decide the figure. The ``idle`` column is the share of the machine's CPU time (every core)
+that nobody used during the measured span (idle and iowait, /proc/stat): a server that leaves
+much of it is waiting (for an fsync, or for its clients), not short of CPU.
 
 Ceilings: with one request in flight per client, a server's rate is clients / round trip
 (Little's law). The echo is CPU-bound already at 64 clients; ingestd, whose reply waits for
@@ -237,6 +239,15 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return seconds
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(idle, total) clock ticks of every CPU so far, from /proc/stat: the share of the span
+    no thread could use tells a server that waits (for an fsync, say) from one that is
+    short of CPU."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
 def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
           seconds: float, tag: str, pipeline: int, server_pid: int) -> dict[str, Any]:
     results: Any = mp.Queue()
@@ -254,7 +265,9 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
     # disturbs much less than throughput (every server waits for a CPU, none does more work)
     time.sleep(max(0.0, start_at - time.time()))
     cpu_before, threads_before = cpu_seconds(server_pid), thread_cpu_seconds(server_pid)
+    idle_before, total_before = machine_ticks()
     time.sleep(max(0.0, end_at - time.time()))
+    idle_after, total_after = machine_ticks()
     # the breakdown misses threads that ended within the span; the total does not
     threads_used = {name: used - threads_before.get(name, 0.0)
                     for name, used in thread_cpu_seconds(server_pid).items()}
@@ -271,6 +284,7 @@ def drive(endpoint: str, clients: int, procs: int, batch: int,  # noqa: PLR0917
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         "failures": sum(r["failures"] for r in gathered),
         "cpu_us": 1e6 * cpu_used / requests if requests else float("nan"),
+        "idle": (idle_after - idle_before) / max(1, total_after - total_before),
         "threads_us": {name: 1e6 * used / requests
                        for name, used in sorted(threads_used.items(), key=lambda kv: -kv[1])
                        if requests and used > 0},
@@ -428,7 +442,7 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
         counts = args.clients if batch == 1 else args.clients[:1]
         print(f"\n{label} ({batch} record{'s' if batch > 1 else ''} per request)")
         print(f"  {'round':<5} {'server':<14} {'req/s':>9} {'records/s':>10} {'p50 ms':>8}"
-              f" {'p99 ms':>8} {'failed':>6} {'server CPU us/req':>17}")
+              f" {'p99 ms':>8} {'failed':>6} {'server CPU us/req':>17} {'idle':>5}")
         rounds = []
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
             for index in range(1, args.rounds + 1):
@@ -437,7 +451,7 @@ def measure(args: argparse.Namespace, autogroup_mode: str) -> None:
                 for name, fig in figures.items():
                     print(f"  {index:<5} {name:<14} {fig['req_s']:>9.0f} {fig['rec_s']:>10.0f} "
                           f"{fig['p50_ms']:>8.2f} {fig['p99_ms']:>8.2f} {fig['failures']:>6.0f}"
-                          f" {fig['cpu_us']:>17.1f}")
+                          f" {fig['cpu_us']:>17.1f} {fig['idle']:>5.0%}")
                     if args.threads:
                         print(f"  {'':<5} {'':<14} threads, us/req: " + ", ".join(
                             f"{name} {used:.1f}" for name, used in fig["threads_us"].items()))
