@@ -190,6 +190,36 @@ def test_shutdown_stops_dependents_first(sv: Sv, events: Events) -> None:
     assert log.index("db: STARTING -> RUNNING") < log.index("web: STOPPED -> STARTING")
 
 
+def test_a_listener_that_depends_on_a_program_stops_before_it(sv: Sv, events: Events) -> None:
+    """Listeners stop last at shutdown, to hear every STOPPED; but one that depends_on a
+    program (a relay to it, say) used to outlive it too, working on without it."""
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+
+        [eventlistener:relay]
+        {child(sv, "relay")}
+        events = PROCESS_STATE
+        depends_on = db
+        startsecs = 0
+
+        [eventlistener:plain]
+        {child(sv, "plain")}
+        events = PROCESS_STATE
+        startsecs = 0
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("relay", "RUNNING")
+    sv.wait_state("plain", "RUNNING")
+    supervisor = sv.supervisor_pid()
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone")
+    assert events.when("db", "term") >= events.when("relay", "exit")
+    # a listener nothing ties to a program still stops last
+    assert events.when("plain", "term") >= events.when("db", "exit")
+
+
 def test_priority_order_without_depends_on(sv: Sv, events: Events) -> None:
     """supervisord starts by priority, not in the order the file lists programs."""
     sv.write(f"""

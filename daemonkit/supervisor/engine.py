@@ -1092,12 +1092,16 @@ class Engine:
         self.events.publish(SupervisorStateChanged("STOPPING"))
         self.ticks.want(set())
         live = [*reversed(self.instances.values()), *(i for i in self.retiring if not i.stopped())]
-        listeners = [i for i in live if i.program.kind == "eventlistener"]
-        programs = [i for i in live if i.program.kind != "eventlistener"]
-        self._stop_in_order(programs)
         # event listeners last, as supervisord stops them (priority -1), and once they have
         # been handed what they were sent: they hear every program's STOPPING and STOPPED
-        # instead of being signalled in the same instant and losing those events
+        # instead of being signalled in the same instant and losing those events. Except a
+        # listener that depends_on a program: like every dependent, it stops before that
+        # program, which waits for it
+        depends_on = self.deps.depends_on
+        listeners = [i for i in live if i.program.kind == "eventlistener"
+                     and not depends_on.get(i.program.name)]
+        programs = [i for i in live if i not in listeners]
+        self._stop_in_order(programs)
         waiting_listeners = []
         for listener in listeners:
             self.stop_order.cancel(listener)
