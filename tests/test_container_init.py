@@ -5,10 +5,15 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
-from helpers import Service, wait_for
+from helpers import Service, Sv, wait_for
+
+#: PID 1 of a container that waits for its one child and nothing else, as ``sh -c`` or any
+#: entrypoint script does: orphans that are reparented to it stay zombies for good
+DUMB_INIT = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
@@ -36,3 +41,35 @@ def test_pid1_reaps_orphans_and_forwards_sigterm(probe: Service) -> None:
         if outer.poll() is None:
             outer.kill()
             outer.wait()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_supervisor_under_a_pid1_that_never_reaps(sv: Sv) -> None:
+    """A program whose group outlives its leader: the helpers' stopped orphans used to go to
+    PID 1, and under a PID 1 that never reaps them they stayed zombies, which still count as
+    the group: the stop never finished. Zombies no longer count as the group."""
+    sv.write("""
+        [program:forky]
+        command = sh -c 'sleep 1000 & sleep 1000'
+        startsecs = 0
+        stopwaitsecs = 3
+        """)
+    command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+               "/usr/bin/python3", "-c", DUMB_INIT,
+               sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "run"]
+    outer = subprocess.Popen(command, cwd=sv.dir, env=sv.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sv.cli("status", "forky").returncode == 0, timeout=20,
+                 message="forky RUNNING")
+        namespace_init = psutil.Process(outer.pid).children()[0]
+        stopped = sv.cli("stop", "forky", timeout=30)
+        assert stopped.returncode == 0, (stopped.stdout, stopped.stderr, sv.log())
+        assert sv.status()["forky"]["state"] == "STOPPED"
+        assert "sending SIGKILL" not in sv.log()  # done when the group was, not at the limit
+        # the scenario is real: the two sleeps are PID 1's zombies, and will stay so
+        zombies = [p for p in namespace_init.children() if p.status() == psutil.STATUS_ZOMBIE]
+        assert [p.name() for p in zombies] == ["sleep", "sleep"]
+    finally:
+        outer.kill()  # --kill-child: the namespace's init and everything in it go too
+        outer.wait()

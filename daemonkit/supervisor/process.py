@@ -31,6 +31,7 @@ from typing import Protocol
 from .config import InstanceSpec, LogSpec, ProgramConfig
 from .datatypes import signal_name
 from .logfile import LogFile, SyslogSink
+from .procgroup import group_alive
 from .spawn import STDOUT, Child, SpawnRequest
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
@@ -146,16 +147,6 @@ def _stat(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal_group(pgid: int, signum: int) -> None:
