@@ -40,10 +40,10 @@ class LogTarget:
             self._fd = _open_log(self.path, os.O_CREAT | os.O_EXCL)
             self._created = True
         except FileExistsError:
-            self._fd = self._open_existing(0)
+            self._fd = self._open_existing()
         return self._fd
 
-    def _open_existing(self, extra_flags: int) -> int:
+    def _open_existing(self) -> int:
         """A file that was already there, unless another user could have planted it.
 
         In a directory others can write (``/tmp``), another user can create the log file
@@ -54,7 +54,7 @@ class LogTarget:
         administrator's choice.
         """
         assert self.path is not None
-        fd = _open_log(self.path, extra_flags)
+        fd = _open_log(self.path, 0)
         try:
             why = _why_not_ours(fd, self.path, {0, os.geteuid(), self.service_uid})
         except BaseException:
@@ -123,7 +123,7 @@ class LogTarget:
         try:
             new_fd = _open_log(self.path, os.O_CREAT | os.O_EXCL)
         except FileExistsError:  # logrotate's `create`, or a file planted after the rename
-            new_fd = self._open_existing(0)
+            new_fd = self._open_existing()
         os.dup2(new_fd, 1)
         os.dup2(new_fd, 2)
         os.close(new_fd)
