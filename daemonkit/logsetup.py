@@ -46,20 +46,27 @@ class LogTarget:
     def _open_existing(self) -> int:
         """A file that was already there, unless another user could have planted it.
 
-        In a directory others can write (``/tmp``), another user can create the log file
-        first: the daemon's output, secrets in tracebacks included, would then go to a file
-        that user reads and rewrites (``O_NOFOLLOW`` stops a symlink, not a plain file), or
-        through a hard link into one of root's. There the file must belong to root, to this
-        user or to the service user, and have one name only; elsewhere any file is the
-        administrator's choice.
+        In a directory others can create entries in (``/tmp``), another user can create the
+        log file first: the daemon's output, secrets in tracebacks included, would then go to
+        a file that user reads and rewrites (``O_NOFOLLOW`` stops a symlink, not a plain
+        file). There the file must belong to root, to this user or to the service user, not
+        be writable by others, and have one name only (a second may be a hard link); elsewhere
+        any file is the administrator's choice. The directory judged is the one the file was
+        opened in (held open), not a path looked up again, which its owner could have
+        swapped meanwhile.
         """
         assert self.path is not None
-        fd = _open_log(self.path, 0)
+        directory, name = os.path.split(os.path.abspath(self.path))
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            why = _why_not_ours(fd, self.path, {0, os.geteuid(), self.service_uid})
-        except BaseException:
-            os.close(fd)
-            raise
+            fd = _open_log(name, 0, dir_fd)
+            try:
+                why = _why_not_ours(fd, os.fstat(dir_fd), {0, os.geteuid(), self.service_uid})
+            except BaseException:
+                os.close(fd)
+                raise
+        finally:
+            os.close(dir_fd)
         if why is not None:
             os.close(fd)
             raise PermissionError(errno.EPERM, why)
@@ -133,31 +140,31 @@ class LogTarget:
         logging.getLogger("daemonkit").info("reopened log file %s", self.path)
 
 
-def _why_not_ours(fd: int, path: str, trusted_uids: set[int | None]) -> str | None:
-    """Why the opened log file ``fd`` may not be written, or None."""
-    try:
-        directory = os.stat(os.path.dirname(os.path.abspath(path)))
-    except OSError:
-        return None  # the open just succeeded there: nothing more to learn
+def _why_not_ours(fd: int, directory: os.stat_result,
+                  trusted_uids: set[int | None]) -> str | None:
+    """Why the log file ``fd``, opened in ``directory``, may not be written, or None."""
     if directory.st_uid in trusted_uids and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return None  # nobody else can create entries there
     info = os.fstat(fd)
     if info.st_uid not in trusted_uids:
         return (f"belongs to uid {info.st_uid}, in a directory others can write (refused: "
                 "its owner would read and rewrite the log)")
+    if stat.S_ISREG(info.st_mode) and info.st_mode & stat.S_IWOTH:
+        return ("is writable by every user, in a directory others can write (refused: "
+                "anyone could rewrite the log)")
     if stat.S_ISREG(info.st_mode) and info.st_nlink != 1:
         return (f"has {info.st_nlink} hard links, in a directory others can write (refused: "
                 "it may be another file's second name)")
     return None
 
 
-def _open_log(path: str, extra_flags: int) -> int:
+def _open_log(path: str, extra_flags: int, dir_fd: int | None = None) -> int:
     """Open for appending; never follows a symlink, never blocks (a FIFO named as the log
     would hang ``start`` before any timeout applies), and refuses anything that is not a
     regular file or a character device such as ``/dev/null`` (OSError EINVAL)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags | extra_flags, 0o640)
+        fd = os.open(path, flags | extra_flags, 0o640, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO nobody reads
             raise OSError(errno.EINVAL, "not a regular file") from exc

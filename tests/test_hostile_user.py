@@ -362,7 +362,8 @@ def test_a_log_file_planted_by_another_user_is_refused(world_runtime: WorldRunti
                                                        world_tmp: Path) -> None:
     """In /tmp, nobody creates the log file first: root's daemon used to append its output,
     tracebacks included, to a file nobody reads and rewrites. The service user's own file is
-    still fine, and so is root's (one name only: a second name may be a hard link)."""
+    still fine (unless anyone may write it), and so is root's (one name only: a second name
+    may be a hard link)."""
     planted = world_tmp / "probe.log"
     subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
                     f"touch {planted} && chmod 666 {planted}"], check=True)
@@ -387,10 +388,17 @@ def test_a_log_file_planted_by_another_user_is_refused(world_runtime: WorldRunti
         assert refused.returncode == 4, refused
         assert "has 2 hard links, in a directory others can write" in refused.stderr
 
-        started = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
+        refused = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
                                 str(planted), "--user", "nobody")
+        assert refused.returncode == 4, refused  # the service user's, but anyone may write it
+        assert "is writable by every user" in refused.stderr
+        own = world_tmp / "own.log"
+        subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                        f"touch {own} && chmod 640 {own}"], check=True)
+        started = probe_command(world_runtime, world_tmp, pidfile, "start", "--log-file",
+                                str(own), "--user", "nobody")
         assert started.returncode == 0, started.stderr
-        wait_for(lambda: "ready" in planted.read_text(), message="the service user's log")
+        wait_for(lambda: "ready" in own.read_text(), message="the service user's own log")
     finally:
         kill_by_pidfile(pidfile)
 

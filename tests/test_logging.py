@@ -7,6 +7,7 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
 from helpers import Service, wait_for
 
 
@@ -96,3 +97,30 @@ def test_a_stop_is_logged_once(hello: Service) -> None:
     lines = [line for line in hello.log_text().splitlines() if f"[{pid}]" in line]
     assert [line.split(": ", 1)[1] for line in lines[-2:]] == [
         "received SIGTERM, stopping", "hello exiting with status 0"]
+
+
+def test_the_directory_judged_is_the_one_the_log_was_opened_in(
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory of nobody's in /tmp holds a planted log file; right after the open, nobody
+    swaps the directory for a symlink to /etc. Judged by its path looked up again, the
+    directory was root's and the planted file was accepted."""
+    import subprocess
+
+    from daemonkit import logsetup
+
+    app = world_tmp / "app"
+    subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                    f"mkdir -m 755 {app} && touch {app}/app.log"], check=True)
+    real_open = logsetup._open_log
+
+    def open_then_swap(*args: object, **kwargs: object) -> int:
+        fd = real_open(*args, **kwargs)  # type: ignore[arg-type]
+        app.rename(world_tmp / "elsewhere")
+        app.symlink_to("/etc")
+        return fd
+
+    monkeypatch.setattr(logsetup, "_open_log", open_then_swap)
+    target = logsetup.LogTarget(str(app / "app.log"))
+    with pytest.raises(PermissionError, match="belongs to uid 65534"):
+        target.open_file()
+    assert target.fd is None
