@@ -73,3 +73,38 @@ def test_supervisor_under_a_pid1_that_never_reaps(sv: Sv) -> None:
     finally:
         outer.kill()  # --kill-child: the namespace's init and everything in it go too
         outer.wait()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_supervisor_in_a_pid_namespace_that_shows_the_hosts_proc(sv: Sv) -> None:
+    """A container without a /proc of its own sees the host's, where the supervisor's pids
+    name other processes: a member that ignores SIGTERM must still hold the stop until it
+    is killed, not be missed in the wrong /proc."""
+    sv.write("""
+        [program:stubborn]
+        command = sh -c '(trap "" TERM; exec sleep 1000) & sleep 1000'
+        startsecs = 0
+        stopwaitsecs = 1
+        """)
+    command = ["unshare", "--pid", "--fork", "--kill-child",
+               "/usr/bin/python3", "-c", DUMB_INIT,
+               sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "run"]
+    outer = subprocess.Popen(command, cwd=sv.dir, env=sv.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sv.cli("status", "stubborn").returncode == 0, timeout=20,
+                 message="stubborn RUNNING")
+        namespace_init = psutil.Process(outer.pid).children()[0]
+        sleepers = wait_for(lambda: [p for p in namespace_init.children(recursive=True)
+                                     if p.name() == "sleep"] if len(
+                                         namespace_init.children(recursive=True)) >= 4 else None,
+                            timeout=10, message="both sleeps")
+        stopped = sv.cli("stop", "stubborn", timeout=30)
+        assert stopped.returncode == 0, (stopped.stdout, stopped.stderr, sv.log())
+        assert "sending SIGKILL" in sv.log()  # the stubborn sleep was waited for
+        running = [p.pid for p in sleepers
+                   if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert running == []
+    finally:
+        outer.kill()  # --kill-child: the namespace's init and everything in it go too
+        outer.wait()

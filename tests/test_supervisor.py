@@ -125,6 +125,56 @@ def test_stop_kills_group_that_ignores_sigterm(sv: Sv) -> None:
     assert "sending SIGKILL" in sv.log()
 
 
+def test_a_member_whose_main_thread_ended_still_holds_the_stop(sv: Sv) -> None:
+    """/proc shows a process whose main thread called pthread_exit as a zombie (Z) while its
+    other threads run: the stop must not take it for an exited one and leave it behind."""
+    member_pid = sv.dir / "member.pid"
+    member = sv.dir / "member.py"
+    member.write_text(textwrap.dedent(f"""
+        import ctypes, os, signal, threading, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threading.Thread(target=time.sleep, args=(600,)).start()
+        with open({str(member_pid)!r}, "w") as f:
+            f.write(str(os.getpid()))
+        ctypes.CDLL(None).pthread_exit(None)  # the main thread goes; the process runs on
+        """))
+    sv.write(f"""
+        [program:threads]
+        command = sh -c '{sys.executable} {member} & sleep 600'
+        startsecs = 0
+        stopwaitsecs = 1
+        """)
+    sv.cli("start", check=True)
+    pid = int(wait_for(lambda: member_pid.exists() and member_pid.read_text(), 10,
+                       message="member started"))
+    try:
+        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                 == "Z", 10, message="its main thread gone")
+        result = sv.cli("stop", "threads", check=True)
+        assert "threads: STOPPED" in result.stdout
+        assert not threads_run(pid), "the stop left a running member of the group"
+        assert "sending SIGKILL" in sv.log()  # it ignores SIGTERM: the stop waited for it
+    finally:
+        if threads_run(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def threads_run(pid: int) -> bool:
+    """Any thread of ``pid`` runs (pid_alive looks at the main thread only)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            state = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1]
+        except FileNotFoundError:
+            continue
+        if state.split()[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def test_reload_applies_only_the_difference(sv: Sv) -> None:
     base = textwrap.dedent("""
         [program:keep]

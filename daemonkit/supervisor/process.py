@@ -31,7 +31,7 @@ from typing import Protocol
 from .config import InstanceSpec, LogSpec, ProgramConfig
 from .datatypes import signal_name
 from .logfile import LogFile, SyslogSink
-from .procgroup import group_alive
+from .procgroup import GroupWatch
 from .spawn import STDOUT, Child, SpawnRequest
 from .states import LIVE_STATES, STARTABLE_STATES, State, Want, check_transition
 
@@ -45,6 +45,9 @@ QUICK_EXIT_S = 1.0
 QUICK_EXITS_TOLERATED = 3
 #: while a stopped leader's group still has members, how often to look again
 _GROUP_RECHECK_S = 0.02
+#: after SIGKILL, how long a group may still be found before it counts as gone (members
+#: that can no longer run: zombies, where /proc cannot tell)
+AFTER_SIGKILL_S = 1.0
 #: bytes sendProcessStdin may queue for a child that does not read its stdin
 MAX_STDIN_BUFFER = 1024 * 1024
 DEFAULT_PATH = ("/bin", "/usr/bin", "/usr/local/bin")
@@ -183,7 +186,7 @@ class Instance:
         self.laststart = 0.0  # wall clock of the last spawn (0: never), as supervisord's
         self.laststop = 0.0  # wall clock of the last exit
         self._deadline: float | None = None  # monotonic time of the next timer event
-        self.lingering_pgid: int | None = None  # stopped leader's group still has members
+        self.lingering: GroupWatch | None = None  # stopped leader's group still has members
         self.kill_sent = False
         self.ready_timed_out = False  # STOPPING because READY=1 never came
         self.kill_at = 0.0  # monotonic time at which a STOPPING group gets SIGKILL
@@ -335,16 +338,17 @@ class Instance:
         shown = signal_name(code) if code < 0 else f"exit status {code}"
         self.log.info("%s: exited (%s) after %.3fs", self.name, shown, uptime)
         if self.state == State.STOPPING:
-            if pgid is not None and group_alive(pgid):
-                self.lingering_pgid = pgid  # stop is not done until the group is gone
+            watch = GroupWatch(pgid) if pgid is not None else None
+            if watch is not None and watch.alive():
+                self.lingering = watch  # stop is not done until the group is gone
                 if not self.program.stopasgroup and not self.kill_sent:
-                    _signal_group(pgid, self.program.stopsignal)  # their turn to stop
+                    _signal_group(watch.pgid, self.program.stopsignal)  # their turn to stop
                 self.deadline = now + _GROUP_RECHECK_S
                 return
             self.deadline = None
             self._stopped()
             return
-        if pgid is not None and group_alive(pgid):
+        if pgid is not None:
             _signal_group(pgid, signal.SIGKILL)  # a dead leader's helpers die with it
         if self.state == State.STARTING:
             self.spawnerr = "Exited too quickly (process log may have details)"
@@ -397,10 +401,10 @@ class Instance:
             _signal_group(self.pid, signal.SIGKILL)
 
     def _on_lingering_timer(self, now: float) -> None:
-        pgid = self.lingering_pgid
-        assert pgid is not None
-        if not group_alive(pgid):
-            self.lingering_pgid = None
+        assert self.lingering is not None
+        pgid = self.lingering.pgid
+        if not self.lingering.alive():
+            self.lingering = None
             self._stopped()
             return
         if not self.kill_sent and now >= self.kill_at:
@@ -408,6 +412,15 @@ class Instance:
                              self.name, pgid)
             self.kill_sent = True
             _signal_group(pgid, signal.SIGKILL)
+        elif self.kill_sent and now >= self.kill_at + AFTER_SIGKILL_S:
+            # nothing survives SIGKILL this long: what killpg still finds are zombies their
+            # parent does not reap, which only /proc could tell apart (see procgroup)
+            self.log.warning("%s: group %d still there %gs after SIGKILL: only unreaped "
+                             "zombies can be left; stopped", self.name, pgid,
+                             AFTER_SIGKILL_S)
+            self.lingering = None
+            self._stopped()
+            return
         self.deadline = now + _GROUP_RECHECK_S
 
     def _stopped(self) -> None:
@@ -647,6 +660,10 @@ class Instance:
         for log_file in (self.stdout_log, self.stderr_log):
             if log_file is not None:
                 log_file.clear()
+
+    @property
+    def lingering_pgid(self) -> int | None:
+        return self.lingering.pgid if self.lingering is not None else None
 
     def kill_now(self) -> None:
         """Last resort (the supervisor is exiting and stop timed out): SIGKILL the group."""

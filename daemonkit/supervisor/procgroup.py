@@ -8,50 +8,83 @@ some never do (a container whose PID 1 is a shell script or any program that onl
 its own child): the stop then took a second longer, or never finished. So when ``killpg``
 finds the group, ``/proc`` says whether any member is more than a zombie.
 
-The members found running are remembered per group, and looked at first next time (a
-stopping group is checked every few milliseconds; a scan of ``/proc`` reads one file per
-process of the machine); the whole of ``/proc`` is read again only once none of them runs,
-so a member forked meanwhile is not missed.
+One :class:`GroupWatch` per lingering group remembers the members it saw running and looks
+at them first next time (a lingering group is checked every few milliseconds, and a scan of
+``/proc`` reads one file per process of the machine); the whole of ``/proc`` is read again
+only once none of them runs, so a member forked meanwhile is not missed.
+
+Where ``/proc`` shows another PID namespace (a container without a ``/proc`` of its own),
+its pids are not ours: ``killpg`` alone is trusted, and a group that SIGKILL has reached
+counts as gone a moment later whatever it says (``process.AFTER_SIGKILL_S``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
-#: pgid -> members seen running at the last look
-_running_members: dict[int, list[int]] = {}
+
+class GroupWatch:
+    """The process group ``pgid`` of a stopped leader, until no member of it runs."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self._seen_running: list[int] = []
+
+    def alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone is there, and not ours to look at
+        if not _proc_is_ours():
+            return True  # /proc of another PID namespace: no pid there means ours
+        if any(_runs_in(pid, self.pgid) for pid in self._seen_running):
+            return True
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return True
+        self._seen_running = [int(name) for name in entries
+                              if name.isdigit() and _runs_in(int(name), self.pgid)]
+        return bool(self._seen_running)
 
 
-def group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` runs (zombies do not count)."""
+@functools.cache
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this process's PID namespace (a container without its own /proc
+    mount shows the host's, where our pids mean other processes)."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        _running_members.pop(pgid, None)
+        with open("/proc/self/stat", "rb") as stat:
+            return int(stat.read().split(b" ", 1)[0]) == os.getpid()
+    except (OSError, ValueError):
         return False
-    except PermissionError:
-        return True  # someone is there, and not ours to look at
-    known = _running_members.get(pgid, ())
-    if any(_runs_in(pid, pgid) for pid in known):
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True  # no /proc: trust killpg
-    running = [int(name) for name in entries if name.isdigit() and _runs_in(int(name), pgid)]
-    if running:
-        _running_members[pgid] = running
-        return True
-    _running_members.pop(pgid, None)
-    return False
 
 
 def _runs_in(pid: int, pgid: int) -> bool:
-    """``pid`` exists, is in group ``pgid`` and is not a zombie (or dead)."""
+    """``pid`` exists, is in group ``pgid`` and runs: not a zombie, or a zombie leader whose
+    other threads still run (a main thread that called pthread_exit shows as Z)."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    if fields is None or int(fields[2]) != pgid:
+        return False
+    if fields[0] not in (b"Z", b"X"):
+        return True
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    fields = data.rsplit(b")", 1)[1].split()  # the name may hold spaces and parentheses
-    return fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid
+    for task in tasks:
+        task_fields = _stat_fields(f"/proc/{pid}/task/{task}/stat")
+        if task_fields is not None and task_fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _stat_fields(path: str) -> list[bytes] | None:
+    """The fields after the command name (which may hold spaces and parentheses)."""
+    try:
+        with open(path, "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
