@@ -45,8 +45,8 @@ QUICK_EXIT_S = 1.0
 QUICK_EXITS_TOLERATED = 3
 #: while a stopped leader's group still has members, how often to look again
 _GROUP_RECHECK_S = 0.02
-#: after SIGKILL, how long a group may still be found before it counts as gone (members
-#: that can no longer run: zombies, where /proc cannot tell)
+#: where /proc cannot tell zombies from members (another PID namespace's), how long after
+#: SIGKILL a group may still be found before it counts as gone
 AFTER_SIGKILL_S = 1.0
 #: bytes sendProcessStdin may queue for a child that does not read its stdin
 MAX_STDIN_BUFFER = 1024 * 1024
@@ -412,11 +412,12 @@ class Instance:
                              self.name, pgid)
             self.kill_sent = True
             _signal_group(pgid, signal.SIGKILL)
-        elif self.kill_sent and now >= self.kill_at + AFTER_SIGKILL_S:
-            # nothing survives SIGKILL this long: what killpg still finds are zombies their
-            # parent does not reap, which only /proc could tell apart (see procgroup)
-            self.log.warning("%s: group %d still there %gs after SIGKILL: only unreaped "
-                             "zombies can be left; stopped", self.name, pgid,
+        elif (self.kill_sent and not self.lingering.exact
+              and now >= self.kill_at + AFTER_SIGKILL_S):
+            # without a /proc of our own, killpg cannot tell the zombies their parent does
+            # not reap from members: SIGKILL has had time to end every member that can run
+            self.log.warning("%s: group %d still found %gs after SIGKILL, and /proc cannot "
+                             "tell zombies from members: taken as stopped", self.name, pgid,
                              AFTER_SIGKILL_S)
             self.lingering = None
             self._stopped()

@@ -29,9 +29,13 @@ class GroupWatch:
 
     def __init__(self, pgid: int) -> None:
         self.pgid = pgid
+        #: whether the last answer came from /proc (exact) or from killpg alone, which
+        #: counts zombies too
+        self.exact = False
         self._seen_running: list[int] = []
 
     def alive(self) -> bool:
+        self.exact = False
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
@@ -41,11 +45,13 @@ class GroupWatch:
         if not _proc_is_ours():
             return True  # /proc of another PID namespace: no pid there means ours
         if any(_runs_in(pid, self.pgid) for pid in self._seen_running):
+            self.exact = True
             return True
         try:
             entries = os.listdir("/proc")
         except OSError:
             return True
+        self.exact = True
         self._seen_running = [int(name) for name in entries
                               if name.isdigit() and _runs_in(int(name), self.pgid)]
         return bool(self._seen_running)
