@@ -6,6 +6,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -43,6 +45,26 @@ def test_pid1_reaps_orphans_and_forwards_sigterm(probe: Service) -> None:
             outer.wait()
 
 
+@contextmanager
+def supervisor_under_dumb_init(sv: Sv, program: str, *, own_proc: bool
+                               ) -> Iterator[psutil.Process]:
+    """``sv``'s supervisor (``run``) in a PID namespace of its own under :data:`DUMB_INIT`,
+    with a /proc of the namespace's or the host's; yields the namespace's PID 1 once
+    ``program`` runs."""
+    command = ["unshare", "--pid", "--fork", "--kill-child",
+               *(["--mount-proc"] if own_proc else []), "/usr/bin/python3", "-c", DUMB_INIT,
+               sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "run"]
+    outer = subprocess.Popen(command, cwd=sv.dir, env=sv.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sv.cli("status", program).returncode == 0, timeout=20,
+                 message=f"{program} RUNNING")
+        yield psutil.Process(outer.pid).children()[0]
+    finally:
+        outer.kill()  # --kill-child: the namespace's init and everything in it go too
+        outer.wait()
+
+
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_supervisor_under_a_pid1_that_never_reaps(sv: Sv) -> None:
     """A program whose group outlives its leader: the helpers' stopped orphans used to go to
@@ -54,15 +76,7 @@ def test_supervisor_under_a_pid1_that_never_reaps(sv: Sv) -> None:
         startsecs = 0
         stopwaitsecs = 3
         """)
-    command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-               "/usr/bin/python3", "-c", DUMB_INIT,
-               sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "run"]
-    outer = subprocess.Popen(command, cwd=sv.dir, env=sv.env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: sv.cli("status", "forky").returncode == 0, timeout=20,
-                 message="forky RUNNING")
-        namespace_init = psutil.Process(outer.pid).children()[0]
+    with supervisor_under_dumb_init(sv, "forky", own_proc=True) as namespace_init:
         stopped = sv.cli("stop", "forky", timeout=30)
         assert stopped.returncode == 0, (stopped.stdout, stopped.stderr, sv.log())
         assert sv.status()["forky"]["state"] == "STOPPED"
@@ -70,9 +84,6 @@ def test_supervisor_under_a_pid1_that_never_reaps(sv: Sv) -> None:
         # the scenario is real: the two sleeps are PID 1's zombies, and will stay so
         zombies = [p for p in namespace_init.children() if p.status() == psutil.STATUS_ZOMBIE]
         assert [p.name() for p in zombies] == ["sleep", "sleep"]
-    finally:
-        outer.kill()  # --kill-child: the namespace's init and everything in it go too
-        outer.wait()
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
@@ -86,25 +97,15 @@ def test_supervisor_in_a_pid_namespace_that_shows_the_hosts_proc(sv: Sv) -> None
         startsecs = 0
         stopwaitsecs = 1
         """)
-    command = ["unshare", "--pid", "--fork", "--kill-child",
-               "/usr/bin/python3", "-c", DUMB_INIT,
-               sys.executable, "-m", "daemonkit", "supervise", "-c", str(sv.ini), "run"]
-    outer = subprocess.Popen(command, cwd=sv.dir, env=sv.env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: sv.cli("status", "stubborn").returncode == 0, timeout=20,
-                 message="stubborn RUNNING")
-        namespace_init = psutil.Process(outer.pid).children()[0]
-        sleepers = wait_for(lambda: [p for p in namespace_init.children(recursive=True)
-                                     if p.name() == "sleep"] if len(
-                                         namespace_init.children(recursive=True)) >= 4 else None,
-                            timeout=10, message="both sleeps")
+    with supervisor_under_dumb_init(sv, "stubborn", own_proc=False) as namespace_init:
+        def sleeps() -> list[psutil.Process] | None:
+            found = [p for p in namespace_init.children(recursive=True) if p.name() == "sleep"]
+            return found if len(found) == 2 else None
+
+        sleepers = wait_for(sleeps, timeout=10, message="both sleeps")
         stopped = sv.cli("stop", "stubborn", timeout=30)
         assert stopped.returncode == 0, (stopped.stdout, stopped.stderr, sv.log())
         assert "sending SIGKILL" in sv.log()  # the stubborn sleep was waited for
         running = [p.pid for p in sleepers
                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert running == []
-    finally:
-        outer.kill()  # --kill-child: the namespace's init and everything in it go too
-        outer.wait()
