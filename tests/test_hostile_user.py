@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import Service, WorldRuntime, free_port, pid_alive, wait_for
+from helpers import Service, WorldRuntime, free_port, kill_all, pid_alive, read_pidfile, wait_for
 
 NOBODY = 65534
 
@@ -400,15 +400,8 @@ def test_a_log_file_planted_by_another_user_is_refused(world_runtime: WorldRunti
         assert started.returncode == 0, started.stderr
         wait_for(lambda: "ready" in own.read_text(), message="the service user's own log")
     finally:
-        kill_by_pidfile(pidfile)
-
-
-def kill_by_pidfile(pidfile: Path) -> None:
-    """Whatever daemon a test started there, gone (a failed refusal starts one)."""
-    text = pidfile.read_text().strip() if pidfile.exists() else ""
-    if text.isdigit() and pid_alive(int(text)):
-        os.kill(int(text), signal.SIGKILL)
-        wait_for(lambda: not pid_alive(int(text)))
+        started_pid = read_pidfile(pidfile)  # a refusal that failed would have started one
+        kill_all({started_pid} if started_pid else set())
 
 
 def test_reopen_logs_keeps_the_old_file_when_one_was_planted(world_runtime: WorldRuntime,
@@ -436,8 +429,7 @@ def test_reopen_logs_keeps_the_old_file_when_one_was_planted(world_runtime: Worl
                  message="the refusal in the old log")
         assert log.read_text() == ""
     finally:
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not pid_alive(pid))
+        kill_all({pid})
 
 
 def fd_count(pid: int) -> int:
