@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -564,6 +565,83 @@ def test_client_cli_gen_and_send(daemons: Callable[..., Ingestd], tmp_path: Path
         1, f"cannot read {tmp_path / 'nope'}: No such file or directory")
     assert set(sqlite_rows(tmp_path / "ingest.db", "line-")) == {"line-1", "line-2"}
     assert daemon.stop().returncode == 0
+
+
+def test_client_cli_sends_each_line_as_written(daemons: Callable[..., Ingestd],
+                                               context: zmq.Context[Any],
+                                               tmp_path: Path) -> None:
+    daemon = daemons()
+    daemon.start()
+    path = tmp_path / "records.jsonl"
+
+    def send_file(text: str, *options: str) -> subprocess.CompletedProcess[str]:
+        path.write_text(text, encoding="utf-8")
+        return subprocess.run([sys.executable, str(CLIENT), "--endpoint", daemon.endpoint,
+                               "--timeout", "1", "--retries", "1", "send", str(path),
+                               *options], capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    # spellings json.loads + json.dumps would change, stored byte for byte as in the file
+    lines = ['{"id":"raw-1", "v": 1.50, "name": "café", "big": 12345678901234567890.0}',
+             '{"id":"raw-2","tiny":1e-400,"neg":-0}',
+             '{"id":"raw-3","huge":1e400}',
+             '{ "v" : [1, 2] }',
+             '{}']
+    sent = send_file("\n".join(lines) + "\n")
+    assert sent.returncode == 0, sent.stderr
+    assert "stored 5, duplicates 0" in sent.stdout
+    with sqlite3.connect(tmp_path / "ingest.db") as db:
+        bodies = dict(db.execute("SELECT id, body FROM records").fetchall())
+    assert [bodies.pop(f"raw-{n}") for n in (1, 2, 3)] == lines[:3]
+    # a record without an id gets one as its first key; the rest of its text as written
+    added = sorted(bodies.values(), key=len)
+    assert added[0].startswith('{"id":"') and added[0].endswith('"}') and len(bodies) == 2
+    assert added[1].startswith('{"id":"') and added[1].endswith('", "v" : [1, 2] }')
+    # what the server refuses is named by its line, not the first line of the request
+    refused = send_file('{"id":"dup-1"}\n{"id":"dup-2","id":"dup-3"}\n')
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f'{path}:2: refused by the server: record 1: "id" '
+                                     "appears twice; nothing of lines 1-2 was stored")
+    not_json = send_file('{"id":"nan-1"}\n{"id":"nan-2","v":NaN}\n')
+    assert not_json.returncode == 1
+    assert not_json.stderr.startswith(f"{path}:2: not valid JSON (NaN is not JSON)")
+    # requests are cut to the server's message size: 120 records of 20 kB in several requests
+    big = "".join(json.dumps({"id": f"big-{n}", "pad": "x" * 20_000}) + "\n"
+                  for n in range(120))
+    split = send_file(big)
+    assert split.returncode == 0, split.stderr
+    assert "stored 120, duplicates 0" in split.stdout
+    assert len(sqlite_rows(tmp_path / "ingest.db", "big-")) == 120
+    too_big = send_file('{"id":"ok-1"}\n' + json.dumps({"id": "huge", "pad": "x" * 2_000_000}))
+    assert too_big.returncode == 1
+    assert too_big.stderr.startswith(f"{path}:2: record of 2000025 bytes does not fit in a "
+                                     "request of at most 1047552 bytes (--max-message-size)")
+    # a bad line stops the input before the request it would have been part of is sent
+    assert too_big.stderr.rstrip().endswith("nothing acknowledged (stored 0, duplicates 0)")
+    assert daemon.stop().returncode == 0
+    # another service on the endpoint: said so in one line, no traceback
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    answered: list[bool] = []
+
+    def answer_with_a_list() -> None:
+        if router.poll(30_000):
+            *envelope, _request = router.recv_multipart()
+            router.send_multipart([*envelope, b"[1]"])
+            answered.append(True)
+
+    answering = threading.Thread(target=answer_with_a_list)
+    answering.start()
+    other = subprocess.run([sys.executable, str(CLIENT), "--endpoint",
+                            f"tcp://127.0.0.1:{port}", "send", "-"], input='{"id":"x"}\n',
+                           capture_output=True, text=True, timeout=60, check=False)
+    answering.join(timeout=30)
+    router.close()
+    assert answered == [True]
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert other.stderr.startswith("failed: unexpected reply b'[1]': is this an ingestd "
+                                   "endpoint?")
 
 
 # -- PostgreSQL and MariaDB ------------------------------------------------------------------

@@ -6,6 +6,7 @@ Library::
     with IngestClient(["tcp://127.0.0.1:5555"], timeout=2.5, retries=5) as client:
         reply = client.send([{"id": "r1", "v": 1}, {"id": "r2", "v": 2}])
         # {"ok": True, "stored": 2, "duplicates": 0}
+        client.send_raw(b'{"id": "r3", "v": 1.50}')  # stored byte for byte as written
 
 CLI::
 
@@ -26,7 +27,6 @@ that are not connected), and a retry goes to another one when one is down.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
@@ -42,6 +42,9 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 MAX_BATCH = 1000
 #: ingestd's default --max-message-size; larger requests are cut off without a reply
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: room left for what ingestd counts besides the request: a REQ's routing id and delimiter,
+#: and the routing ids proxies add on the way
+ENVELOPE_ALLOWANCE = 1024
 
 
 class IngestError(Exception):
@@ -54,6 +57,10 @@ class IngestError(Exception):
 
 class ServerUnavailable(Exception):
     """No acknowledgement after every retry; the records may or may not be stored."""
+
+
+class NotIngestd(Exception):
+    """The reply is not one ingestd sends: the endpoint is some other service."""
 
 
 class IngestClient:
@@ -76,8 +83,16 @@ class IngestClient:
         self.attempts = 0  # requests sent, including resends (for tests and tools)
 
     def send(self, records: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
-        """Send one record or a list; return the ack. Resends the same bytes on timeout."""
-        payload = json.dumps(records, separators=(",", ":")).encode()
+        """Send one record or a list, serialised with :func:`json.dumps`; return the ack.
+
+        ingestd stores what it receives, so what is stored is json.dumps's spelling of the
+        objects (``1.50`` becomes ``1.5``, non-ASCII is escaped). To store text exactly as
+        written, send it with :meth:`send_raw`."""
+        return self.send_raw(json.dumps(records, separators=(",", ":")).encode())
+
+    def send_raw(self, payload: bytes) -> dict[str, Any]:
+        """Send one request as it is (a JSON object, or an array of them); return the ack.
+        Resends the same bytes on timeout."""
         last_problem = "no reply"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -91,7 +106,7 @@ class IngestClient:
                 self._reset()
                 continue
             if sock.poll(self.timeout_ms, zmq.POLLIN):
-                reply: dict[str, Any] = json.loads(sock.recv())
+                reply = _ack_of(sock.recv())
                 if reply.get("ok"):
                     return reply
                 if not reply.get("retryable"):
@@ -143,6 +158,16 @@ class IngestClient:
         self.close()
 
 
+def _ack_of(raw: bytes) -> dict[str, Any]:
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise NotIngestd(f"unexpected reply {raw[:60]!r}: is this an ingestd endpoint?")
+    return reply
+
+
 class BadLine(ValueError):
     """A line of the input that is not a record; ``number`` counts from 1."""
 
@@ -152,26 +177,59 @@ class BadLine(ValueError):
         self.reason = reason
 
 
-def batches(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(records)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
-def read_records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) of JSON lines; a record without an id gets a random one
-    *before* its first send, so that a resend carries the same id. Raises :class:`BadLine`."""
+#: as strict as ingestd about what JSON is (no NaN, no Infinity), so that a bad line is named
+#: here by its number rather than refused by the server
+_LINE_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_SPACE = " \t\r\n"
+
+
+def read_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(line number, record text) of JSON lines. Raises :class:`BadLine`.
+
+    The text goes out as written: ingestd stores every record as sent, and decoding and
+    encoding it again here would change it (``1e-400`` -> ``0.0``, ``1.50`` -> ``1.5``,
+    escapes, a duplicate key dropped, ``1e400`` sent as ``Infinity``, which is not JSON).
+    A record without an id gets a random one, written in as its first key *before* its first
+    send, so that a resend carries the same id."""
     for number, line in enumerate(lines, 1):
-        if not line.strip():
+        text = line.strip(_JSON_SPACE)
+        if not text:
             continue
         try:
-            record = json.loads(line)
+            record = _LINE_DECODER.decode(text)
         except ValueError as exc:
             raise BadLine(number, f"not valid JSON ({exc})") from None
         if not isinstance(record, dict):
             raise BadLine(number, "not a JSON object")
-        record.setdefault("id", uuid.uuid4().hex)
-        yield number, record
+        if "id" not in record:
+            text = f'{{"id":"{uuid.uuid4().hex}"{"," if record else ""}{text[1:]}'
+        yield number, text
+
+
+def requests_of(records: Iterable[tuple[int, str]], max_records: int,
+                max_bytes: int) -> Iterator[list[tuple[int, str]]]:
+    """Records grouped into requests of at most ``max_records`` records and ``max_bytes``
+    bytes of JSON array: ingestd drops a message over its --max-message-size without a reply,
+    so a request that could not fit is never sent. Raises :class:`BadLine` for a record that
+    cannot fit on its own."""
+    chunk: list[tuple[int, str]] = []
+    size = 2  # the array's brackets
+    for number, text in records:
+        need = len(text.encode()) + 1  # and its comma
+        if need + 1 > max_bytes:
+            raise BadLine(number, f"record of {need - 1} bytes does not fit in a request of "
+                                  f"at most {max_bytes} bytes (--max-message-size)")
+        if chunk and (len(chunk) == max_records or size + need > max_bytes):
+            yield chunk
+            chunk, size = [], 2
+        chunk.append((number, text))
+        size += need
+    if chunk:
+        yield chunk
 
 
 def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,20 +268,27 @@ def cmd_send(args: argparse.Namespace) -> int:
         acked = f"lines up to {last_acked_line}" if last_acked_line else "nothing"
         return f"{acked} acknowledged (stored {stored}, duplicates {duplicates})"
 
+    # what ingestd counts against its limit besides the array: the envelope and delimiter
+    max_bytes = args.max_message_size - ENVELOPE_ALLOWANCE
     with source, IngestClient(args.endpoint or [DEFAULT_ENDPOINT], args.timeout, args.retries,
                               **_curve_options(args)) as client:
         try:
-            for chunk in batches(read_records(source), args.batch):
-                lines = [number for number, _record in chunk]
-                span = f"lines {lines[0]}-{lines[-1]}"
+            for chunk in requests_of(read_records(source), args.batch, max_bytes):
+                lines = [number for number, _text in chunk]
+                span = f"lines {lines[0]}-{lines[-1]}" if len(lines) > 1 else f"line {lines[0]}"
+                payload = "[" + ",".join(text for _number, text in chunk) + "]"
                 try:
-                    reply = client.send([record for _number, record in chunk])
+                    reply = client.send_raw(payload.encode())
                 except IngestError as exc:
                     named = _RECORD_INDEX.match(str(exc))
-                    index = int(named.group(1)) if named else 0
-                    line = lines[index] if index < len(lines) else lines[0]
-                    print(f"{args.file}:{line}: refused by the server: {exc}; nothing of {span} "
+                    index = int(named.group(1)) if named else -1
+                    where = (f"{args.file}:{lines[index]}" if 0 <= index < len(lines)
+                             else f"{args.file} ({span})")
+                    print(f"{where}: refused by the server: {exc}; nothing of {span} "
                           f"was stored; {so_far()}", file=sys.stderr)
+                    return 1
+                except NotIngestd as exc:
+                    print(f"failed: {exc}; {so_far()}", file=sys.stderr)
                     return 1
                 except ServerUnavailable as exc:
                     print(f"failed: {exc}; {span} may or may not be stored (resending is "
@@ -286,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     send = commands.add_parser("send", help="send JSON lines from FILE or - (stdin)")
     send.add_argument("file", nargs="?", default="-")
     send.add_argument("--batch", type=int, default=100,
-                      help=f"records per request (1..{MAX_BATCH})")
+                      help=f"records per request at most (1..{MAX_BATCH})")
+    send.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
+                      metavar="BYTES", help="the server's --max-message-size: requests are "
+                      f"cut to fit (default {DEFAULT_MAX_MESSAGE_SIZE})")
     gen = commands.add_parser("gen", help="print COUNT demo records as JSON lines")
     gen.add_argument("count", type=int)
     gen.add_argument("--prefix", help="id prefix (default: random, so reruns add new ids)")
@@ -296,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "send" and not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be between 1 and {MAX_BATCH}")
+    if args.command == "send" and args.max_message_size <= ENVELOPE_ALLOWANCE + 2:
+        parser.error(f"--max-message-size must be more than {ENVELOPE_ALLOWANCE + 2}")
     if bool(args.curve_server_key) != bool(args.curve_cert):
         parser.error("--curve-server-key and --curve-cert go together")
     handler = {"send": cmd_send, "gen": cmd_gen, "keygen": cmd_keygen}[args.command]
