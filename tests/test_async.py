@@ -228,6 +228,20 @@ def test_a_thread_stuck_forever_does_not_turn_a_stop_into_a_kill(aprobe: Service
     assert aprobe.cli("status").stdout.strip() == "aprobe is not running"
 
 
+def test_a_consumer_that_begins_its_next_block_at_once_is_not_cut(aprobe: Service) -> None:
+    """A consumer of a queue with a backlog opens its next block as the last one closes,
+    before the wait for open blocks resumed: shutdown() used to run inside that block."""
+    assert aprobe.cli("start", "--queue-consumer", "0.3").returncode == 0
+    aprobe.wait_event("item begin 1")
+    assert "stopped" in aprobe.cli("stop").stdout
+    events = aprobe.events_seen()
+    shutdown = events.index("shutdown begins")
+    begun = [e.split()[-1] for e in events if e.startswith("item begin")]
+    ended = [e.split()[-1] for e in events[:shutdown] if e.startswith("item end")]
+    assert begun == ended, events  # every block that began ended before shutdown()
+    assert not [e for e in events[shutdown:] if e.startswith("item")], events
+
+
 def test_shutdown_waits_for_a_handler_inside_its_block(aprobe: Service) -> None:
     """A task that is not run()'s (a server's handler) inside critical(): shutdown() is called
     only once its block is done, so it never closes what the handler is using."""

@@ -44,6 +44,9 @@ class AsyncProbe(Daemon):
         parser.add_argument("--sys-exit", type=int, help="run() calls sys.exit(CODE)")
         parser.add_argument("--handler-block", type=float, default=0.0,
                             help="a task started in setup() loops critical() blocks this long")
+        parser.add_argument("--queue-consumer", type=float, default=0.0,
+                            help="a task started in setup() takes items off a queue with a "
+                                 "backlog, each in a critical() block this long")
         parser.add_argument("--stuck-thread", action="store_true",
                             help="run() awaits a thread that never returns (to_thread)")
 
@@ -80,6 +83,11 @@ class AsyncProbe(Daemon):
             raise ValueError(self.options.setup_fail)
         if self.options.handler_block:
             self.handler = asyncio.create_task(self.handle_forever())
+        if self.options.queue_consumer:
+            self.queue: asyncio.Queue[int] = asyncio.Queue()
+            for item in range(1000):
+                self.queue.put_nowait(item)
+            self.consumer = asyncio.create_task(self.consume())
         self.event("setup done")
 
     async def serve_client(self, reader: asyncio.StreamReader,
@@ -142,6 +150,15 @@ class AsyncProbe(Daemon):
             number += 1
             await asyncio.sleep(0.05)
 
+    async def consume(self) -> None:
+        """The next block begins as the last ends: get() of a full queue does not suspend."""
+        while True:
+            item = await self.queue.get()
+            async with self.critical():
+                self.event(f"item begin {item}")
+                await asyncio.sleep(self.options.queue_consumer)
+                self.event(f"item end {item}")
+
     async def drain_on_stop(self) -> None:
         await self.stopping.wait_async()
         self.event("stopping awaited")
@@ -164,7 +181,7 @@ class AsyncProbe(Daemon):
         self.event("reopen_logs")
 
     async def shutdown(self) -> None:
-        if self.options.handler_block:
+        if self.options.handler_block or self.options.queue_consumer:
             self.event("shutdown begins")
         if self.options.wait_stopping:
             await self.worker  # a task of run()'s, which saw the stop through `stopping`
