@@ -22,7 +22,13 @@ Rules this class follows (each closes a known hole of the field):
   by someone else never makes ``stop`` signal an unrelated process.
 
 The lock is taken by the ``start`` command before it forks; the descriptor is inherited by
-the detached daemon, which writes its own pid once its control socket is bound.
+the detached daemon, which writes its own pid once its control socket is bound. Any other
+child forked while a ``PidFile`` holds the lock closes its copy at the fork (an at-fork
+hook): an OFD lock lives as long as any descriptor of it, so a worker forked without exec
+would otherwise keep a daemon's lock after the daemon died, and its ``release()`` (python-
+daemon calls it when a worker leaves the ``DaemonContext``) would unlink the live daemon's
+pidfile. In the child, as with ``PIDLockFile``, ``i_am_locking()`` is False and
+``release()`` raises ``NotMyLock``.
 
 The class speaks the ``lockfile`` package's ``LockBase`` interface with its signature
 (``PidFile(path, threaded=False, timeout=None)``) and exceptions, and passes lockfile's own
@@ -38,6 +44,7 @@ import errno
 import os
 import stat
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -75,6 +82,19 @@ class Holder:
         return self.state is not HolderState.NOBODY
 
 
+#: the PidFile objects of this process that hold a lock (see _children_let_go)
+_holding: weakref.WeakSet[PidFile] = weakref.WeakSet()
+
+
+def _children_let_go() -> None:
+    for pidfile in list(_holding):
+        if not pidfile._for_forked_daemon:
+            pidfile.forget()
+
+
+os.register_at_fork(after_in_child=_children_let_go)
+
+
 class PidFile:
     """An OFD-locked pidfile.
 
@@ -96,19 +116,23 @@ class PidFile:
         self.timeout = timeout
         self.trusted_uids = {0, os.geteuid(), *trusted_uids}
         self._fd: int | None = None  # the locked descriptor; None while we hold no lock
+        #: taken by lock_for_start() for a daemon about to be forked: children keep it until
+        #: that daemon writes its own pid
+        self._for_forked_daemon = False
 
     # -- lockfile.LockBase interface -------------------------------------------------------
 
     def acquire(self, timeout: float | None = None) -> None:
         """Lock the pidfile and write the current pid into it.
 
-        If this object already holds the lock (it was taken before a fork and inherited), only
-        the pid is rewritten: the detached daemon records its own, final pid.
+        If this object already holds the lock (taken by :meth:`lock_for_start` before the
+        fork, and inherited), only the pid is rewritten: the detached daemon records its own,
+        final pid.
         """
         if self._fd is None:
             wait = self.timeout if timeout is None else timeout
-            self._fd = self._open_and_lock(wait if wait is not None and wait > 0 else 0.0,
-                                           for_daemon=True)
+            self._hold(self._open_and_lock(wait if wait is not None and wait > 0 else 0.0,
+                                           for_daemon=True))
         self.write_pid(os.getpid())
 
     def release(self) -> None:
@@ -118,6 +142,7 @@ class PidFile:
                 raise lockfile.NotMyLock(f"{self.path} is locked by another process")
             raise lockfile.NotLocked(f"{self.path} is not locked")
         fd, self._fd = self._fd, None
+        _holding.discard(self)
         try:
             if _same_inode(fd, self.path):
                 try:
@@ -192,8 +217,9 @@ class PidFile:
         Emptying it means nobody reads the pid of a previous, dead daemon while the new one is
         still coming up: until the daemon writes its pid, observers see STARTING.
         """
-        self._fd = self._open_and_lock(0.0, for_daemon=True)
-        os.ftruncate(self._fd, 0)
+        fd = self._open_and_lock(0.0, for_daemon=True)
+        self._hold(fd, for_forked_daemon=True)
+        os.ftruncate(fd, 0)
 
     def adopt(self, fd: int) -> None:
         """Hold the lock of a descriptor another process locked and passed us (SCM_RIGHTS):
@@ -205,7 +231,12 @@ class PidFile:
         if not _same_inode(fd, self.path) or not filelock.try_write_lock(fd):
             raise PidfileError(f"the descriptor handed over is not {self.path}'s lock")
         os.set_inheritable(fd, False)
+        self._hold(fd)
+
+    def _hold(self, fd: int, for_forked_daemon: bool = False) -> None:
         self._fd = fd
+        self._for_forked_daemon = for_forked_daemon
+        _holding.add(self)
 
     def write_pid(self, pid: int) -> None:
         """Write over the old content, then cut it: a reader never sees an empty file here,
@@ -215,12 +246,15 @@ class PidFile:
         data = f"{pid}\n".encode()
         os.pwrite(self._fd, data, 0)
         os.ftruncate(self._fd, len(data))
+        if pid == os.getpid():
+            self._for_forked_daemon = False  # the daemon has it: its own children let go
 
     def forget(self) -> None:
         """Close our descriptor without unlinking: the lock now belongs to the forked daemon."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        _holding.discard(self)
 
     def observe(self, *, for_start: bool = False) -> Holder:
         """Who holds the pidfile, seen without taking any lock.

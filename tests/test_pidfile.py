@@ -158,3 +158,60 @@ def test_remove_if_unlocked_takes_the_companion_only_under_the_lock(tmp_path: Pa
     with pytest.raises(OSError):
         PidFile(str(path)).remove_if_unlocked([str(stuck)])
     assert stuck.exists() and not path.exists()
+
+
+def test_in_a_daemon_context_forked_workers_neither_remove_nor_keep_the_lock(
+        tmp_path: Path) -> None:
+    """python-daemon's SIGTERM handler makes a worker forked inside the context leave it,
+    which releases the pidfile: that unlinked the live daemon's file, and a second instance
+    could start. And the worker's copy of the descriptor kept the lock after the daemon died."""
+    import signal
+
+    from helpers import pid_alive, wait_for
+
+    from daemonkit.pidfile import HolderState
+
+    path, workers_file = tmp_path / "svc.pid", tmp_path / "workers"
+    code = textwrap.dedent("""
+        import os, sys, time
+        import daemon
+        from daemonkit import PidFile
+        with daemon.DaemonContext(pidfile=PidFile(sys.argv[1], timeout=0),
+                                  detach_process=sys.argv[3] == "detach"):
+            workers = []
+            for _ in range(2):
+                worker = os.fork()
+                if worker == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                workers.append(worker)
+            with open(sys.argv[2] + ".tmp", "w") as out:
+                out.write(" ".join(map(str, workers)))
+            os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+            time.sleep(60)
+    """)
+    subprocess.run([sys.executable, "-c", code, str(path), str(workers_file), "detach"],
+                   check=True, timeout=30)
+    workers = [int(pid) for pid in wait_for(lambda: workers_file.exists()
+                                            and workers_file.read_text().split(), 10)]
+    daemon_pid = int(path.read_text())
+    try:
+        os.kill(workers[0], signal.SIGTERM)  # SystemExit in the worker: it leaves the context
+        wait_for(lambda: not pid_alive(workers[0]), 10, message="worker 0 ends")
+        assert path.exists() and int(path.read_text()) == daemon_pid
+        assert PidFile(path).observe().state is HolderState.VERIFIED
+        # a second instance, in the foreground (its failure is its exit status: the context
+        # sends stderr to /dev/null) is refused
+        second = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "w2"),
+                                 "foreground"], timeout=30, check=False)
+        assert second.returncode == 1 and int(path.read_text()) == daemon_pid
+        os.kill(daemon_pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(daemon_pid), 10, message="daemon gone")
+        assert pid_alive(workers[1])  # an orphaned worker...
+        assert PidFile(path).observe().state is HolderState.NOBODY  # ...holds no lock
+    finally:
+        for pid in (daemon_pid, *workers):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
