@@ -106,10 +106,32 @@ def _become_daemon(daemon: Daemon, pidfile: PidFile, launch: Launch,
         if pidfile.i_am_locking():  # a successor nobody took over never held it
             pidfile.release()
     except BaseException as exc:  # report anything, whatever it is, then die quietly
-        ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
-        logging.getLogger("daemonkit").exception("daemon failed")
+        if _in_forked_child():
+            exit_code = _end_of_forked_child(exc)
+        else:
+            ready.send(error=f"{type(exc).__name__}: {exc}", exit=1)
+            logging.getLogger("daemonkit").exception("daemon failed")
     finally:
         _exit(exit_code)
+
+
+def _in_forked_child() -> bool:
+    from .runtime import current_runtime
+
+    runtime = current_runtime()
+    return runtime is not None and runtime.in_forked_child()
+
+
+def _end_of_forked_child(exc: BaseException) -> int:
+    """The exit status of a child the service forked without exec, which ended by raising out
+    of the runtime (``sys.exit()`` in ``setup()``): as that of a plain Python process."""
+    if isinstance(exc, SystemExit):
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    sys.excepthook(type(exc), exc, exc.__traceback__)
+    return 1
 
 
 def _no_needless_owner_change(python_daemon: Any) -> None:
@@ -193,8 +215,11 @@ def _serve_and_release(daemon: Daemon, pidfile: PidFile, launch: Launch) -> int:
     exit_code = 1
     try:
         exit_code = Runtime(daemon, launch, pidfile, None).serve()
-    except BaseException:  # logged; the exit status says it failed
-        logging.getLogger("daemonkit").exception("daemon failed")
+    except BaseException as exc:  # logged; the exit status says it failed
+        if _in_forked_child():
+            exit_code = _end_of_forked_child(exc)
+        else:
+            logging.getLogger("daemonkit").exception("daemon failed")
     finally:
         if pidfile.i_am_locking():
             pidfile.release()

@@ -39,6 +39,22 @@ ACTION_SIGNALS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def default_signals_in_child() -> None:
+    """In a process the service forked without exec: signals as in a fresh Python process.
+
+    The daemon's handlers are inherited by such a child and would act for the daemon: a
+    SIGTERM that ``multiprocessing``'s ``terminate()`` sends its worker would write to the
+    daemon's wakeup pipe (stopping the daemon, not the worker), and a worker forked inside a
+    ``critical()`` block would defer every stop for good. asyncio's wakeup fd is the
+    daemon's loop's pipe as well, hence ``set_wakeup_fd(-1)``. Called by an at-fork hook,
+    in the child's only thread, which Python has made its main thread.
+    """
+    signal.set_wakeup_fd(-1)
+    for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class EarlySignals:
     """Record-only handlers for the first steps of a daemon, before a gate is installed.
 
@@ -189,6 +205,14 @@ class SignalGate:
         """Ask for an action from another thread: delivered as the matching signal."""
         signum = {name: num for num, name in ACTION_SIGNALS.items()}[action]
         signal.pthread_kill(self._main.ident or 0, signum)
+
+    def forget(self) -> None:
+        """Close the wakeup pipe (a forked child's copy; its watcher thread is the daemon's)."""
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class AlsoAsync:

@@ -43,7 +43,7 @@ from .control import FDS, PEER_UID, ControlServer, RequestError, number_field
 from .errors import StopDaemon
 from .exitrecord import ExitRecordWriter
 from .hooks import HookCaller, is_async
-from .lifecycle import Critical, EarlySignals, SignalGate
+from .lifecycle import Critical, EarlySignals, SignalGate, default_signals_in_child
 from .notify import Notifier, watchdog_interval_s
 from .paths import successor_pidfile_for
 from .pidfile import PidFile
@@ -96,12 +96,14 @@ class Runtime:
         self._handover_until = 0.0  # monotonic time until which a handover is under way
         self._stop_seen = threading.Lock()
         self._stop_logged = False
+        self._pid = os.getpid()  # the daemon's; another pid here is a child the service forked
 
     # -- the life cycle ------------------------------------------------------------------------
 
     def serve(self) -> int:
         global _current
         _current = self
+        self._pid = os.getpid()
         early = EarlySignals().install()
         faulthandler.enable()  # a crash in C (SIGSEGV, SIGABRT...) leaves its traceback in the log
         self.launch.log.configure_logging()
@@ -157,6 +159,18 @@ class Runtime:
             self.successor_lock.forget()
         self.control.forget()
         self.exit_record.forget()
+        if self.ready is not None:
+            self.ready.close()  # `start` must hear the daemon's outcome, not a child's
+        if isinstance(self.gate, SignalGate):
+            self.gate.forget()
+        default_signals_in_child()
+
+    def in_forked_child(self) -> bool:
+        """True in a process the service forked without exec, unwinding through the
+        runtime's frames (``sys.exit()`` in a child forked in ``setup()`` or ``run()``): it
+        must end as that child, not report a failed setup, call ``shutdown()`` or write the
+        exit record as if it were the daemon."""
+        return os.getpid() != self._pid
 
     def _open_listeners(self) -> None:
         """Sockets passed in are used, the rest bound (as root). All of them are handed to the
@@ -185,7 +199,9 @@ class Runtime:
             self.hooks.call(self.daemon.setup_privileged)
             self._drop_privileges()
             self.hooks.call(self.daemon.setup)
-        except BaseException as exc:  # noqa: BLE001 - reported to `start`, whatever it was
+        except BaseException as exc:  # reported to `start`, whatever it was
+            if self.in_forked_child():
+                raise
             gate.begin_shutdown()  # from here on a SIGTERM from `start` cannot cut the cleanup
             return self._setup_failed(exc)
         gate.hold()  # a stop from here until run() starts waits for gate.open()
@@ -201,14 +217,17 @@ class Runtime:
                 self._stopped_by(gate.stop_signal)
         except StopDaemon as stop:
             self._stopped_by(stop.signum)
-        except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+        except BaseException as exc:  # logged, and the exit status says so
+            if self.in_forked_child():
+                raise
             exit_code = self._run_ended_by(exc)
-        finally:
-            gate.begin_shutdown()
-            self._enter_shutdown()
+        gate.begin_shutdown()
+        self._enter_shutdown()
         try:
             self.hooks.call(self.daemon.shutdown)
-        except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+        except BaseException as exc:  # logged, and the exit status says so
+            if self.in_forked_child():
+                raise
             return self._shutdown_failed(exc, exit_code)
         return exit_code
 
@@ -230,7 +249,9 @@ class Runtime:
             await self.hooks.call_async(self.daemon.setup_privileged)
             self._drop_privileges()
             await self.hooks.call_async(self.daemon.setup)
-        except BaseException as exc:  # noqa: BLE001 - reported to `start`, whatever it was
+        except BaseException as exc:  # reported to `start`, whatever it was
+            if self.in_forked_child():
+                raise
             gate.begin_shutdown()
             if isinstance(exc, asyncio.CancelledError) and gate.stop_signal is not None:
                 life.uncancel()
@@ -244,11 +265,15 @@ class Runtime:
             try:
                 ended = await run_task  # a stop cancels run_task, never this task
                 if isinstance(ended, BaseException):
+                    if self.in_forked_child():
+                        raise ended
                     exit_code = self._run_ended_by(ended)
             except asyncio.CancelledError:
                 if gate.stop_signal is None:
                     raise  # cancelled by someone else: let asyncio report it
-            except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+            except BaseException as exc:  # logged, and the exit status says so
+                if self.in_forked_child():
+                    raise
                 exit_code = self._run_ended_by(exc)
         if gate.stop_signal is not None and exit_code == 0:
             self.end_reason = f"stopped by {_signal_name(gate.stop_signal)}"
@@ -261,7 +286,9 @@ class Runtime:
         await gate.blocks_closed()
         try:
             await self.hooks.call_async(self.daemon.shutdown)
-        except BaseException as exc:  # noqa: BLE001 - logged, and the exit status says so
+        except BaseException as exc:  # logged, and the exit status says so
+            if self.in_forked_child():
+                raise
             exit_code = self._shutdown_failed(exc, exit_code)
         await gate.blocks_closed()
         return exit_code

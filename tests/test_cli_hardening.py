@@ -382,6 +382,30 @@ def test_workers_forked_without_exec_never_hold_the_pidfile(probe: Service) -> N
     assert restarted.returncode == 0, restarted.stderr
 
 
+def test_forked_children_get_their_own_signals_and_end_as_themselves(probe: Service) -> None:
+    """Children forked without exec inherited the daemon's signal handling: a SIGTERM to a
+    worker (multiprocessing's terminate()) stopped the daemon instead, a SIGHUP reloaded it,
+    and a child's sys.exit() in setup() failed `start` (and in run(), ran shutdown())."""
+    started = probe.cli("start", "--fork-workers", "2", "--fork-exit-in-setup",
+                        "--fork-in-run")
+    assert started.returncode == 0, started.stderr
+    events = probe.wait_event("child status=3")  # a plain Python process's exit status
+    assert "helper status=0" in events
+    workers = [int(e.split("=")[1]) for e in events if e.startswith("worker=")]
+    assert len(workers) == 3  # two from setup(), one forked inside a critical() block
+    probe.started_pids.update(workers)
+    for worker, signum in zip(workers, (signal.SIGHUP, signal.SIGTERM, signal.SIGTERM),
+                              strict=True):
+        os.kill(worker, signum)
+        wait_for(lambda w=worker: not pid_alive(w), message=f"worker {worker} ends")
+    status = json.loads(probe.cli("status", "--json").stdout)
+    assert (status["state"], status["reloads"]) == ("running", 0), status
+    assert "received SIGTERM" not in probe.log_text()
+    assert "shutdown" not in probe.events_seen()  # no child ran the service's shutdown()
+    assert probe.cli("stop").returncode == 0
+    assert probe.events_seen().count("shutdown") == 1
+
+
 def test_a_stop_deferred_by_a_critical_block_shows_as_stopping(probe: Service) -> None:
     """start during that stop used to say "already running", then nothing ran."""
     assert probe.cli("start", "--critical-seconds", "1.5").returncode == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import time
 
 from daemonkit import Daemon
@@ -49,6 +50,11 @@ class Probe(Daemon):
                             help="setup() leaves an orphan `sleep 0.3` behind (for PID 1 tests)")
         parser.add_argument("--fork-workers", type=int, default=0,
                             help="setup() forks workers that sleep (as multiprocessing would)")
+        parser.add_argument("--fork-exit-in-setup", action="store_true",
+                            help="setup() forks a helper that ends with sys.exit(0)")
+        parser.add_argument("--fork-in-run", action="store_true",
+                            help="run() forks, inside a critical() block, a worker that "
+                                 "sleeps and a child that ends with sys.exit(3)")
         parser.add_argument("--segfault", action="store_true",
                             help="run() crashes the interpreter (a C extension's bug)")
         parser.add_argument("--accept-loop", action="store_true",
@@ -116,6 +122,11 @@ class Probe(Daemon):
                 time.sleep(300)
                 os._exit(0)
             self.event(f"worker={worker}")
+        if self.options.fork_exit_in_setup:
+            helper = os.fork()
+            if helper == 0:
+                sys.exit(0)  # unwinds through daemonkit's frames, as the child's own end
+            self.event(f"helper status={os.waitstatus_to_exitcode(os.waitpid(helper, 0)[1])}")
         if self.options.spawn_child:
             import subprocess
 
@@ -138,6 +149,17 @@ class Probe(Daemon):
                 connection, _ = self.listeners[0].accept()
                 connection.close()
                 self.event(f"accepted {number}")
+        if self.options.fork_in_run:
+            with self.critical():
+                worker = os.fork()
+                if worker == 0:
+                    time.sleep(300)
+                    os._exit(0)
+            self.event(f"worker={worker}")
+            child = os.fork()
+            if child == 0:
+                sys.exit(3)
+            self.event(f"child status={os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])}")
         if self.options.run_raises:
             raise RuntimeError("run exploded")
         if self.options.run_returns:
