@@ -13,11 +13,10 @@ it targets at its current ``await`` instead of raising between two bytecodes:
   ``TaskGroup``'s children count), and from the stop on those tasks begin no new block: a
   cancellation of ``run()`` reaching its children never lands inside one. Tasks that are
   not ``run()``'s (the handlers of a server started in ``setup()``) may still enter blocks
-  to finish what they hold until ``run()`` has ended. Then, before ``shutdown()``, the
-  runtime waits for every open block, and from that moment only the task that runs
-  ``shutdown()`` and the tasks it starts may begin one: a consumer that takes its next item
-  as soon as a block ends would otherwise open the next block before the wait resumes, and
-  ``shutdown()`` would close what that block uses.
+  to finish what they hold; before ``shutdown()`` the runtime waits until no block is open
+  in any task, also when a task opens its next block in the instant the last one closes (a
+  queue consumer with a backlog), so ``shutdown()`` never closes what a block uses. A task
+  that takes new work should look at ``stopping`` first, or it delays ``shutdown()``.
 
 A reload (HUP, or the control socket's ``reload``) is a task of its own that awaits the
 service's ``reload()``; requests arriving meanwhile coalesce and run one after the other.
@@ -38,9 +37,6 @@ from .lifecycle import ACTION_SIGNALS, STOP_SIGNALS, AlsoAsync, EarlySignals
 
 #: True in the run() task and in every task started from it
 _IN_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("daemonkit_in_run", default=False)
-#: True in the task that runs shutdown() (from the wait before it) and the tasks it starts
-_IN_SHUTDOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("daemonkit_in_shutdown",
-                                                                   default=False)
 
 
 class AsyncGate:
@@ -66,7 +62,6 @@ class AsyncGate:
         self._acting: asyncio.Task[None] | None = None
         self._open = False  # actions are served between the end of setup and shutdown
         self._shutting_down = False
-        self._closed_to_others = False  # blocks_closed() called: see _enter_block
         self._cancelled = False  # a stop cancels once: a second TERM must not cut unwinding
 
     def install(self, target: asyncio.Task[object], early: EarlySignals) -> None:
@@ -151,10 +146,7 @@ class AsyncGate:
         self._target = None
 
     async def blocks_closed(self) -> None:
-        """Until no critical() block is open in any task (a handler finishing its reply).
-        From the first call on, only the calling task and those it starts begin blocks."""
-        _IN_SHUTDOWN.set(True)  # in the calling task's context: awaited, not a task of its own
-        self._closed_to_others = True
+        """Until no critical() block is open in any task (a handler finishing its reply)."""
         while self._open_blocks:  # (the event may have been set and cleared since it woke us)
             await self._no_blocks_open.wait()
 
@@ -180,8 +172,6 @@ class AsyncGate:
         stopping = self.stop_signal is not None and not self._shutting_down
         if depth == 0 and stopping and (in_run or task is self._target):
             raise asyncio.CancelledError("the daemon is stopping")
-        if depth == 0 and self._closed_to_others and not _IN_SHUTDOWN.get():
-            raise asyncio.CancelledError("the daemon is shutting down")
         self._depth_by_task[task] = depth + 1
         self._open_blocks += 1
         self._open_run_blocks += in_run

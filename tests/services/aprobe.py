@@ -85,7 +85,7 @@ class AsyncProbe(Daemon):
             self.handler = asyncio.create_task(self.handle_forever())
         if self.options.queue_consumer:
             self.queue: asyncio.Queue[int] = asyncio.Queue()
-            for item in range(1000):
+            for item in range(4):
                 self.queue.put_nowait(item)
             self.consumer = asyncio.create_task(self.consume())
         self.event("setup done")
@@ -151,7 +151,8 @@ class AsyncProbe(Daemon):
             await asyncio.sleep(0.05)
 
     async def consume(self) -> None:
-        """The next block begins as the last ends: get() of a full queue does not suspend."""
+        """The next block begins as the last ends (get() of a full queue does not suspend),
+        and it does not look at `stopping`: shutdown() waits for the backlog."""
         while True:
             item = await self.queue.get()
             async with self.critical():
