@@ -34,9 +34,13 @@ from .errors import StopDaemon
 if TYPE_CHECKING:  # asyncio is imported only by services that use it: it costs ~20 ms
     import asyncio
 
-#: the requests that run a hook, in the order they are served when several are pending
-ACTION_SIGNALS = {signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: the signals that run a hook. USR2 reopens the logs as well: supervisord's log reopen
+#: signal, which logrotate configs written for it send; left at its default it would kill
+#: the daemon. (USR1 last: request() sends the last signal of an action.)
+ACTION_SIGNALS = {signal.SIGUSR2: "reopen", signal.SIGUSR1: "reopen", signal.SIGHUP: "reload"}
+#: QUIT as well: a graceful stop for supervisord, gunicorn and nginx alike, where its
+#: default action would end the daemon at once, with no shutdown() and a core dump
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def default_signals_in_child() -> None:

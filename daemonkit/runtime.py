@@ -43,7 +43,14 @@ from .control import FDS, PEER_UID, ControlServer, RequestError, number_field
 from .errors import StopDaemon
 from .exitrecord import ExitRecordWriter
 from .hooks import HookCaller, is_async
-from .lifecycle import Critical, EarlySignals, SignalGate, default_signals_in_child
+from .lifecycle import (
+    ACTION_SIGNALS,
+    STOP_SIGNALS,
+    Critical,
+    EarlySignals,
+    SignalGate,
+    default_signals_in_child,
+)
 from .notify import Notifier, watchdog_interval_s
 from .paths import successor_pidfile_for
 from .pidfile import PidFile
@@ -121,7 +128,7 @@ class Runtime:
         if self.successor_lock is not None and self.successor_lock.i_am_locking():
             self.successor_lock.release()  # a successor nobody took over
         self.hooks.close()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
             signal.signal(signum, signal.SIG_IGN)  # the process is done: nothing may kill it
         return exit_code
 

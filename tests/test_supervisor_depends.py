@@ -10,7 +10,9 @@ shows up as a ``term`` before its dependent's ``exit``). Order is judged from th
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -188,6 +190,44 @@ def test_shutdown_stops_dependents_first(sv: Sv, events: Events) -> None:
     assert events.when("db", "term") >= events.when("web", "exit")
     log = (sv.dir / "sv.log").read_text()
     assert log.index("db: STARTING -> RUNNING") < log.index("web: STOPPED -> STARTING")
+
+
+def test_shutdown_goes_by_priority_and_usr2_and_quit_mean_what_they_do_to_supervisord(
+        sv: Sv, events: Events) -> None:
+    """Every program used to get its stop signal at once at shutdown, a database at
+    priority 1 as early as the application at 100 that uses it; and SIGUSR2 (supervisord's
+    log reopen, in many logrotate configs) or SIGQUIT killed the supervisor outright."""
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+        priority = 1
+
+        [program:cache]
+        {child(sv, "cache")}
+        startsecs = 0
+        priority = 50
+
+        [program:app]
+        {child(sv, "app")}
+        startsecs = 0
+        priority = 100
+        """, header(sv))
+    sv.cli("start", check=True)
+    for name in ("db", "cache", "app"):
+        sv.wait_state(name, "RUNNING")
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    log = sv.dir / "sv.log"
+    log.rename(sv.dir / "sv.log.1")
+    os.kill(supervisor, signal.SIGUSR2)
+    wait_for(log.exists, 10, message="the log reopened on SIGUSR2")
+    assert pid_alive(supervisor) and sv.wait_state("app", "RUNNING")
+    os.kill(supervisor, signal.SIGQUIT)
+    wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone")
+    assert events.when("cache", "term") >= events.when("app", "exit")
+    assert events.when("db", "term") >= events.when("cache", "exit")
+    assert "received SIGQUIT" in log.read_text()
 
 
 def test_a_listener_that_depends_on_a_program_stops_before_it(sv: Sv, events: Events) -> None:

@@ -19,7 +19,7 @@ import ipaddress
 import os
 import shlex
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,12 +349,15 @@ class SupervisorConfig:
 
     def stop_chain_s(self) -> float:
         """How long stopping every program may take: dependents stop before their
-        dependencies, so each link of the longest depends_on chain may take stopwaitsecs;
-        event listeners stop after all of that, once drained (``LISTENER_DRAIN_S``)."""
+        dependencies, so each link of the longest depends_on chain beyond the first may
+        take stopwaitsecs, and each priority waits for the one above it (as long as its
+        slowest program); event
+        listeners stop after all of that, once drained (``LISTENER_DRAIN_S``)."""
         programs = [p for p in self.programs.values() if p.kind != "eventlistener"]
         listeners = [p for p in self.programs.values() if p.kind == "eventlistener"]
         worst = max((p.stopwaitsecs for p in programs), default=0.0)
-        chain = worst * dependencies.chain_depth(self.dependency_graph())
+        chain = (worst * (dependencies.chain_depth(self.dependency_graph()) - 1)
+                 + _priority_levels_s((p.priority, p.stopwaitsecs) for p in programs))
         if listeners:
             chain += LISTENER_DRAIN_S + max(p.stopwaitsecs for p in listeners)
         return chain
@@ -362,6 +365,15 @@ class SupervisorConfig:
     def stop_timeout(self) -> float:
         """How long stopping the whole supervisor may take (the core's --stop-timeout)."""
         return min(self.stop_chain_s() + 5.0, 86399.0)
+
+
+def _priority_levels_s(programs: Iterable[tuple[int, float]]) -> float:
+    """Of (priority, stopwaitsecs) pairs: a shutdown stops one priority after the other,
+    each as slow as its slowest program."""
+    slowest: dict[int, float] = {}
+    for priority, stopwait in programs:
+        slowest[priority] = max(stopwait, slowest.get(priority, 0.0))
+    return sum(slowest.values())
 
 
 #: how long a shutdown lets event listeners work through what is buffered for them once
@@ -460,17 +472,25 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
     top = loader.supervisor_section()
     stopwaits: list[float] = []
     listener_stopwaits: list[float] = []
+    priorities: list[tuple[int, float]] = []
     for name in loader.document.sections:
         if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
             try:
                 stopwait = loader.section_value(name, keys.PROGRAM["stopwaitsecs"])
             except ConfigError:
                 stopwait = 10.0
-            (listener_stopwaits if name.startswith("eventlistener:") else stopwaits).append(
-                stopwait)
+            if name.startswith("eventlistener:"):
+                listener_stopwaits.append(stopwait)
+                continue
+            stopwaits.append(stopwait)
+            try:
+                priorities.append((loader.section_value(name, keys.PROGRAM["priority"]),
+                                   stopwait))
+            except ConfigError:
+                priorities.append((999, stopwait))
     depth = loader.lenient_chain_depth()
     # as SupervisorConfig.stop_chain_s, from what a file that does not load still says
-    chain = max(stopwaits, default=0.0) * depth
+    chain = max(stopwaits, default=0.0) * (depth - 1) + _priority_levels_s(priorities)
     if listener_stopwaits:
         chain += LISTENER_DRAIN_S + max(listener_stopwaits)
     stop_timeout = min(chain + 5.0, 86399.0)

@@ -517,25 +517,38 @@ class Engine:
             else:
                 instance.reopen_logs()
 
-    def _stop_in_order(self, instances: list[Instance]) -> None:
+    def _stop_in_order(self, instances: list[Instance], by_priority: bool = False) -> None:
         """Stop each instance; one that others of ``instances`` depend on (directly or
-        not) is signalled only once those are gone: dependents stop first."""
+        not) is signalled only once those are gone: dependents stop first.
+
+        ``by_priority`` (shutdown): as supervisord shuts down, the instances of one
+        priority are signalled only once every live instance of the next higher priority
+        is gone (a database at priority 1 outlives the application at 100 that uses it);
+        programs of equal priority stop together. Where ``depends_on`` says otherwise it
+        wins: an instance never waits for one it must itself outlive."""
         by_program: dict[str, list[Instance]] = {}
         for instance in instances:
             by_program.setdefault(instance.program.name, []).append(instance)
         closures: dict[str, list[str]] = {}  # per program, not per instance
+
+        def dependents_of(program: str) -> list[str]:
+            if program not in self.deps.dependents:
+                return []
+            if program not in closures:
+                closures[program] = self.deps.dependents_closure(program)
+            return closures[program]
+
+        above = _next_priority_up([i for i in instances if not i.stopped()]) \
+            if by_priority else {}
         for instance in instances:
             program = instance.program.name
             self.stop_order.cancel(instance)
-            if program not in self.deps.dependents:
-                instance.stop()
-                continue
-            if program not in closures:
-                closures[program] = self.deps.dependents_closure(program)
-            dependents = [d for p in closures[program] for d in by_program.get(p, ())
+            dependents = [d for p in dependents_of(program) for d in by_program.get(p, ())
                           if not d.stopped()]
+            dependents += [d for d in above.get(instance.program.priority, ())
+                           if program not in dependents_of(d.program.name)]
             if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
-                instance.want = Want.DOWN  # signalled once its dependents are gone
+                instance.want = Want.DOWN  # signalled once what it waits for is gone
                 continue
             instance.stop()
 
@@ -1101,7 +1114,7 @@ class Engine:
         listeners = [i for i in live if i.program.kind == "eventlistener"
                      and not depends_on.get(i.program.name)]
         programs = [i for i in live if i not in listeners]
-        self._stop_in_order(programs)
+        self._stop_in_order(programs, by_priority=True)
         waiting_listeners = []
         for listener in listeners:
             self.stop_order.cancel(listener)
@@ -1208,3 +1221,12 @@ def _needs_restart(config: SupervisorConfig, key: str) -> Any:
         return tuple((dataclasses.replace(server, username=None, password=None),
                       server.username is not None) for server in value)
     return value
+
+
+def _next_priority_up(instances: list[Instance]) -> dict[int, list[Instance]]:
+    """Per priority among ``instances``, the instances of the next higher one."""
+    by_priority: dict[int, list[Instance]] = {}
+    for instance in instances:
+        by_priority.setdefault(instance.program.priority, []).append(instance)
+    levels = sorted(by_priority)
+    return {level: by_priority[above] for level, above in itertools.pairwise(levels)}
