@@ -635,11 +635,17 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
     wait_s = max(daemon.options.start_timeout, 1.0)
     given = {f"--{key.replace('_', '-')} " for key in getattr(daemon.options,
                                                              "_daemonkit_given", [])}
-    changes = [change for change in _changed_options(daemon, None)
-               if any(change.startswith(option) for option in given)]
-    if changes:
-        _complain(daemon, f"note: {command} keeps the running daemon's options ("
-                          + "; ".join(changes) + "): restart applies them")
+    mine = _my_options(daemon, None) if given else {}
+    if isinstance(mine, str):
+        # (a --config that is missing or broken: the daemon re-reads its own, say so)
+        _complain(daemon, f"note: {command} keeps the running daemon's options; this "
+                          f"command's are refused: {mine}")
+    else:
+        changes = [change for change in _differences(daemon, mine) if mine
+                   and any(change.startswith(option) for option in given)]
+        if changes:
+            _complain(daemon, f"note: {command} keeps the running daemon's options ("
+                              + "; ".join(changes) + "): restart applies them")
     try:
         reply = request(control_path_for(pidfile.path), {"cmd": command, "timeout": wait_s},
                         timeout_s=wait_s + 5.0)

@@ -460,9 +460,17 @@ def test_start_reports_config_errors_busy_ports_and_dead_databases(
     first = daemons()
     first.start()
     second = daemons()
-    second.extra[1] = first.endpoint
-    result = second.cli("start")
-    assert result.returncode == 1 and "cannot bind" in result.stderr
+    second.extra[1:2] = [f"tcp://127.0.0.1:{free_port()}", "--bind", first.endpoint]
+    result = second.cli("start")  # the endpoint taken is named, not every one given
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"ingestd: RuntimeError: cannot bind {first.endpoint}: "
+                                    "[Errno 98] Address already in use"), result.stderr
+    result = daemons(db=f"sqlite:///{tmp_path}/x.db?synchronous=bogus").cli("start")
+    assert result.returncode == 6 and "--db: synchronous='BOGUS'" in result.stderr
+    # reload with a --config that does not check out: the daemon keeps its own, and says so
+    result = first.cli("reload", "--config", str(tmp_path / "missing.json"))
+    assert result.returncode == 0 and "note: reload keeps the running daemon's options; " \
+        "this command's are refused:" in result.stderr, result.stderr
     dead_db = daemons(db=f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     result = dead_db.cli("start")
     assert result.returncode == 1 and "unreachable" in result.stderr

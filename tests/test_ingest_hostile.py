@@ -120,6 +120,60 @@ def test_megabyte_requests_that_are_refused_do_not_hold_up_other_clients(
     assert daemon.stop().returncode == 0
 
 
+def thread_cpu_s(pid: int, name: str) -> float:
+    """CPU seconds (user + system) of the thread of ``pid`` the OS knows as ``name``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as comm:
+            if comm.read().strip() != name:
+                continue
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+    raise AssertionError(f"no thread {name} in {pid}")
+
+
+def test_a_message_of_a_million_frames_does_not_hold_up_the_acks(
+        daemons: Callable[..., Ingestd], context: zmq.Context[Any], tmp_path: Path) -> None:
+    """Empty frames cost 2 bytes on the wire and about 2.5 us each to read: the I/O thread
+    read all of such a message before it forwarded any ack, seconds during which requests
+    already committed went unanswered. Now it reads on for a bounded time per turn and
+    forwards the acks in between; the message is refused once read to its end."""
+    daemon = daemons()
+    daemon.start()
+    pid = daemon.pid()
+    assert pid is not None
+    good = context.socket(zmq.DEALER)
+    flood = context.socket(zmq.DEALER)
+    for sock in (good, flood):
+        sock.linger = 0
+        sock.connect(daemon.endpoint)
+    with locked_database(tmp_path / "ingest.db"):  # the good request waits in the writer
+        good.send_multipart([b"", b'{"id": "waiting-in-the-writer"}'])
+        wait_for(lambda: daemon.status()["inflight_requests"] == 1, 10,
+                 message="the good request taken")
+        flood.send_multipart([b""] * 1_000_001)  # the delimiter, then a million frames
+        cpu_before = thread_cpu_s(pid, "ingestd-io")
+        # the I/O thread is well into the big message: only then may the good one commit
+        wait_for(lambda: thread_cpu_s(pid, "ingestd-io") - cpu_before > 0.3, 30,
+                 message="the I/O thread reading the big message")
+    order = []
+    poller = zmq.Poller()
+    poller.register(good, zmq.POLLIN)
+    poller.register(flood, zmq.POLLIN)
+    for _ in range(20):
+        for sock, _event in poller.poll(1000):
+            reply = json.loads(sock.recv_multipart()[-1])
+            order.append(("good" if sock is good else "flood", reply))
+        if len(order) == 2:
+            break
+    assert [who for who, _reply in order] == ["good", "flood"], order
+    assert order[0][1]["stored"] == 1
+    assert "exactly one frame" in order[1][1]["error"]
+    assert daemon.status()["bad_requests"] == 1
+    assert daemon.stop().returncode == 0
+
+
 #: a DEALER that pushes one-megabyte records as fast as ZeroMQ takes them, never reading
 PUSH = """
 import sys, zmq

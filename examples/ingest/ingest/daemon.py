@@ -28,7 +28,7 @@ from daemonkit import ConfigError, Daemon
 
 from . import dburl, settings
 from .acks import AckChannel
-from .intake import CurveServer, Intake
+from .intake import BindError, CurveServer, Intake
 from .settings import SettingsRef
 from .stores import PermanentError, TransientError, open_store
 from .writer import STOP, Acks, Requests, Writer
@@ -84,7 +84,12 @@ class Ingestd(Daemon):
                 options.db = dburl.parse(options.db or "sqlite:///ingest.db")
             except (dburl.BadURL, ValueError) as exc:
                 raise ConfigError(f"--db: {exc}") from None
-        if options.db.kind == "postgresql":
+        if options.db.kind == "sqlite":
+            try:
+                open_store(options.db)  # checks ?synchronous=
+            except ValueError as exc:
+                raise ConfigError(f"--db: {exc}") from None
+        elif options.db.kind == "postgresql":
             _require("psycopg", "postgresql:// needs psycopg 3 (pip install 'psycopg[binary]')")
         elif options.db.kind == "mysql":
             _require("pymysql", "mysql:// needs PyMySQL (pip install PyMySQL)")
@@ -160,7 +165,8 @@ class Ingestd(Daemon):
         if self.intake.setup_error is not None:
             self._close_context()
             error = self.intake.setup_error
-            raise RuntimeError(f"cannot bind {', '.join(options.bind)}: {error}") from None
+            raise RuntimeError(str(error) if isinstance(error, BindError)
+                               else f"cannot open the ROUTER socket: {error}") from None
         self.writers = [Writer(i, self.requests, self.acks,
                                make_store=lambda: open_store(url), settings=self.settings,
                                log=self.log) for i in range(options.writers)]

@@ -19,7 +19,11 @@ Limits, applied before anything is copied out of ZeroMQ's buffers:
 * exactly one request frame after the delimiter.
 
 A message over a limit is answered with an error and dropped; its frames are never copied
-(``recv(copy=False)`` hands out ZeroMQ's own buffers, released when dropped). A message
+(``recv(copy=False)`` hands out ZeroMQ's own buffers, released when dropped). A message of
+more frames than any request may have is refused whatever follows; the rest is read and
+dropped by :func:`read_rest`, for a bounded time per call, before the refusal is sent: a
+peer sending a million empty frames (2 bytes each on the wire; reading one costs the I/O
+thread about 2.5 us) must not hold up everyone else's acks for seconds. A message
 with no delimiter where one belongs cannot be answered the REP way; a REP socket drops it
 silently, ingestd answers ``[routing id, error]`` so that a DEALER that forgot the empty frame
 learns why.
@@ -27,6 +31,7 @@ learns why.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +43,10 @@ from . import protocol
 MAX_ENVELOPE_FRAMES = 16
 #: and their bytes: 16 routing ids of libzmq's maximum length (255) fit
 MAX_ENVELOPE_BYTES = 4096
+#: what receive() reads of a message at most: every frame a request may have, and one more
+_FRAMES_JUDGED = MAX_ENVELOPE_FRAMES + 3
+#: frames dropped between two looks at the clock (about 2.5 ms of them)
+_DISCARD_BETWEEN_CLOCKS = 1000
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
@@ -54,6 +63,9 @@ class Message:
     body: zmq.Frame | None
     #: the error reply, when the message breaks a rule
     problem: bytes | None
+    #: frames of this message are still to be read (and dropped) before it is answered:
+    #: see read_rest
+    rest_unread: bool = False
 
     @property
     def routing_id(self) -> bytes:
@@ -70,19 +82,49 @@ def receive(socket: zmq.Socket[Any], max_message_size: int) -> Message:
     frame = recv(_NOBLOCK, copy=False)
     frames = [frame]
     size = len(frame)
-    count = 1
-    # kept: the longest envelope, the delimiter, the request and one frame too many
-    keep = MAX_ENVELOPE_FRAMES + 3
-    while frame.more:
+    # read: the longest envelope, the delimiter, the request and one frame too many
+    while frame.more and len(frames) < _FRAMES_JUDGED:
         frame = recv(_NOBLOCK, copy=False)
         size += len(frame)
-        count += 1
-        if count <= keep:
-            frames.append(frame)
+        frames.append(frame)
+    count = len(frames)
     if count == 3 and not len(frames[1]) and size <= max_message_size:
         # a REQ socket's [routing id, "", request], nearly every message: the short way
         return Message([frames[0].bytes, b""], size, frames[2], None)
-    return _classify(frames, count, size, max_message_size)
+    message = _classify(frames, count, size, max_message_size)
+    message.rest_unread = frame.more
+    return message
+
+
+def read_rest(socket: zmq.Socket[Any], message: Message, max_message_size: int,
+              deadline: float) -> bool:
+    """Read and drop the frames of ``message`` that :func:`receive` left unread, until its
+    end (True: ``message.problem`` is its final refusal) or ``deadline`` (a
+    ``time.perf_counter`` time; False: call again). ZeroMQ delivers a message's frames back
+    to back, so nothing else can be read before its end."""
+    recv = socket.recv
+    clock = time.perf_counter
+    size = message.size
+    try:
+        while clock() < deadline:
+            for _ in range(_DISCARD_BETWEEN_CLOCKS):
+                frame = recv(_NOBLOCK, copy=False)
+                size += len(frame)
+                if not frame.more:
+                    message.rest_unread = False
+                    if message.reply_prefix[-1] == b"":  # judged past the envelope: by size
+                        message.problem = (_too_large(size, max_message_size)
+                                           if size > max_message_size
+                                           else protocol.MULTIPART_ERROR)
+                    return True
+        return False
+    finally:
+        message.size = size
+
+
+def _too_large(size: int, max_message_size: int) -> bytes:
+    return protocol.error(f"message of {size} bytes is larger than the limit of "
+                          f"{max_message_size} (--max-message-size, every frame counted)", False)
 
 
 def _classify(frames: list[zmq.Frame], count: int, size: int,
@@ -103,9 +145,7 @@ def _classify(frames: list[zmq.Frame], count: int, size: int,
     prefix = [f.bytes for f in frames[:delimiter]]
     prefix.append(b"")
     if size > max_message_size:
-        return Message(prefix, size, None, protocol.error(
-            f"message of {size} bytes is larger than the limit of {max_message_size} "
-            "(--max-message-size, every frame counted)", False))
+        return Message(prefix, size, None, _too_large(size, max_message_size))
     requests = count - delimiter - 1
     if requests == 1:
         return Message(prefix, size, frames[delimiter + 1], None)

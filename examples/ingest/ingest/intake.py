@@ -73,6 +73,10 @@ KEEPALIVE = {zmq.TCP_KEEPALIVE: 1, zmq.TCP_KEEPALIVE_IDLE: 60, zmq.TCP_KEEPALIVE
              zmq.TCP_KEEPALIVE_CNT: 3}
 
 
+class BindError(Exception):
+    """An endpoint could not be bound; the message names it."""
+
+
 @dataclass
 class IntakeStats:
     bad_requests: int = 0
@@ -130,6 +134,8 @@ class Intake(threading.Thread):
         self._in_lane: dict[bytes, list[int]] = {}
         self._slow_bytes = 0
         self._slow_free_at = 0.0
+        #: a message of too many frames, read in part; see envelope.read_rest
+        self._unfinished: envelope.Message | None = None
         self._warned_at = float("-inf")
 
     # -- called from the main thread --------------------------------------------------------
@@ -178,7 +184,10 @@ class Intake(threading.Thread):
                 router.curve_publickey = self.curve.public_key
                 router.curve_server = True
             for endpoint in self.endpoints:
-                self._guard.bind(router, endpoint)
+                try:
+                    self._guard.bind(router, endpoint)
+                except (zmq.ZMQError, OSError) as exc:
+                    raise BindError(f"cannot bind {endpoint}: {exc}") from None
                 self.bound.append(router.getsockopt_string(zmq.LAST_ENDPOINT))
             self._guard.start()
         except BaseException:
@@ -273,6 +282,14 @@ class Intake(threading.Thread):
         turn_bytes = 0
         clock = time.perf_counter
         deadline = clock() + TURN_MAX_SECONDS
+        unfinished = self._unfinished
+        if unfinished is not None:  # a message of too many frames: read on, then refuse it
+            if not envelope.read_rest(router, unfinished, max_size, deadline):
+                return  # the acks and the rest of the loop get their turn
+            self._unfinished = None
+            stats.bad_requests += 1
+            assert unfinished.problem is not None
+            order.answer_now(unfinished.reply_prefix, unfinished.problem)
         parse = protocol.parse_request
         row_bytes = protocol.ROW_OVERHEAD_BYTES
         read = 0
@@ -286,6 +303,9 @@ class Intake(threading.Thread):
             read += 1
             size = message.size
             turn_bytes += size
+            if message.rest_unread:
+                self._unfinished = message  # answered once read to its end, next turns
+                break
             if message.problem is not None:
                 stats.bad_requests += 1
                 order.answer_now(message.reply_prefix, message.problem)
