@@ -120,6 +120,31 @@ def test_megabyte_requests_that_are_refused_do_not_hold_up_other_clients(
     assert daemon.stop().returncode == 0
 
 
+def test_requests_still_uncommitted_at_the_drain_deadline_are_told_to_resend(
+        daemons: Callable[..., Ingestd], context: zmq.Context[Any], tmp_path: Path) -> None:
+    """Behind a database locked for longer than the stop allows, the requests taken used to
+    get no reply at all when the daemon gave up draining; now each is told to resend."""
+    daemon = daemons(extra=("--stop-timeout", "4"))
+    daemon.start()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.endpoint)
+    with locked_database(tmp_path / "ingest.db"):
+        for n in range(5):
+            dealer.send_multipart([b"", f'{{"id": "late-{n}"}}'.encode()])
+        wait_for(lambda: daemon.status()["inflight_requests"] == 5, 10,
+                 message="five requests taken")
+        stopped = daemon.stop()
+        replies = [json.loads(dealer.recv_multipart()[-1]) for _ in range(5)
+                   if dealer.poll(10_000)]
+    assert stopped.returncode == 0, stopped.stderr
+    assert len(replies) == 5, replies
+    assert all(r["ok"] is False and r["retryable"] is True
+               and r["error"].startswith("shutting down before this request was committed")
+               for r in replies), replies
+    assert "told their clients to resend" in daemon.log_text()
+
+
 def thread_cpu_s(pid: int, name: str) -> float:
     """CPU seconds (user + system) of the thread of ``pid`` the OS knows as ``name``."""
     ticks = os.sysconf("SC_CLK_TCK")

@@ -236,8 +236,11 @@ class Intake(threading.Thread):
                     self.drained_cleanly = order.inflight_requests == 0
                     return
                 if time.monotonic() > self._drain_deadline:
-                    self.log.error("drain deadline passed with %d requests unanswered",
-                                   order.inflight_requests)
+                    # their fate is unknown (a writer may still commit them): a resend is
+                    # answered "duplicate" if it was stored, so tell them to resend
+                    told = order.answer_everything(protocol.SHUTDOWN_ERROR)
+                    self.log.error("drain deadline passed with %d requests not committed; "
+                                   "told their clients to resend", told)
                     return
             else:
                 settings = self.settings.current

@@ -193,4 +193,6 @@ def error(message: str, retryable: bool) -> bytes:
 
 
 MULTIPART_ERROR = error("request must be exactly one frame after the envelope", False)
+SHUTDOWN_ERROR = error("shutting down before this request was committed: it may or may not "
+                       "be stored; resend it (a stored id is answered as a duplicate)", True)
 BUSY_ERROR = error("busy: too many large requests waiting to be read; resend later", True)

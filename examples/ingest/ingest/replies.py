@@ -92,3 +92,20 @@ class ReplyOrder:
             del self._newest[routing_id]
         else:
             self._oldest[routing_id] = ready
+
+    def answer_everything(self, reply: bytes) -> int:
+        """Answer every request in flight: with its own reply where one waits for its turn,
+        else with ``reply``; in order, connection by connection. How many got ``reply``."""
+        told = 0
+        for routing_id in list(self._oldest):
+            pending: Pending | None = self._oldest.pop(routing_id)
+            del self._newest[routing_id]
+            while pending is not None:
+                if pending.reply is None:
+                    pending.reply = reply
+                    told += 1
+                self._send(pending.reply_prefix, pending.reply)
+                self.inflight_requests -= 1
+                self.inflight_bytes -= pending.size
+                pending = pending.later
+        return told
