@@ -149,6 +149,19 @@ def test_lenient_settings_match_the_full_load(tmp_path: Path) -> None:
     with_listener = config.load(str(ini))
     assert config.read_settings(str(ini)).stop_timeout == with_listener.stop_timeout() == (
         42 + config.LISTENER_DRAIN_S + 3 + 5)
+    # shutdown goes by group priority: two programs of one priority in groups of two
+    # priorities stop one after the other, and stop waits for both
+    write(tmp_path / "conf.d" / "g.ini", "[group:g]\nprograms = b\npriority = 7\n"
+          "[program:b]\ncommand = b\nstopwaitsecs = 20\n[program:c]\ncommand = c\n"
+          "stopwaitsecs = 20\n")
+    grouped = config.load(str(ini))
+    assert config.read_settings(str(ini)).stop_timeout == grouped.stop_timeout() == (
+        42 + 20 + config.LISTENER_DRAIN_S + 3 + 5)
+    # depending on a group is depending on its members: one more link of the chain
+    write(tmp_path / "conf.d" / "d.ini", "[program:d]\ncommand = d\ndepends_on = g\n")
+    chained = config.load(str(ini))
+    assert config.read_settings(str(ini)).stop_timeout == chained.stop_timeout() == (
+        42 + 42 + 20 + config.LISTENER_DRAIN_S + 3 + 5)
     # a program that no longer parses does not keep stop/status from finding the supervisor
     write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = soon\n")
     assert config.read_settings(str(ini)).pidfile == full.pidfile

@@ -196,8 +196,19 @@ def test_shutdown_goes_by_priority_and_usr2_and_quit_mean_what_they_do_to_superv
         sv: Sv, events: Events) -> None:
     """Every program used to get its stop signal at once at shutdown, a database at
     priority 1 as early as the application at 100 that uses it; and SIGUSR2 (supervisord's
-    log reopen, in many logrotate configs) or SIGQUIT killed the supervisor outright."""
+    log reopen, in many logrotate configs) or SIGQUIT killed the supervisor outright. A
+    ``[group:]``'s priority is its members' at shutdown, as in supervisord, whatever their
+    own (web would otherwise stop after cache, at 5)."""
     sv.write(f"""
+        [group:front]
+        programs = web
+        priority = 200
+
+        [program:web]
+        {child(sv, "web")}
+        startsecs = 0
+        priority = 5
+
         [program:db]
         {child(sv, "db")}
         startsecs = 0
@@ -214,7 +225,7 @@ def test_shutdown_goes_by_priority_and_usr2_and_quit_mean_what_they_do_to_superv
         priority = 100
         """, header(sv))
     sv.cli("start", check=True)
-    for name in ("db", "cache", "app"):
+    for name in ("db", "cache", "app", "web"):
         sv.wait_state(name, "RUNNING")
     supervisor = sv.supervisor_pid()
     assert supervisor is not None
@@ -225,6 +236,7 @@ def test_shutdown_goes_by_priority_and_usr2_and_quit_mean_what_they_do_to_superv
     assert pid_alive(supervisor) and sv.wait_state("app", "RUNNING")
     os.kill(supervisor, signal.SIGQUIT)
     wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone")
+    assert events.when("app", "term") >= events.when("web", "exit")
     assert events.when("cache", "term") >= events.when("app", "exit")
     assert events.when("db", "term") >= events.when("cache", "exit")
     assert "received SIGQUIT" in log.read_text()

@@ -350,14 +350,14 @@ class SupervisorConfig:
     def stop_chain_s(self) -> float:
         """How long stopping every program may take: dependents stop before their
         dependencies, so each link of the longest depends_on chain beyond the first may
-        take stopwaitsecs, and each priority waits for the one above it (as long as its
-        slowest program); event
-        listeners stop after all of that, once drained (``LISTENER_DRAIN_S``)."""
+        take stopwaitsecs, and each group priority waits for the one above it (as long as
+        its slowest program); event listeners stop after all of that, once drained
+        (``LISTENER_DRAIN_S``)."""
         programs = [p for p in self.programs.values() if p.kind != "eventlistener"]
         listeners = [p for p in self.programs.values() if p.kind == "eventlistener"]
         worst = max((p.stopwaitsecs for p in programs), default=0.0)
         chain = (worst * (dependencies.chain_depth(self.dependency_graph()) - 1)
-                 + _priority_levels_s((p.priority, p.stopwaitsecs) for p in programs))
+                 + _priority_levels_s((p.group_priority, p.stopwaitsecs) for p in programs))
         if listeners:
             chain += LISTENER_DRAIN_S + max(p.stopwaitsecs for p in listeners)
         return chain
@@ -368,8 +368,8 @@ class SupervisorConfig:
 
 
 def _priority_levels_s(programs: Iterable[tuple[int, float]]) -> float:
-    """Of (priority, stopwaitsecs) pairs: a shutdown stops one priority after the other,
-    each as slow as its slowest program."""
+    """Of (group priority, stopwaitsecs) pairs: a shutdown stops one group priority after
+    the other, each as slow as its slowest program."""
     slowest: dict[int, float] = {}
     for priority, stopwait in programs:
         slowest[priority] = max(stopwait, slowest.get(priority, 0.0))
@@ -473,6 +473,7 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
     stopwaits: list[float] = []
     listener_stopwaits: list[float] = []
     priorities: list[tuple[int, float]] = []
+    group_priority_of = _lenient_group_priorities(loader)
     for name in loader.document.sections:
         if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
             try:
@@ -484,10 +485,11 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
                 continue
             stopwaits.append(stopwait)
             try:
-                priorities.append((loader.section_value(name, keys.PROGRAM["priority"]),
-                                   stopwait))
+                priority = loader.section_value(name, keys.PROGRAM["priority"])
             except ConfigError:
-                priorities.append((999, stopwait))
+                priority = 999
+            priorities.append((group_priority_of.get(name.split(":", 1)[1], priority),
+                               stopwait))
     depth = loader.lenient_chain_depth()
     # as SupervisorConfig.stop_chain_s, from what a file that does not load still says
     chain = max(stopwaits, default=0.0) * (depth - 1) + _priority_levels_s(priorities)
@@ -498,15 +500,36 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
                     top["log_level"], top["syslog"], top["umask"], top["directory"])
 
 
-#: what read_settings needs of a program: its stop timeout, and what that may expand
+def _lenient_group_priorities(loader: _Loader) -> dict[str, int]:
+    """Program -> the priority of the ``[group:]`` it is in, as far as a file that does not
+    load says it: shutdown goes by group priority."""
+    priority_of: dict[str, int] = {}
+    for name in loader.document.sections:
+        if not name.startswith("group:"):
+            continue
+        try:
+            members = loader.section_value(name, keys.GROUP["programs"])
+            priority = loader.section_value(name, keys.GROUP["priority"])
+        except ConfigError:
+            continue
+        for member in members or ():
+            priority_of.setdefault(member, priority)
+    return priority_of
+
+
+#: what read_settings needs of a program: its stop timeout, what that may expand, and what
+#: orders a shutdown (a stop that waited for one level of it would give up too soon)
 _PROGRAM_SETTING_KEYS = frozenset({"stopwaitsecs", "numprocs", "numprocs_start",
-                                   "process_name"})
+                                   "process_name", "priority", "depends_on"})
+_GROUP_SETTING_KEYS = frozenset({"programs", "priority", "depends_on"})
 
 
 def _settings_keys(section: str) -> frozenset[str] | None:
     if section.startswith(("program:", "fcgi-program:", "eventlistener:")):
         return _PROGRAM_SETTING_KEYS
-    if section.startswith(("group:", "rpcinterface:")):
+    if section.startswith("group:"):
+        return _GROUP_SETTING_KEYS
+    if section.startswith("rpcinterface:"):
         return frozenset()
     return None  # [supervisord], [include], [DEFAULT], the servers...: all of it
 
@@ -818,24 +841,27 @@ class _Loader:
         return section
 
     def lenient_chain_depth(self) -> int:
-        """read_settings' chain depth, from a file that may not even load: a group counts
-        as one more link (depending on it is depending on its members), which can only
-        make the stop timeout longer than needed, never shorter."""
-        graph: dict[str, tuple[str, ...]] = {}
+        """read_settings' chain depth, from a file that may not even load: depending on a
+        group is depending on its members, and members inherit a group's depends_on."""
+        needs: dict[str, tuple[str, ...]] = {}
+        members_of: dict[str, tuple[str, ...]] = {}
         for name in self.document.sections:
             kind, _, short = name.partition(":")
             if kind not in ("program", "fcgi-program", "group"):
                 continue
             table = keys.GROUP if kind == "group" else keys.PROGRAM
             try:
-                needed = self.depends_on_names(name, table)
-                members = self.section_value(name, keys.GROUP["programs"]) or () if (
-                    kind == "group") else ()
+                needs[name] = self.depends_on_names(name, table)
+                if kind == "group":
+                    members_of[short] = self.section_value(name, keys.GROUP["programs"]) or ()
             except ConfigError:
                 continue
-            graph[short] = (*graph.get(short, ()), *needed, *members)
-            for member in members:  # members inherit the group's depends_on
-                graph[member] = (*graph.get(member, ()), *needed)
+        graph: dict[str, tuple[str, ...]] = {}
+        for name, needed in needs.items():
+            kind, _, short = name.partition(":")
+            resolved = tuple(p for n in needed for p in members_of.get(n, (n,)))
+            for program in members_of.get(short, ()) if kind == "group" else (short,):
+                graph[program] = (*graph.get(program, ()), *resolved)
         return dependencies.chain_depth(graph)
 
     def name_of(self, section: str) -> str:

@@ -521,10 +521,11 @@ class Engine:
         """Stop each instance; one that others of ``instances`` depend on (directly or
         not) is signalled only once those are gone: dependents stop first.
 
-        ``by_priority`` (shutdown): as supervisord shuts down, the instances of one
-        priority are signalled only once every live instance of the next higher priority
-        is gone (a database at priority 1 outlives the application at 100 that uses it);
-        programs of equal priority stop together. Where ``depends_on`` says otherwise it
+        ``by_priority`` (shutdown): as supervisord shuts down, group by group, the
+        instances of one group priority are signalled only once every live instance of the
+        next higher one is gone (a database at priority 1 outlives the application at 100
+        that uses it; a ``[group:]``'s priority is its members', whatever their own);
+        groups of equal priority stop together. Where ``depends_on`` says otherwise it
         wins: an instance never waits for one it must itself outlive."""
         by_program: dict[str, list[Instance]] = {}
         for instance in instances:
@@ -545,7 +546,7 @@ class Engine:
             self.stop_order.cancel(instance)
             dependents = [d for p in dependents_of(program) for d in by_program.get(p, ())
                           if not d.stopped()]
-            dependents += [d for d in above.get(instance.program.priority, ())
+            dependents += [d for d in above.get(instance.program.group_priority, ())
                            if program not in dependents_of(d.program.name)]
             if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
                 instance.want = Want.DOWN  # signalled once what it waits for is gone
@@ -1224,9 +1225,9 @@ def _needs_restart(config: SupervisorConfig, key: str) -> Any:
 
 
 def _next_priority_up(instances: list[Instance]) -> dict[int, list[Instance]]:
-    """Per priority among ``instances``, the instances of the next higher one."""
+    """Per group priority among ``instances``, the instances of the next higher one."""
     by_priority: dict[int, list[Instance]] = {}
     for instance in instances:
-        by_priority.setdefault(instance.program.priority, []).append(instance)
+        by_priority.setdefault(instance.program.group_priority, []).append(instance)
     levels = sorted(by_priority)
     return {level: by_priority[above] for level, above in itertools.pairwise(levels)}
