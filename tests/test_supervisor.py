@@ -757,7 +757,14 @@ def test_reload_restores_numprocs_after_runtime_scale(sv: Sv) -> None:
 
 
 def test_status_exit_codes_spawn_error_line_and_stopped_json(sv: Sv) -> None:
-    sv.write("""
+    """A failed chdir or exec is told in supervisord's words, in the status and where
+    supervisord's child writes it: the program's stderr log (its stdout log when redirected).
+    (A command spawned through setpriv fails its exec there: setpriv says why in the same log,
+    and the start fails as supervisord's does, "Exited too quickly".)"""
+    no_shebang = sv.dir / "no-shebang"
+    no_shebang.write_text("#!/nonexistent/interpreter\n")
+    no_shebang.chmod(0o755)
+    sv.write(f"""
         [program:up]
         command = sleep 600
         startsecs = 0
@@ -770,6 +777,14 @@ def test_status_exit_codes_spawn_error_line_and_stopped_json(sv: Sv) -> None:
         command = sleep 600
         directory = /nonexistent-dir
         startretries = 0
+        stderr_logfile = nodir.err
+
+        [program:noexec]
+        command = {no_shebang}
+        directory = {sv.dir}
+        startretries = 0
+        redirect_stderr = true
+        stdout_logfile = noexec.log
         """)
     stopped = sv.cli("status", "--json")
     assert stopped.returncode == 3
@@ -777,10 +792,16 @@ def test_status_exit_codes_spawn_error_line_and_stopped_json(sv: Sv) -> None:
     assert (shape["pid"], shape["programs"], shape["running"]) == (None, [], False)
     sv.cli("start", check=True)
     sv.wait_state("nodir", "FATAL")
+    sv.wait_state("noexec", "FATAL")
+    assert (sv.dir / "nodir.err").read_text() == (
+        "supervisor: couldn't chdir to /nonexistent-dir: ENOENT\n")
+    assert (sv.dir / "noexec.log").read_text() == (
+        f"supervisor: couldn't exec {no_shebang}: ENOENT\n")
     running = json.loads(sv.cli("status", "--json", check=True).stdout)
     assert set(shape) >= set(running)  # the same keys, stopped or running
     assert sv.cli("status", "up").returncode == 0
     assert sv.cli("status", "idle").returncode == 3
     assert sv.cli("status", "up", "idle").returncode == 3
     text = sv.cli("status").stdout
-    assert re.search(r"^nodir: spawn error: .*nonexistent-dir", text, re.MULTILINE), text
+    assert re.search(r"^nodir: spawn error: couldn't chdir to /nonexistent-dir: ENOENT$", text,
+                     re.MULTILINE), text

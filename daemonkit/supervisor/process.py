@@ -480,7 +480,12 @@ class Instance:
         self.laststart = time.time()
         try:
             self._create_process()
-        except (SpawnError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        except OSError as exc:
+            self._spawn_failed(self._spawn_text(exc))
+            if exc.filename is not None:  # the child's own set-up: chdir or exec failed
+                self._tell_program_log(f"supervisor: {self.spawnerr}\n")
+            return
+        except (SpawnError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             self._spawn_failed(str(exc))
             return
         self.started_at = time.monotonic()
@@ -492,6 +497,25 @@ class Instance:
             self._up()
         else:
             self.deadline = self.started_at + self.program.startsecs
+
+    def _spawn_text(self, exc: OSError) -> str:
+        """supervisord's words for a failed chdir or exec in the child, which Python reports
+        alike (``[Errno 2] No such file or directory: '/srv/app'``: the directory or the
+        command?)."""
+        if exc.filename is None or not exc.errno:
+            return str(exc)
+        code = errno.errorcode.get(exc.errno, str(exc.errno))
+        if exc.filename == self.spec.directory:
+            return f"couldn't chdir to {exc.filename}: {code}"
+        return f"couldn't exec {exc.filename}: {code}"
+
+    def _tell_program_log(self, line: str) -> None:
+        """Where supervisord's child writes why it could not start (its stderr, so the
+        stdout log with ``redirect_stderr``): the program's log, which is where its owner
+        looks first, says why it never ran."""
+        log_file = self.stderr_log if self.spec.stderr is not None else self.stdout_log
+        if log_file is not None:
+            log_file.write(line.encode(errors="replace"))
 
     def _spawn_failed(self, why: str) -> None:
         self.spawn_error = f"spawn error: {why}"
@@ -539,7 +563,7 @@ class Instance:
                 self.spec.directory, uid, {gid, *(groups or ())} - {None}):
             # subprocess changes directory before it changes user; supervisord after, so a
             # directory the user may not enter fails the start there, and must here too
-            raise SpawnError("SPAWN_ERROR", f"couldn't chdir to {self.spec.directory}: EACCES")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.spec.directory)
         listen = self.loop.listen_socket(self)
         in_r, in_w = (None, None) if listen is not None else os.pipe2(os.O_CLOEXEC)
         out_r, out_w = (os.pipe2(os.O_CLOEXEC) if self._captures("stdout") else (None, None))
