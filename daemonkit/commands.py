@@ -236,6 +236,7 @@ def stop(daemon: Daemon) -> int:
         _complain(daemon, _impostor(pidfile, holder))
         return Exit.FAILURE
     assert holder.pid is not None
+    record_owners = _record_owners(pidfile)  # before the pidfile goes
     try:
         result = process.terminate(holder.pid, daemon.options.stop_timeout)
     except PermissionError:
@@ -253,7 +254,20 @@ def stop(daemon: Daemon) -> int:
         _say(daemon, f"killed after {daemon.options.stop_timeout:g}s timeout (pid {holder.pid})")
     else:
         _say(daemon, f"stopped (pid {holder.pid})")
+        _tell_unclean_end(daemon, pidfile, holder.pid, record_owners)
     return Exit.OK
+
+
+def _tell_unclean_end(daemon: Daemon, pidfile: PidFile, pid: int, owners: set[int]) -> None:
+    """A daemon that stopped but failed on its way out (``shutdown()`` raised, a drain left
+    work undone) is stopped, so the stop succeeded (LSB: 0); but "stopped" alone would hide
+    the failure until someone thinks of running ``status``."""
+    record = read_exit_record(exit_record_path_for(pidfile.path), owners)
+    if record is None or record.get("pid") != pid:
+        return
+    note = describe_end(record)
+    if note is not None:
+        _complain(daemon, f"warning: {note}")
 
 
 def _observe_successor(daemon: Daemon, pidfile: PidFile) -> Holder:
@@ -573,16 +587,22 @@ def status(daemon: Daemon) -> int:
     return _print_status(daemon, report, Exit.OK, line)
 
 
-def _status_stopped(daemon: Daemon, pidfile: PidFile, report: dict[str, Any]) -> int:
-    """Not running: say so, and how the last daemon ended if that is worth knowing."""
-    report["state"] = "stopped"
-    owners = {0, os.geteuid()}  # and the owner of the daemon's directory (and pidfile): the
-    for path in (os.path.dirname(pidfile.path), pidfile.path):  # service user's, say
+def _record_owners(pidfile: PidFile) -> set[int]:
+    """Who may have written the exit record: root, us, and the owner of the daemon's directory
+    and pidfile (the service user's, say); anyone else's is a fabrication."""
+    owners = {0, os.geteuid()}
+    for path in (os.path.dirname(pidfile.path), pidfile.path):
         try:
             owners.add(os.lstat(path).st_uid)
         except OSError:
             pass
-    record = read_exit_record(exit_record_path_for(pidfile.path), owners)
+    return owners
+
+
+def _status_stopped(daemon: Daemon, pidfile: PidFile, report: dict[str, Any]) -> int:
+    """Not running: say so, and how the last daemon ended if that is worth knowing."""
+    report["state"] = "stopped"
+    record = read_exit_record(exit_record_path_for(pidfile.path), _record_owners(pidfile))
     note = describe_end(record) if record is not None else None
     if record is not None:
         report["last_exit"] = record

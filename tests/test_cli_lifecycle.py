@@ -296,6 +296,22 @@ def test_uncaught_exception_in_run(probe: Service) -> None:
     assert probe.cli("status").stdout.strip() == "probe is not running"
 
 
+def test_stop_says_when_the_daemon_failed_on_its_way_out(probe: Service) -> None:
+    assert probe.cli("start", "--shutdown-raises").returncode == 0
+    pid = probe.pid()
+    stopped = probe.cli("stop")
+    # stopped is stopped (LSB: 0), but the failure is told, not left for `status` to find
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, f"probe stopped (pid {pid})")
+    assert re.fullmatch(
+        rf"probe: warning: pid {pid} exited with status 1 at \S+: stopped by SIGTERM; "
+        rf"shutdown\(\) raised RuntimeError: could not flush the queue; "
+        rf"log: {re.escape(str(probe.log_file))}", stopped.stderr.strip()), stopped.stderr
+    # a clean stop says nothing more, even with the failed record of an earlier run about
+    assert probe.cli("start").returncode == 0
+    clean = probe.cli("stop")
+    assert (clean.returncode, clean.stderr) == (0, "")
+
+
 def test_run_returning_ends_the_daemon_cleanly(probe: Service) -> None:
     assert probe.cli("start", "--run-returns").returncode == 0
     wait_for(lambda: probe.cli("status").returncode == 3, message="daemon ended")

@@ -39,6 +39,8 @@ class Probe(Daemon):
         parser.add_argument("--reload-seconds", type=float, default=0.0)
         parser.add_argument("--reload-exit", action="store_true", help="reload() calls sys.exit")
         parser.add_argument("--shutdown-seconds", type=float, default=0.0)
+        parser.add_argument("--shutdown-raises", action="store_true",
+                            help="shutdown() raises: the daemon exits 1 after a stop")
         parser.add_argument("--atexit-file",
                             help="configure() registers an exit handler that writes this file")
         parser.add_argument("--reload-hogs-fds-until",
@@ -230,6 +232,8 @@ class Probe(Daemon):
             self.child.terminate()
             self.child.wait()
         self.event("shutdown")
+        if self.options.shutdown_raises:
+            raise RuntimeError("could not flush the queue")
 
     def status_info(self) -> dict[str, object]:
         if self.options.status_override:
