@@ -157,14 +157,43 @@ def test_lenient_settings_match_the_full_load(tmp_path: Path) -> None:
     grouped = config.load(str(ini))
     assert config.read_settings(str(ini)).stop_timeout == grouped.stop_timeout() == (
         42 + 20 + config.LISTENER_DRAIN_S + 3 + 5)
-    # depending on a group is depending on its members: one more link of the chain
-    write(tmp_path / "conf.d" / "d.ini", "[program:d]\ncommand = d\ndepends_on = g\n")
+    # depending on a group is depending on its members, and depends_on wins over priority:
+    # d (1) stops before b (7), in a wave of its own between a and c's and b's
+    write(tmp_path / "conf.d" / "d.ini", "[program:d]\ncommand = d\ndepends_on = g\n"
+          "priority = 1\n")
     chained = config.load(str(ini))
+    assert chained.stop_waves() == {"b": 0, "d": 1, "a": 2, "c": 2}
     assert config.read_settings(str(ini)).stop_timeout == chained.stop_timeout() == (
-        42 + 42 + 20 + config.LISTENER_DRAIN_S + 3 + 5)
+        42 + 10 + 20 + config.LISTENER_DRAIN_S + 3 + 5)
     # a program that no longer parses does not keep stop/status from finding the supervisor
     write(tmp_path / "conf.d" / "a.ini", "[program:a]\ncommand = a\nstopwaitsecs = soon\n")
     assert config.read_settings(str(ini)).pidfile == full.pidfile
+
+
+def test_shutdown_waves_where_depends_on_crosses_priorities(tmp_path: Path) -> None:
+    """Shutdown stops wave after wave, the reverse of the start order. With depends_on
+    pulling against priority the old level-by-level waits went round in a circle (app waits
+    for db, db for cache, cache for app) and the time allowed for a shutdown was too short
+    for the chains that remained; each wave now waits only for a later-started one, and
+    stop's timeout (read leniently or from the full load) is the sum of the waves."""
+    ini = write(tmp_path / "sv.ini", "[program:db]\ncommand = db\npriority = 150\n"
+                "stopwaitsecs = 3\n[program:cache]\ncommand = cache\npriority = 200\n"
+                "stopwaitsecs = 5\n[program:app]\ncommand = app\npriority = 100\n"
+                "depends_on = cache\nstopwaitsecs = 7\n")
+    loaded = config.load(str(ini))
+    assert loaded.program_order() == ["db", "cache", "app"]
+    assert loaded.stop_waves() == {"db": 0, "cache": 1, "app": 2}  # app, cache, db
+    assert config.read_settings(str(ini)).stop_timeout == loaded.stop_timeout() == 3 + 5 + 7 + 5
+    # dependencies and priorities alternating: five waves out of two priorities
+    lines = []
+    for name, priority, needs, stopwait in (("a", 2, "", 1), ("b", 1, "a", 2), ("c", 2, "", 3),
+                                            ("d", 1, "c", 4), ("e", 2, "", 5)):
+        lines.append(f"[program:{name}]\ncommand = {name}\npriority = {priority}\n"
+                     f"stopwaitsecs = {stopwait}\n" + (f"depends_on = {needs}\n" if needs else ""))
+    ini = write(tmp_path / "alt.ini", "".join(lines))
+    loaded = config.load(str(ini))
+    assert loaded.stop_waves() == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}
+    assert config.read_settings(str(ini)).stop_timeout == loaded.stop_timeout() == 15 + 5
 
 
 def test_auto_logs_childlogdir_and_supervisor_environment(tmp_path: Path) -> None:

@@ -242,6 +242,44 @@ def test_shutdown_goes_by_priority_and_usr2_and_quit_mean_what_they_do_to_superv
     assert "received SIGQUIT" in log.read_text()
 
 
+def test_shutdown_where_depends_on_and_priority_disagree_across_levels(
+        sv: Sv, events: Events) -> None:
+    """app (100) depends_on cache (200), with db (150) between them. The shutdown used to
+    wait level by level on both: app for db, db for cache, cache for app, a circle; nothing
+    was signalled until the grace (a minute here) ran out, then everything got SIGKILL.
+    Now app stops first (depends_on wins), then cache, then db, each on SIGTERM."""
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+        priority = 150
+        stopwaitsecs = 20
+
+        [program:cache]
+        {child(sv, "cache")}
+        startsecs = 0
+        priority = 200
+        stopwaitsecs = 20
+
+        [program:app]
+        {child(sv, "app")}
+        startsecs = 0
+        priority = 100
+        depends_on = cache
+        stopwaitsecs = 20
+        """, header(sv))
+    sv.cli("start", check=True)
+    for name in ("db", "cache", "app"):
+        sv.wait_state(name, "RUNNING")
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 15, message="supervisor gone, not deadlocked")
+    # each stopped on its SIGTERM (a SIGKILL leaves no "exit" line), in the waves' order
+    assert events.when("cache", "term") >= events.when("app", "exit")
+    assert events.when("db", "term") >= events.when("cache", "exit")
+
+
 def test_a_listener_that_depends_on_a_program_stops_before_it(sv: Sv, events: Events) -> None:
     """Listeners stop last at shutdown, to hear every STOPPED; but one that depends_on a
     program (a relay to it, say) used to outlive it too, working on without it."""

@@ -347,17 +347,21 @@ class SupervisorConfig:
         config = self.programs[program]
         return (config.group_priority, config.group_name, config.priority, program)
 
+    def stop_waves(self) -> dict[str, int]:
+        """Program -> its shutdown wave (:func:`dependencies.stop_waves`). Event listeners
+        without depends_on have none: they stop after every wave, once drained."""
+        staged = [p for p in self.program_order()
+                  if self.programs[p].kind != "eventlistener" or self.programs[p].depends_on]
+        return dependencies.stop_waves(staged, self.dependency_graph(),
+                                       lambda p: self.programs[p].group_priority)
+
     def stop_chain_s(self) -> float:
-        """How long stopping every program may take: dependents stop before their
-        dependencies, so each link of the longest depends_on chain beyond the first may
-        take stopwaitsecs, and each group priority waits for the one above it (as long as
-        its slowest program); event listeners stop after all of that, once drained
-        (``LISTENER_DRAIN_S``)."""
-        programs = [p for p in self.programs.values() if p.kind != "eventlistener"]
-        listeners = [p for p in self.programs.values() if p.kind == "eventlistener"]
-        worst = max((p.stopwaitsecs for p in programs), default=0.0)
-        chain = (worst * (dependencies.chain_depth(self.dependency_graph()) - 1)
-                 + _priority_levels_s((p.group_priority, p.stopwaitsecs) for p in programs))
+        """How long stopping every program may take: one wave after the other, each as long
+        as its slowest program's stopwaitsecs; event listeners stop after all of that, once
+        drained (``LISTENER_DRAIN_S``)."""
+        waves = self.stop_waves()
+        chain = _stages_s((wave, self.programs[p].stopwaitsecs) for p, wave in waves.items())
+        listeners = [p for name, p in self.programs.items() if name not in waves]
         if listeners:
             chain += LISTENER_DRAIN_S + max(p.stopwaitsecs for p in listeners)
         return chain
@@ -367,12 +371,12 @@ class SupervisorConfig:
         return min(self.stop_chain_s() + 5.0, 86399.0)
 
 
-def _priority_levels_s(programs: Iterable[tuple[int, float]]) -> float:
-    """Of (group priority, stopwaitsecs) pairs: a shutdown stops one group priority after
-    the other, each as slow as its slowest program."""
+def _stages_s(stopwaits: Iterable[tuple[int, float]]) -> float:
+    """Of (stage, stopwaitsecs) pairs: stages stop one after the other, each as slow as its
+    slowest program."""
     slowest: dict[int, float] = {}
-    for priority, stopwait in programs:
-        slowest[priority] = max(stopwait, slowest.get(priority, 0.0))
+    for stage, stopwait in stopwaits:
+        slowest[stage] = max(stopwait, slowest.get(stage, 0.0))
     return sum(slowest.values())
 
 
@@ -470,31 +474,35 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
         except ConfigError:
             return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
     top = loader.supervisor_section()
-    stopwaits: list[float] = []
-    listener_stopwaits: list[float] = []
-    priorities: list[tuple[int, float]] = []
+    stopwait_of: dict[str, float] = {}
+    priority_of: dict[str, int] = {}
+    listeners: set[str] = set()
     group_priority_of = _lenient_group_priorities(loader)
     for name in loader.document.sections:
         if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
+            program = name.split(":", 1)[1]
             try:
-                stopwait = loader.section_value(name, keys.PROGRAM["stopwaitsecs"])
+                stopwait_of[program] = loader.section_value(name, keys.PROGRAM["stopwaitsecs"])
             except ConfigError:
-                stopwait = 10.0
-            if name.startswith("eventlistener:"):
-                listener_stopwaits.append(stopwait)
-                continue
-            stopwaits.append(stopwait)
+                stopwait_of[program] = 10.0
             try:
                 priority = loader.section_value(name, keys.PROGRAM["priority"])
             except ConfigError:
                 priority = 999
-            priorities.append((group_priority_of.get(name.split(":", 1)[1], priority),
-                               stopwait))
-    depth = loader.lenient_chain_depth()
+            if name.startswith("eventlistener:"):
+                listeners.add(program)
+                if loader.document.get(name, "priority") is None:  # as load's pools
+                    priority = LISTENER_POOL_PRIORITY
+            priority_of[program] = group_priority_of.get(program, priority)
     # as SupervisorConfig.stop_chain_s, from what a file that does not load still says
-    chain = max(stopwaits, default=0.0) * (depth - 1) + _priority_levels_s(priorities)
-    if listener_stopwaits:
-        chain += LISTENER_DRAIN_S + max(listener_stopwaits)
+    graph = loader.lenient_dependency_graph()
+    staged = [p for p in stopwait_of if p not in listeners or graph.get(p)]
+    order = dependencies.start_order(staged, graph, lambda p: (priority_of[p], p))
+    waves = dependencies.stop_waves(order, graph, priority_of.__getitem__)
+    chain = _stages_s((wave, stopwait_of[p]) for p, wave in waves.items())
+    unstaged = [stopwait_of[p] for p in stopwait_of if p not in waves]
+    if unstaged:
+        chain += LISTENER_DRAIN_S + max(unstaged)
     stop_timeout = min(chain + 5.0, 86399.0)
     return Settings(top["pidfile"], top["logfile"], top["user"], top["control"], stop_timeout,
                     top["log_level"], top["syslog"], top["umask"], top["directory"])
@@ -840,8 +848,8 @@ class _Loader:
             return f"{programs[name].kind}:{name}"
         return section
 
-    def lenient_chain_depth(self) -> int:
-        """read_settings' chain depth, from a file that may not even load: depending on a
+    def lenient_dependency_graph(self) -> dict[str, tuple[str, ...]]:
+        """read_settings' depends_on, from a file that may not even load: depending on a
         group is depending on its members, and members inherit a group's depends_on."""
         needs: dict[str, tuple[str, ...]] = {}
         members_of: dict[str, tuple[str, ...]] = {}
@@ -862,7 +870,7 @@ class _Loader:
             resolved = tuple(p for n in needed for p in members_of.get(n, (n,)))
             for program in members_of.get(short, ()) if kind == "group" else (short,):
                 graph[program] = (*graph.get(program, ()), *resolved)
-        return dependencies.chain_depth(graph)
+        return graph
 
     def name_of(self, section: str) -> str:
         try:

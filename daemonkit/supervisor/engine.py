@@ -522,11 +522,13 @@ class Engine:
         not) is signalled only once those are gone: dependents stop first.
 
         ``by_priority`` (shutdown): as supervisord shuts down, group by group, the
-        instances of one group priority are signalled only once every live instance of the
-        next higher one is gone (a database at priority 1 outlives the application at 100
-        that uses it; a ``[group:]``'s priority is its members', whatever their own);
-        groups of equal priority stop together. Where ``depends_on`` says otherwise it
-        wins: an instance never waits for one it must itself outlive."""
+        instances of one wave are signalled only once every live instance of the next
+        higher wave is gone. Without depends_on the waves are the group priorities (a
+        database at priority 1 outlives the application at 100 that uses it; a
+        ``[group:]``'s priority is its members', whatever their own; groups of equal
+        priority stop together); with it, :meth:`SupervisorConfig.stop_waves` puts every
+        dependent above what it depends on, so that depends_on wins without a wait ever
+        going round in a circle."""
         by_program: dict[str, list[Instance]] = {}
         for instance in instances:
             by_program.setdefault(instance.program.name, []).append(instance)
@@ -539,15 +541,15 @@ class Engine:
                 closures[program] = self.deps.dependents_closure(program)
             return closures[program]
 
-        above = _next_priority_up([i for i in instances if not i.stopped()]) \
+        waves = self.config.stop_waves() if by_priority and self.config is not None else {}
+        above = _next_wave_up([i for i in instances if not i.stopped()], waves) \
             if by_priority else {}
         for instance in instances:
             program = instance.program.name
             self.stop_order.cancel(instance)
             dependents = [d for p in dependents_of(program) for d in by_program.get(p, ())
                           if not d.stopped()]
-            dependents += [d for d in above.get(instance.program.group_priority, ())
-                           if program not in dependents_of(d.program.name)]
+            dependents += above.get(waves.get(program, 0), ())
             if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
                 instance.want = Want.DOWN  # signalled once what it waits for is gone
                 continue
@@ -1224,10 +1226,12 @@ def _needs_restart(config: SupervisorConfig, key: str) -> Any:
     return value
 
 
-def _next_priority_up(instances: list[Instance]) -> dict[int, list[Instance]]:
-    """Per group priority among ``instances``, the instances of the next higher one."""
-    by_priority: dict[int, list[Instance]] = {}
+def _next_wave_up(instances: list[Instance], waves: dict[str, int]
+                  ) -> dict[int, list[Instance]]:
+    """Per shutdown wave among ``instances``, the instances of the next higher one (a
+    program not in ``waves``, one of a configuration being retired, is in wave 0)."""
+    by_wave: dict[int, list[Instance]] = {}
     for instance in instances:
-        by_priority.setdefault(instance.program.group_priority, []).append(instance)
-    levels = sorted(by_priority)
-    return {level: by_priority[above] for level, above in itertools.pairwise(levels)}
+        by_wave.setdefault(waves.get(instance.program.name, 0), []).append(instance)
+    levels = sorted(by_wave)
+    return {level: by_wave[above] for level, above in itertools.pairwise(levels)}
