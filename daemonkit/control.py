@@ -494,7 +494,9 @@ class ControlServer:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-        self._closed.set()
+        # not self._closed.set(): no thread of ours survives the fork to be told, and an
+        # Event's lock may have been held by one at the fork (this runs in the child, also
+        # in the supervisor's children between fork and exec)
 
     def move_to(self, path: str) -> None:
         """Rename the bound socket file: a bound unix socket is reached by its inode, so

@@ -59,6 +59,33 @@ def default_signals_in_child() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class ForkSignalWindow:
+    """Keep the daemon's signals blocked from just before a fork until the child has reset
+    its handlers (:func:`default_signals_in_child`).
+
+    Between ``fork()`` and that reset the child still has the daemon's handlers: a SIGTERM
+    sent to a worker in that instant (``multiprocessing``'s ``terminate()`` of a worker
+    just started) would write to the daemon's wakeup pipe and stop the daemon instead. Blocked,
+    the signal waits in the child and is delivered once the child's handlers are the
+    defaults. The mask is the forking thread's own, saved per thread (two threads may fork at
+    once) and restored on both sides; an exec'd child (``subprocess`` with a
+    ``preexec_fn``, which runs these hooks too) thus never inherits it.
+    """
+
+    def __init__(self) -> None:
+        self._saved = threading.local()
+
+    def block(self) -> None:
+        self._saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                                  (*STOP_SIGNALS, *ACTION_SIGNALS))
+
+    def restore(self) -> None:
+        mask = getattr(self._saved, "mask", None)
+        if mask is not None:
+            self._saved.mask = None
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 class EarlySignals:
     """Record-only handlers for the first steps of a daemon, before a gate is installed.
 

@@ -48,6 +48,7 @@ from .lifecycle import (
     STOP_SIGNALS,
     Critical,
     EarlySignals,
+    ForkSignalWindow,
     SignalGate,
     default_signals_in_child,
 )
@@ -98,6 +99,7 @@ class Runtime:
         #: (not the service user it dropped to, which may only ask for status and reloads)
         self.owner_uids = {0, os.getuid()}
         self.successor_lock: PidFile | None = None  # NAME.next.pid, held by a successor
+        self._fork_window = ForkSignalWindow()
         self._succession = threading.Lock()  # take-over and giving it up exclude each other
         self._succession_over = False  # taken over, or given up
         self._handover_until = 0.0  # monotonic time until which a handover is under way
@@ -147,7 +149,9 @@ class Runtime:
             self.successor_lock.write_pid(os.getpid())
         else:
             self._own_the_pidfile()
-        os.register_at_fork(after_in_child=self._forked_child_lets_go)
+        os.register_at_fork(before=self._fork_window.block,
+                            after_in_parent=self._fork_window.restore,
+                            after_in_child=self._forked_child_lets_go)
         if self.ready is not None:
             self.ready.send(pid=os.getpid())
         self._open_listeners()
@@ -161,16 +165,21 @@ class Runtime:
         the daemon's pidfile lock, control socket and records are not the child's. Were it
         to keep them, the lock would outlive a daemon killed with -9 (held by its orphaned
         workers) and its socket would answer for nobody."""
-        self.pidfile.forget()
-        if self.successor_lock is not None:
-            self.successor_lock.forget()
-        self.control.forget()
-        self.exit_record.forget()
-        if self.ready is not None:
-            self.ready.close()  # `start` must hear the daemon's outcome, not a child's
-        if isinstance(self.gate, SignalGate):
-            self.gate.forget()
-        default_signals_in_child()
+        try:
+            default_signals_in_child()
+            self.pidfile.forget()
+            if self.successor_lock is not None:
+                self.successor_lock.forget()
+            self.control.forget()
+            self.exit_record.forget()
+            if self.ready is not None:
+                self.ready.close()  # `start` must hear the daemon's outcome, not a child's
+            if isinstance(self.gate, SignalGate):
+                self.gate.forget()
+        finally:
+            # last: a signal that arrived since the fork is delivered now, to the child's
+            # own (default) handlers, and a KeyboardInterrupt is not swallowed by this hook
+            self._fork_window.restore()
 
     def in_forked_child(self) -> bool:
         """True in a process the service forked without exec, unwinding through the

@@ -406,6 +406,23 @@ def test_forked_children_get_their_own_signals_and_end_as_themselves(probe: Serv
     assert probe.events_seen().count("shutdown") == 1
 
 
+def test_a_signal_between_fork_and_the_childs_reset_is_the_childs(probe: Service) -> None:
+    """A SIGTERM that reached a child between fork() and the runtime's reset of its handlers
+    ran the daemon's handler there, which told the daemon (the wakeup pipe they share) to
+    stop. The daemon's signals are now blocked across that window and delivered after the
+    reset: the child dies of it, as a fresh process would, and the daemon runs on."""
+    assert probe.cli("start", "--term-at-fork").returncode == 0
+    events = wait_for(lambda: [e for e in probe.events_seen()
+                               if e.startswith("signalled child status=")],
+                      message="the probe reaped its signalled child")
+    assert events == [f"signalled child status={-signal.SIGTERM}"], events
+    status = json.loads(probe.cli("status", "--json").stdout)
+    assert status["state"] == "running", status
+    assert "received SIGTERM" not in probe.log_text()
+    assert probe.cli("stop").returncode == 0
+    assert probe.events_seen().count("shutdown") == 1
+
+
 def test_a_stop_deferred_by_a_critical_block_shows_as_stopping(probe: Service) -> None:
     """start during that stop used to say "already running", then nothing ran."""
     assert probe.cli("start", "--critical-seconds", "1.5").returncode == 0

@@ -210,7 +210,9 @@ def _fork(request: SpawnRequest) -> Child:
         start_new_session=request.new_session, user=request.uid, group=request.gid,
         extra_groups=None if request.groups is None else list(request.groups),
         umask=-1 if request.umask is None else request.umask,
-        # one prctl, async-signal-safe: the documented exception to no preexec_fn
+        # a preexec_fn runs Python in the child of a threaded process: ours is one prctl,
+        # and the at-fork hooks it brings along (daemonkit.runtime's: close descriptors,
+        # reset signal handlers, restore the signal mask) take no lock either
         preexec_fn=preexec,  # noqa: PLW1509
     )
     return Child(popen.pid, "fork", popen)

@@ -15,6 +15,18 @@ import time
 
 from daemonkit import Daemon
 
+#: --term-at-fork: set around one fork in run(); the hook below then signals the child at
+#: the earliest moment it can run code, before the runtime's own hook has reset its handlers
+_term_at_fork = False
+
+
+def _term_the_new_child() -> None:
+    if _term_at_fork:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_child=_term_the_new_child)  # at import: before the runtime's
+
 
 class Probe(Daemon):
     name = "probe"
@@ -57,6 +69,8 @@ class Probe(Daemon):
         parser.add_argument("--fork-in-run", action="store_true",
                             help="run() forks, inside a critical() block, a worker that "
                                  "sleeps and a child that ends with sys.exit(3)")
+        parser.add_argument("--term-at-fork", action="store_true",
+                            help="run() forks a child that gets SIGTERM right after the fork")
         parser.add_argument("--segfault", action="store_true",
                             help="run() crashes the interpreter (a C extension's bug)")
         parser.add_argument("--accept-loop", action="store_true",
@@ -162,6 +176,15 @@ class Probe(Daemon):
             if child == 0:
                 sys.exit(3)
             self.event(f"child status={os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])}")
+        if self.options.term_at_fork:
+            global _term_at_fork
+            _term_at_fork = True
+            child = os.fork()
+            if child == 0:
+                os._exit(0)  # only if the SIGTERM did not end it as a fresh process's would
+            _term_at_fork = False
+            status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+            self.event(f"signalled child status={status}")
         if self.options.run_raises:
             raise RuntimeError("run exploded")
         if self.options.run_returns:
