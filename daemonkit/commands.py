@@ -660,9 +660,9 @@ def _ask(daemon: Daemon, command: str, done: str, doing: str) -> int:
         # (a --config that is missing or broken: the daemon re-reads its own, say so)
         _complain(daemon, f"note: {command} keeps the running daemon's options; this "
                           f"command's are refused: {mine}")
-    else:
-        changes = [change for change in _differences(daemon, mine) if mine
-                   and any(change.startswith(option) for option in given)]
+    elif mine:  # (nothing given: no need to ask the daemon for its options)
+        changes = [change for change in _differences(daemon, mine)
+                   if any(change.startswith(option) for option in given)]
         if changes:
             _complain(daemon, f"note: {command} keeps the running daemon's options ("
                               + "; ".join(changes) + "): restart applies them")
