@@ -35,6 +35,7 @@ from .writer import STOP, Acks, Requests, Writer
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_MAX_MESSAGE = 1024 * 1024
+MIN_MESSAGE_SIZE = 2048
 #: what ZeroMQ may hold per connection while intake is paused, by default (see receive_hwm)
 DEFAULT_QUEUED_PER_CONNECTION = 64 * 1024 * 1024
 #: time kept back from --stop-timeout for closing sockets and exiting after the drain
@@ -93,8 +94,11 @@ class Ingestd(Daemon):
             _require("psycopg", "postgresql:// needs psycopg 3 (pip install 'psycopg[binary]')")
         elif options.db.kind == "mysql":
             _require("pymysql", "mysql:// needs PyMySQL (pip install PyMySQL)")
-        if not 1024 <= options.max_message_size <= 1 << 31:
-            raise ConfigError("--max-message-size must be between 1024 and 2147483648 bytes")
+        # at least 2 KiB: client.py keeps 1 KiB of each message for the envelope (proxies'
+        # routing ids), so any size ingestd accepts is one the client can match
+        if not MIN_MESSAGE_SIZE <= options.max_message_size <= 1 << 31:
+            raise ConfigError(f"--max-message-size must be between {MIN_MESSAGE_SIZE} and "
+                              "2147483648 bytes")
         if options.receive_hwm is None:
             options.receive_hwm = receive_hwm_for(options.max_message_size)
         elif not 1 <= options.receive_hwm <= 1_000_000:
