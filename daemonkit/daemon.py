@@ -57,7 +57,7 @@ class Daemon:
 
             name = service_name(type(self))
         self.log = logging.getLogger(name)
-        #: set on SIGTERM/SIGINT and when the daemon ends; threads ``wait()`` on it,
+        #: set on SIGTERM/SIGINT/SIGQUIT and when the daemon ends; threads ``wait()`` on it,
         #: coroutines ``await self.stopping.wait_async()``
         self.stopping = StopEvent()
         #: the listening sockets, in the order of ``listen``: ready before
