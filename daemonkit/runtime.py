@@ -327,25 +327,18 @@ class Runtime:
         drop_privileges(identity)
 
     def _setup_failed(self, exc: BaseException) -> int:
-        """The start failed; the exit status is 1, except for a stop asked for during
-        setup(): the start still fails (``start`` hears why and exits 1), but the daemon
-        did what it was told, so it ends as a stopped daemon does (0), and ``stop`` and
-        ``status`` do not report it as a failure."""
         if isinstance(exc, StopDaemon):
             message = f"stopped by {_signal_name(exc.signum)} during setup()"
             self.log.warning(message)
-            self.end_reason = message
-            exit_status = 0
         else:
             message = describe(exc)
             self.log.error("setup failed", exc_info=exc)
-            self.end_reason = f"setup() failed: {message}"
-            exit_status = 1
+        self.end_reason = f"setup() failed: {message}"
         self.states.enter(State.FAILED)
         if self.ready is not None:
             self.ready.send(error=message, exit=1)
             self.ready.close()
-        return exit_status
+        return 1
 
     def _run_ended_by(self, exc: BaseException) -> int:
         """The exit status and reason for a run() that ended with ``exc``."""

@@ -140,29 +140,6 @@ def test_already_running_while_still_in_setup(probe: Service) -> None:
     assert first.returncode == 0 and "started" in out
 
 
-def test_stop_during_setup_fails_the_start_but_is_a_clean_stop(probe: Service) -> None:
-    """A stop that reached the daemon in setup() ended it with status 1, so `stop` warned
-    that the daemon had failed ("exited with status 1 ... setup() failed: stopped by
-    SIGTERM") for the stop it had itself asked for. The start fails, and says why; the
-    stop is a stop."""
-    starting = subprocess.Popen(probe.argv("start", "--setup-sleep", "30"),
-                                stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: any(e.startswith("setup uid") for e in probe.events_seen()))
-        pid = probe.pid()
-        stopped = probe.cli("stop")
-        _, start_err = starting.communicate(timeout=30)
-    finally:
-        if starting.poll() is None:
-            starting.kill()
-    assert (stopped.returncode, stopped.stdout.strip(), stopped.stderr) == (
-        0, f"probe stopped (pid {pid})", "")
-    assert starting.returncode == 1 and "stopped by SIGTERM during setup()" in start_err
-    status = probe.cli("status")
-    assert (status.returncode, status.stderr) == (3, ""), status
-    assert "exited with status" not in status.stdout, status.stdout
-
-
 def test_stop_kills_a_daemon_that_ignores_sigterm(probe: Service) -> None:
     assert probe.cli("start", "--ignore-term").returncode == 0
     pid = probe.pid()
