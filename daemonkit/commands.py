@@ -263,8 +263,8 @@ def _tell_unclean_end(daemon: Daemon, pidfile: PidFile, pid: int, owners: set[in
     work undone) is stopped, so the stop succeeded (LSB: 0); but "stopped" alone would hide
     the failure until someone thinks of running ``status``."""
     record = read_exit_record(exit_record_path_for(pidfile.path), owners)
-    if record is None or record.get("pid") != pid:
-        return
+    if record is None or record.get("pid") != pid or record.get("stopped_in_setup"):
+        return  # (stopped in setup(): by this stop, which is no failure of the daemon's)
     note = describe_end(record)
     if note is not None:
         _complain(daemon, f"warning: {note}")

@@ -59,8 +59,10 @@ class ExitRecordWriter:
             os.close(self._fd)
             self._fd = None
 
-    def close(self, exit_status: int, reason: str) -> None:
-        """Note the end (exit status and why) and close the record."""
+    def close(self, exit_status: int, reason: str, *, stopped_in_setup: bool = False) -> None:
+        """Note the end (exit status and why) and close the record. ``stopped_in_setup``:
+        a stop signal ended setup(); the start failed (status says so), but a ``stop`` that
+        sent the signal has nothing to warn about."""
         if self._fd is None:
             return
         if not self._fields:  # prepared, never started (a successor never taken over)
@@ -68,6 +70,8 @@ class ExitRecordWriter:
             self._fd = None
             return
         self._fields.update(ended_at=_now(), exit_status=exit_status, reason=reason)
+        if stopped_in_setup:
+            self._fields["stopped_in_setup"] = True
         try:
             self._write()
         finally:

@@ -100,6 +100,7 @@ class Runtime:
         self.owner_uids = {0, os.getuid()}
         self.successor_lock: PidFile | None = None  # NAME.next.pid, held by a successor
         self._fork_window = ForkSignalWindow()
+        self.stopped_in_setup = False  # a stop signal ended setup(): see ExitRecordWriter
         self._succession = threading.Lock()  # take-over and giving it up exclude each other
         self._succession_over = False  # taken over, or given up
         self._handover_until = 0.0  # monotonic time until which a handover is under way
@@ -126,7 +127,8 @@ class Runtime:
         finally:
             self.control.close()
         self.log.info("%s exiting with status %d", self.launch.name, exit_code)
-        self.exit_record.close(exit_code, self.end_reason)
+        self.exit_record.close(exit_code, self.end_reason,
+                               stopped_in_setup=self.stopped_in_setup)
         if self.successor_lock is not None and self.successor_lock.i_am_locking():
             self.successor_lock.release()  # a successor nobody took over
         self.hooks.close()
@@ -330,6 +332,7 @@ class Runtime:
         if isinstance(exc, StopDaemon):
             message = f"stopped by {_signal_name(exc.signum)} during setup()"
             self.log.warning(message)
+            self.stopped_in_setup = True
         else:
             message = describe(exc)
             self.log.error("setup failed", exc_info=exc)

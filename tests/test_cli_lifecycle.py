@@ -140,6 +140,29 @@ def test_already_running_while_still_in_setup(probe: Service) -> None:
     assert first.returncode == 0 and "started" in out
 
 
+def test_stop_during_setup_is_no_failure_to_warn_about(probe: Service) -> None:
+    """`stop` warned that the daemon had failed ("exited with status 1 ... setup() failed:
+    stopped by SIGTERM during setup()") for the stop it had asked for itself. The start
+    fails and says why, `status` keeps saying it (a start timeout ends the same way), and
+    the stop is a plain stop."""
+    starting = subprocess.Popen(probe.argv("start", "--setup-sleep", "30"),
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(e.startswith("setup uid") for e in probe.events_seen()))
+        pid = probe.pid()
+        stopped = probe.cli("stop")
+        _, start_err = starting.communicate(timeout=30)
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+    assert (stopped.returncode, stopped.stdout.strip(), stopped.stderr) == (
+        0, f"probe stopped (pid {pid})", "")
+    assert starting.returncode == 1 and "stopped by SIGTERM during setup()" in start_err
+    status = probe.cli("status")
+    assert status.returncode == 3
+    assert "stopped by SIGTERM during setup()" in status.stdout + status.stderr, status
+
+
 def test_stop_kills_a_daemon_that_ignores_sigterm(probe: Service) -> None:
     assert probe.cli("start", "--ignore-term").returncode == 0
     pid = probe.pid()
