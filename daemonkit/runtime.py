@@ -151,9 +151,7 @@ class Runtime:
             self.successor_lock.write_pid(os.getpid())
         else:
             self._own_the_pidfile()
-        os.register_at_fork(before=self._fork_window.block,
-                            after_in_parent=self._fork_window.restore,
-                            after_in_child=self._forked_child_lets_go)
+        self._fork_window.register(self._forked_child_lets_go)
         if self.ready is not None:
             self.ready.send(pid=os.getpid())
         self._open_listeners()
@@ -167,21 +165,18 @@ class Runtime:
         the daemon's pidfile lock, control socket and records are not the child's. Were it
         to keep them, the lock would outlive a daemon killed with -9 (held by its orphaned
         workers) and its socket would answer for nobody."""
-        try:
-            default_signals_in_child()
-            self.pidfile.forget()
-            if self.successor_lock is not None:
-                self.successor_lock.forget()
-            self.control.forget()
-            self.exit_record.forget()
-            if self.ready is not None:
-                self.ready.close()  # `start` must hear the daemon's outcome, not a child's
-            if isinstance(self.gate, SignalGate):
-                self.gate.forget()
-        finally:
-            # last: a signal that arrived since the fork is delivered now, to the child's
-            # own (default) handlers, and a KeyboardInterrupt is not swallowed by this hook
-            self._fork_window.restore()
+        # the daemon's signals stay blocked until after this hook (ForkSignalWindow): one
+        # sent to the child meanwhile reaches the child's own, default handlers
+        default_signals_in_child()
+        self.pidfile.forget()
+        if self.successor_lock is not None:
+            self.successor_lock.forget()
+        self.control.forget()
+        self.exit_record.forget()
+        if self.ready is not None:
+            self.ready.close()  # `start` must hear the daemon's outcome, not a child's
+        if isinstance(self.gate, SignalGate):
+            self.gate.forget()
 
     def in_forked_child(self) -> bool:
         """True in a process the service forked without exec, unwinding through the

@@ -423,6 +423,20 @@ def test_a_signal_between_fork_and_the_childs_reset_is_the_childs(probe: Service
     assert probe.events_seen().count("shutdown") == 1
 
 
+def test_a_stop_signal_during_fork_still_unwinds_run(probe: Service) -> None:
+    """A SIGTERM that reached the daemon while it forked had its handler run inside an
+    at-fork hook (the fork window's restore, or logging's), where CPython drops what a
+    handler raises: the StopDaemon was lost, and a run() that relies on it ran on. Now it
+    is delivered once os.fork() has returned, in run() itself."""
+    assert probe.cli("start", "--term-in-fork").returncode == 0
+    wait_for(lambda: probe.cli("status").returncode == 3, 15,
+             message="the daemon stopped by itself")
+    events = probe.events_seen()
+    assert "forked" in events and "the stop was lost" not in events, events
+    assert "shutdown" in events
+    assert "received SIGTERM, stopping" in probe.log_text()
+
+
 def test_a_stop_deferred_by_a_critical_block_shows_as_stopping(probe: Service) -> None:
     """start during that stop used to say "already running", then nothing ran."""
     assert probe.cli("start", "--critical-seconds", "1.5").returncode == 0

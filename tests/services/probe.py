@@ -11,13 +11,15 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 
 from daemonkit import Daemon
 
-#: --term-at-fork: set around one fork in run(); the hook below then signals the child at
-#: the earliest moment it can run code, before the runtime's own hook has reset its handlers
-_term_at_fork = False
+#: --term-at-fork / --term-in-fork: set around one fork in run(); the hooks below then
+#: signal the child at the earliest moment it can run code, before the runtime's own hook has
+#: reset its handlers, or the daemon's main thread while it forks
+_term_at_fork = _term_in_fork = False
 
 
 def _term_the_new_child() -> None:
@@ -25,7 +27,14 @@ def _term_the_new_child() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-os.register_at_fork(after_in_child=_term_the_new_child)  # at import: before the runtime's
+def _term_the_forking_daemon() -> None:
+    if _term_in_fork:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+
+# at import, before the runtime's: the child's hook runs before its reset, the before hook
+# after the runtime's (before hooks run last registered first)
+os.register_at_fork(before=_term_the_forking_daemon, after_in_child=_term_the_new_child)
 
 
 class Probe(Daemon):
@@ -71,6 +80,8 @@ class Probe(Daemon):
                                  "sleeps and a child that ends with sys.exit(3)")
         parser.add_argument("--term-at-fork", action="store_true",
                             help="run() forks a child that gets SIGTERM right after the fork")
+        parser.add_argument("--term-in-fork", action="store_true",
+                            help="run() gets SIGTERM while it forks, then loops naively")
         parser.add_argument("--segfault", action="store_true",
                             help="run() crashes the interpreter (a C extension's bug)")
         parser.add_argument("--accept-loop", action="store_true",
@@ -185,6 +196,19 @@ class Probe(Daemon):
             _term_at_fork = False
             status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
             self.event(f"signalled child status={status}")
+        if self.options.term_in_fork:
+            global _term_in_fork
+            _term_in_fork = True
+            try:
+                child = os.fork()
+                if child == 0:
+                    os._exit(0)
+            finally:
+                _term_in_fork = False
+                self.event("forked")
+            for _ in range(600):  # only the StopDaemon the SIGTERM raises ends this
+                time.sleep(0.1)
+            self.event("the stop was lost")
         if self.options.run_raises:
             raise RuntimeError("run exploded")
         if self.options.run_returns:
