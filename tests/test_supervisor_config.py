@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 from pathlib import Path
 
@@ -382,3 +383,43 @@ def test_a_command_that_does_not_split_loads_and_fails_at_spawn(tmp_path: Path) 
     spec = loaded.programs["p"].instance(0)
     assert spec.argv == () and spec.command_error is not None
     assert "No closing quotation" in "\n".join(loaded.warnings)
+
+
+def test_lenient_stop_timeout_is_the_full_loads_on_random_files(tmp_path: Path) -> None:
+    """stop reads a file that may not load leniently; for any file that does load, its stop
+    timeout must be the full load's (a shorter one kills a supervisor still in its grace).
+    Random files of programs, [group:]s, event listeners, priorities and depends_on on
+    earlier programs or groups (no cycles), fixed seed."""
+    rng = random.Random(15)
+    compared = 0
+    for case in range(300):
+        sections, names = [], []
+        for index in range(rng.randint(2, 7)):
+            kind = "eventlistener" if rng.random() < 0.25 else "program"
+            name = f"p{index}"
+            lines = [f"[{kind}:{name}]", f"command = {name}",
+                     f"stopwaitsecs = {rng.randint(1, 9)}"]
+            if kind == "eventlistener":
+                lines.append("events = PROCESS_STATE")
+            if rng.random() < 0.7:
+                lines.append(f"priority = {rng.choice((1, 5, 10, 999))}")
+            earlier = names + [f"g{g}" for g in range(index // 3)]
+            if earlier and rng.random() < 0.5:
+                lines.append(f"depends_on = {rng.choice(earlier)}")
+            sections.append("\n".join(lines))
+            names.append(name)
+        for group in range(len(names) // 3 + 1):
+            members = [n for n in names[group * 3:group * 3 + 3] if rng.random() < 0.6
+                       and f"[eventlistener:{n}]" not in "".join(sections)]
+            if members:
+                sections.append(f"[group:g{group}]\nprograms = {','.join(members)}\n"
+                                f"priority = {rng.choice((1, 5, 10, 999))}")
+        ini = write(tmp_path / f"{case}.ini", "\n\n".join(sections) + "\n")
+        try:
+            loaded = config.load(str(ini))
+        except ConfigError:
+            continue  # (a group named in depends_on that came out empty, say)
+        compared += 1
+        assert config.read_settings(str(ini)).stop_timeout == loaded.stop_timeout(), \
+            ini.read_text()
+    assert compared > 200

@@ -475,9 +475,9 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
             return Settings(DEFAULT_PIDFILE, None, None, None, 15.0)
     top = loader.supervisor_section()
     stopwait_of: dict[str, float] = {}
-    priority_of: dict[str, int] = {}
+    order_key: dict[str, tuple[int, str, int, str]] = {}  # as SupervisorConfig.order_key
     listeners: set[str] = set()
-    group_priority_of = _lenient_group_priorities(loader)
+    group_of = _lenient_groups(loader)
     for name in loader.document.sections:
         if name.startswith(("program:", "fcgi-program:", "eventlistener:")):
             program = name.split(":", 1)[1]
@@ -489,16 +489,18 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
                 priority = loader.section_value(name, keys.PROGRAM["priority"])
             except ConfigError:
                 priority = 999
+            own_group = priority
             if name.startswith("eventlistener:"):
                 listeners.add(program)
                 if loader.document.get(name, "priority") is None:  # as load's pools
-                    priority = LISTENER_POOL_PRIORITY
-            priority_of[program] = group_priority_of.get(program, priority)
+                    own_group = LISTENER_POOL_PRIORITY
+            group_priority, group_name = group_of.get(program, (own_group, program))
+            order_key[program] = (group_priority, group_name, priority, program)
     # as SupervisorConfig.stop_chain_s, from what a file that does not load still says
     graph = loader.lenient_dependency_graph()
-    staged = [p for p in stopwait_of if p not in listeners or graph.get(p)]
-    order = dependencies.start_order(staged, graph, lambda p: (priority_of[p], p))
-    waves = dependencies.stop_waves(order, graph, priority_of.__getitem__)
+    order = [p for p in dependencies.start_order(order_key, graph, order_key.__getitem__)
+             if p not in listeners or graph.get(p)]
+    waves = dependencies.stop_waves(order, graph, lambda p: order_key[p][0])
     chain = _stages_s((wave, stopwait_of[p]) for p, wave in waves.items())
     unstaged = [stopwait_of[p] for p in stopwait_of if p not in waves]
     if unstaged:
@@ -508,10 +510,10 @@ def read_settings(path: str, with_programs: bool = True) -> Settings:
                     top["log_level"], top["syslog"], top["umask"], top["directory"])
 
 
-def _lenient_group_priorities(loader: _Loader) -> dict[str, int]:
-    """Program -> the priority of the ``[group:]`` it is in, as far as a file that does not
-    load says it: shutdown goes by group priority."""
-    priority_of: dict[str, int] = {}
+def _lenient_groups(loader: _Loader) -> dict[str, tuple[int, str]]:
+    """Program -> (priority, name) of the ``[group:]`` it is in, as far as a file that does
+    not load says it: shutdown goes by group priority."""
+    group_of: dict[str, tuple[int, str]] = {}
     for name in loader.document.sections:
         if not name.startswith("group:"):
             continue
@@ -521,8 +523,8 @@ def _lenient_group_priorities(loader: _Loader) -> dict[str, int]:
         except ConfigError:
             continue
         for member in members or ():
-            priority_of.setdefault(member, priority)
-    return priority_of
+            group_of.setdefault(member, (priority, name.split(":", 1)[1]))
+    return group_of
 
 
 #: what read_settings needs of a program: its stop timeout, what that may expand, and what
@@ -855,7 +857,7 @@ class _Loader:
         members_of: dict[str, tuple[str, ...]] = {}
         for name in self.document.sections:
             kind, _, short = name.partition(":")
-            if kind not in ("program", "fcgi-program", "group"):
+            if kind not in ("program", "fcgi-program", "eventlistener", "group"):
                 continue
             table = keys.GROUP if kind == "group" else keys.PROGRAM
             try:
