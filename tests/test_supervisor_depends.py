@@ -38,7 +38,8 @@ def on_term(signum, frame):
     note("exit")
     os._exit(0)
 
-signal.signal(signal.SIGTERM, on_term)
+stubborn = sys.argv[3:] == ["stubborn"]  # notes SIGTERM and stays: only SIGKILL ends it
+signal.signal(signal.SIGTERM, (lambda signum, frame: note("term")) if stubborn else on_term)
 note("start")
 if delay == "gate":  # ready only once the test says so: it looks at the held state first
     for _ in range(3000):
@@ -99,10 +100,12 @@ def release(sv: Sv, name: str) -> None:
     (sv.dir / f"events.go-{name}").touch()
 
 
-def child(sv: Sv, name: str, delay: float | str = 0.0) -> str:
+def child(sv: Sv, name: str, delay: float | str = 0.0, stubborn: bool = False) -> str:
     """A child that says READY (with ``notify = true``) after ``delay`` seconds, or with
-    ``delay="gate"`` once the test calls :func:`release`."""
-    return f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
+    ``delay="gate"`` once the test calls :func:`release`; a ``stubborn`` one ignores
+    SIGTERM (after noting it)."""
+    return (f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
+            + (" stubborn" if stubborn else ""))
 
 
 
@@ -596,6 +599,44 @@ def test_reload_removal_stops_the_dependent_first(sv: Sv, events: Events) -> Non
     wait_for(lambda: events.has("db", "exit"), 15, message="db gone")
     assert events.when("db", "term") >= events.when("web", "exit")
     assert set(sv.status()) == {"keep"}
+
+
+def test_shutdown_during_a_reload_removal_keeps_its_order(sv: Sv, events: Events) -> None:
+    """A reload removed web and the db it depends on: web is stopping, db waits for it. A
+    shutdown then cancelled db's wait, and the current configuration, which no longer
+    knows either, gave it no other: db got SIGTERM while web was still running."""
+    sv.write(f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+
+        [program:web]
+        {child(sv, "web", stubborn=True)}
+        startsecs = 0
+        depends_on = db
+        stopwaitsecs = 3
+
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """, header(sv))
+    sv.cli("start", check=True)
+    web = sv.wait_state("web", "RUNNING")["pid"]
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.write("""
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """, header(sv))
+    sv.cli("reload", check=True)
+    events.wait("web", "term")  # web is stopping (it stays until its SIGKILL, 3 s on)
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    assert not pid_alive(web)
+    # db was signalled only once web was gone: after web's stopwaitsecs, not at once
+    assert events.when("db", "term") - events.when("web", "term") >= 2.5
+    assert events.has("db", "exit")
 
 
 @pytest.fixture

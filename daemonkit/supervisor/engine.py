@@ -542,10 +542,18 @@ class Engine:
             return closures[program]
 
         waves = self.config.stop_waves() if by_priority and self.config is not None else {}
-        above = _next_wave_up([i for i in instances if not i.stopped()], waves) \
+        # instances of a configuration a reload replaced: already ordered when they were
+        # retired, by the graph they belonged to, which the current one no longer knows
+        retired = {id(i) for i in self.retiring} if by_priority else set()
+        above = _next_wave_up([i for i in instances
+                               if not i.stopped() and id(i) not in retired], waves) \
             if by_priority else {}
         for instance in instances:
             program = instance.program.name
+            if id(instance) in retired:
+                if not self.stop_order.deferred(instance):
+                    instance.stop()  # (stopping already, most likely)
+                continue
             self.stop_order.cancel(instance)
             dependents = [d for p in dependents_of(program) for d in by_program.get(p, ())
                           if not d.stopped()]
@@ -1228,8 +1236,7 @@ def _needs_restart(config: SupervisorConfig, key: str) -> Any:
 
 def _next_wave_up(instances: list[Instance], waves: dict[str, int]
                   ) -> dict[int, list[Instance]]:
-    """Per shutdown wave among ``instances``, the instances of the next higher one (a
-    program not in ``waves``, one of a configuration being retired, is in wave 0)."""
+    """Per shutdown wave among ``instances``, the instances of the next higher one."""
     by_wave: dict[int, list[Instance]] = {}
     for instance in instances:
         by_wave.setdefault(waves.get(instance.program.name, 0), []).append(instance)
