@@ -249,7 +249,7 @@ def test_shutdown_where_depends_on_and_priority_disagree_across_levels(
         sv: Sv, events: Events) -> None:
     """app (100) depends_on cache (200), with db (150) between them. The shutdown used to
     wait level by level on both: app for db, db for cache, cache for app, a circle; nothing
-    was signalled until the grace (a minute here) ran out, then everything got SIGKILL.
+    was signalled until the grace (81 s here) ran out, then everything got SIGKILL.
     Now app stops first (depends_on wins), then cache, then db, each on SIGTERM."""
     sv.write(f"""
         [program:db]
