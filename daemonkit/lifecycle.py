@@ -21,8 +21,6 @@ thread while it holds the event's internal (non-reentrant) lock and deadlock on 
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import select
 import signal
@@ -59,54 +57,6 @@ def default_signals_in_child() -> None:
     for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-class _SignalSet(ctypes.Structure):
-    """libc's sigset_t: 1024 bits on Linux (glibc and musl alike)."""
-
-    _fields_ = [("bits", ctypes.c_ubyte * 128)]
-
-
-#: PyDLL, not CDLL: its calls keep the GIL, so no other thread runs (or forks) in between
-_libc = ctypes.PyDLL(None)
-
-
-class ForkSignalWindow:
-    """Keep the daemon's signals blocked from just before a fork until the child has reset
-    its handlers (:func:`default_signals_in_child`).
-
-    Between ``fork()`` and that reset the child still has the daemon's handlers: a SIGTERM
-    sent to a worker in that instant (``multiprocessing``'s ``terminate()`` of a worker just
-    started) would write to the daemon's wakeup pipe and stop the daemon instead. Blocked,
-    the signal waits in the child and is delivered once its handlers are the defaults.
-
-    The three hooks are libc's ``pthread_sigmask`` itself, called through ``functools.partial``
-    with no Python code around it. ``signal.pthread_sigmask`` would not do: it runs the Python
-    handlers of the signals it unblocks before it returns, that is inside the at-fork hook,
-    where CPython prints and drops whatever they raise: the daemon's ``StopDaemon`` (a stop
-    lost) or a child's ``KeyboardInterrupt``. Unblocked in C as the last hook, a signal is
-    handled once ``os.fork()`` has returned, in the code that called it, on either side.
-    The mask saved is one per process: daemonkit never blocks these signals in any thread, so
-    every thread that forks has the same one to restore.
-    """
-
-    def __init__(self) -> None:
-        blocked, self._saved = _SignalSet(), _SignalSet()
-        _libc.sigemptyset(ctypes.byref(blocked))
-        for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
-            _libc.sigaddset(ctypes.byref(blocked), int(signum))
-        self._blocked = blocked
-        self.block = functools.partial(_libc.pthread_sigmask, int(signal.SIG_BLOCK),
-                                       ctypes.byref(blocked), ctypes.byref(self._saved))
-        self.restore = functools.partial(_libc.pthread_sigmask, int(signal.SIG_SETMASK),
-                                         ctypes.byref(self._saved), None)
-
-    def register(self, child_hook: Callable[[], None]) -> None:
-        """Install the window around ``child_hook``, the child's reset: blocked first (the
-        last ``before`` hook registered runs first), restored last on both sides."""
-        os.register_at_fork(before=self.block, after_in_parent=self.restore,
-                            after_in_child=child_hook)
-        os.register_at_fork(after_in_child=self.restore)
 
 
 class EarlySignals:

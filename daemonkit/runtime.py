@@ -42,13 +42,13 @@ from . import listen
 from .control import FDS, PEER_UID, ControlServer, RequestError, number_field
 from .errors import StopDaemon
 from .exitrecord import ExitRecordWriter
+from .forkwindow import ForkSignalWindow
 from .hooks import HookCaller, is_async
 from .lifecycle import (
     ACTION_SIGNALS,
     STOP_SIGNALS,
     Critical,
     EarlySignals,
-    ForkSignalWindow,
     SignalGate,
     default_signals_in_child,
 )
