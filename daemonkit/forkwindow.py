@@ -22,7 +22,7 @@ class _SignalSet(ctypes.Structure):
     _fields_ = [("bits", ctypes.c_ubyte * 128)]
 
 
-#: PyDLL, not CDLL: its calls keep the GIL, so no other thread runs (or forks) in between
+#: PyDLL, not CDLL: the calls keep the GIL (nothing to gain from dropping it for a syscall)
 _libc = ctypes.PyDLL(None)
 
 
@@ -35,30 +35,35 @@ class ForkSignalWindow:
     started) would write to the daemon's wakeup pipe and stop the daemon instead. Blocked,
     the signal waits in the child and is delivered once its handlers are the defaults.
 
-    The three hooks are libc's ``pthread_sigmask`` itself, called through ``functools.partial``
+    The hooks are libc's ``pthread_sigmask`` itself, called through ``functools.partial``
     with no Python code around it. ``signal.pthread_sigmask`` would not do: it runs the Python
     handlers of the signals it unblocks before it returns, that is inside the at-fork hook,
     where CPython prints and drops whatever they raise: the daemon's ``StopDaemon`` (a stop
-    lost) or a child's ``KeyboardInterrupt``. Unblocked in C as the last hook, a signal is
-    handled once ``os.fork()`` has returned, in the code that called it, on either side.
-    The mask saved is one per process: daemonkit never blocks these signals in any thread, so
-    every thread that forks has the same one to restore.
+    lost) or a child's ``KeyboardInterrupt``. Unblocked in C after daemonkit's other hooks, a
+    signal is handled once ``os.fork()`` has returned, in the code that called it, on either
+    side (hooks the service registers later still run after it).
+
+    The window blocks and then unblocks exactly these signals, and saves no mask: a saved one
+    would be shared by every thread (the GIL is released between one thread's ``before``
+    hooks and its fork: logging's hook waits for a lock), so a fork could restore another
+    thread's mask. daemonkit never blocks these signals in any thread, nor should a service:
+    they are handled in the main thread whichever thread the kernel picks.
     """
 
     def __init__(self) -> None:
-        blocked, self._saved = _SignalSet(), _SignalSet()
+        blocked = self._blocked = _SignalSet()
         _libc.sigemptyset(ctypes.byref(blocked))
         for signum in (*STOP_SIGNALS, *ACTION_SIGNALS):
             _libc.sigaddset(ctypes.byref(blocked), int(signum))
-        self._blocked = blocked
         self.block = functools.partial(_libc.pthread_sigmask, int(signal.SIG_BLOCK),
-                                       ctypes.byref(blocked), ctypes.byref(self._saved))
-        self.restore = functools.partial(_libc.pthread_sigmask, int(signal.SIG_SETMASK),
-                                         ctypes.byref(self._saved), None)
+                                       ctypes.byref(blocked), None)
+        self.unblock = functools.partial(_libc.pthread_sigmask, int(signal.SIG_UNBLOCK),
+                                         ctypes.byref(blocked), None)
 
     def register(self, child_hook: Callable[[], None]) -> None:
         """Install the window around ``child_hook``, the child's reset: blocked first (the
-        last ``before`` hook registered runs first), restored last on both sides."""
-        os.register_at_fork(before=self.block, after_in_parent=self.restore,
+        last ``before`` hook registered runs first), unblocked after it in the child and
+        after the hooks registered before in the parent."""
+        os.register_at_fork(before=self.block, after_in_parent=self.unblock,
                             after_in_child=child_hook)
-        os.register_at_fork(after_in_child=self.restore)
+        os.register_at_fork(after_in_child=self.unblock)
