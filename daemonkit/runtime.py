@@ -270,6 +270,16 @@ class Runtime:
                 life.uncancel()
                 exc = StopDaemon(gate.stop_signal)
             return self._setup_failed(exc)
+        if gate.stop_signal is not None and life.cancelling():
+            # a stop before setup() (recorded early, replayed by install()) whose cancel no
+            # await has taken since: setup() never suspended. Taken here, it ends the start
+            # as a stop during setup() does; left pending, it would cancel shutdown() later
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                life.uncancel()
+                gate.begin_shutdown()
+                return self._setup_failed(StopDaemon(gate.stop_signal))
         gate.hold()
         self._announce_ready()
         exit_code = 0

@@ -75,6 +75,21 @@ def test_stop_during_async_setup_ends_the_start(aprobe: Service) -> None:
     wait_for(lambda: not pid_alive(pid))
 
 
+def test_a_stop_before_a_setup_that_never_suspends_ends_the_start(aprobe: Service) -> None:
+    """A stop recorded before the loop's gate existed is replayed as a cancel of the task
+    that runs setup(); a setup() that never awaited left that cancel pending, so the start
+    was announced and the cancel then landed in shutdown() or ended the daemon without an
+    exit status ("ended without a word")."""
+    started = aprobe.cli("start", "--term-before-setup")
+    assert started.returncode == 1, started
+    assert "stopped by SIGTERM during setup()" in started.stderr, started.stderr
+    assert "setup ran" in aprobe.events_seen() and "run" not in aprobe.events_seen()
+    record = wait_for(lambda: (r := json.loads((aprobe.workdir / "aprobe.exit").read_text()))
+                      .get("exit_status") is not None and r, message="the end recorded")
+    assert (record["exit_status"], record.get("stopped_in_setup")) == (1, True), record
+    assert aprobe.cli("status").returncode == 3
+
+
 def test_naive_async_loop_is_cancelled_promptly(aprobe: Service) -> None:
     assert aprobe.cli("start", "--naive-loop").returncode == 0
     began = time.monotonic()

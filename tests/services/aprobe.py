@@ -12,10 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import threading
 
 from daemonkit import Daemon
+
+#: --term-before-setup: the daemon signals itself at its first audit event (opening its log,
+#: say) after its early signal handlers are in, before the loop and the gate exist
+_term_early = False
+
+
+def _term_before_setup(event: str, args: tuple[object, ...]) -> None:
+    global _term_early
+    handler = signal.getsignal(signal.SIGTERM)
+    if _term_early and getattr(handler, "__qualname__", "") == "EarlySignals._record":
+        _term_early = False
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+sys.addaudithook(_term_before_setup)
 
 
 class AsyncProbe(Daemon):
@@ -47,6 +63,8 @@ class AsyncProbe(Daemon):
         parser.add_argument("--queue-consumer", type=float, default=0.0,
                             help="a task started in setup() takes items off a queue with a "
                                  "backlog, each in a critical() block this long")
+        parser.add_argument("--term-before-setup", action="store_true",
+                            help="SIGTERM before setup(), which then never suspends")
         parser.add_argument("--stuck-thread", action="store_true",
                             help="run() awaits a thread that never returns (to_thread)")
 
@@ -55,7 +73,9 @@ class AsyncProbe(Daemon):
             events.write(f"{text}\n")
 
     def configure(self) -> None:
+        global _term_early
         self.options.events = os.path.abspath(self.options.events)
+        _term_early = self.options.term_before_setup
         if self.options.sync_reload:
             self.reload = self.sync_reload  # type: ignore[method-assign]
 
@@ -72,6 +92,9 @@ class AsyncProbe(Daemon):
     # -- hooks -----------------------------------------------------------------------------------
 
     async def setup(self) -> None:
+        if self.options.term_before_setup:
+            self.event("setup ran")  # and returns without a single await
+            return
         self.state = {"connections": 0, "reloads": 0, "jobs": 0}
         self.lock = asyncio.Lock()  # run() and reload() share it: no interruption caveat
         self.server = await asyncio.start_server(self.serve_client, "127.0.0.1", 0)
