@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
@@ -83,6 +84,12 @@ class EarlySignals:
         return received
 
 
+#: written to the gate's wakeup pipe (no signal has number 0): deliver the stop signal again
+_REDELIVER = 0
+#: how often one stop is delivered again before the gate gives up on raising it
+_REDELIVERIES = 20
+
+
 class SignalGate:
     """Records signals and serves them at safe points of the main thread (sync ``run()``)."""
 
@@ -104,11 +111,16 @@ class SignalGate:
         self._held = False  # hold() is in force
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._main = threading.main_thread()
+        self._pid = os.getpid()
+        self._shutdown_begun = False
+        self._redeliveries = 0
 
     def install(self, early: EarlySignals | None = None) -> None:
         """Take the signals over; what ``early`` recorded meanwhile counts as received now
         (a stop is then raised at the first safe point: at once, outside critical())."""
         threading.Thread(target=self._watch, name="daemonkit-signals", daemon=True).start()
+        self._unraisable_before = sys.unraisablehook
+        sys.unraisablehook = self._on_unraisable
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_stop)
         for signum in ACTION_SIGNALS:
@@ -137,6 +149,20 @@ class SignalGate:
             self._pending.append(action)
         self.serve_pending()
 
+    def _on_unraisable(self, unraisable: sys.UnraisableHookArgs) -> None:
+        """A StopDaemon that CPython dropped: the stop signal arrived while the main thread
+        ran code whose exceptions go nowhere (an at-fork hook of logging's, a ``__del__``),
+        so nothing was unwound, and a second signal would not raise again. Arm the raise
+        again and have the watcher thread deliver the signal once more, to land in the
+        service's own code."""
+        if (isinstance(unraisable.exc_value, StopDaemon) and os.getpid() == self._pid
+                and not self._shutdown_begun and self._redeliveries < _REDELIVERIES):
+            self._redeliveries += 1
+            self._raise_on_stop = True
+            self._poke(_REDELIVER)
+            return
+        self._unraisable_before(unraisable)
+
     def _poke(self, signum: int) -> None:
         try:
             os.write(self._wake_w, bytes([signum]))
@@ -151,7 +177,9 @@ class SignalGate:
             except BlockingIOError:
                 continue
             for signum in data:
-                if signum in STOP_SIGNALS and not self.stopping.is_set():
+                if signum == _REDELIVER and self.stop_signal is not None:
+                    signal.pthread_kill(self._main.ident or 0, self.stop_signal)
+                elif signum in STOP_SIGNALS and not self.stopping.is_set():
                     self.stopping.set()
                     if self.on_stop_signal is not None:
                         self.on_stop_signal(signum)
@@ -201,6 +229,7 @@ class SignalGate:
 
     def begin_shutdown(self) -> None:
         """From now on stop requests are only recorded: shutdown() must run to its end."""
+        self._shutdown_begun = True
         self._raise_on_stop = False
         self._open = False
         self._pending.clear()

@@ -437,6 +437,21 @@ def test_a_stop_signal_during_fork_still_unwinds_run(probe: Service) -> None:
     assert "received SIGTERM, stopping" in probe.log_text()
 
 
+def test_a_stop_whose_exception_cpython_dropped_is_raised_again(probe: Service) -> None:
+    """A SIGTERM handled while the main thread ran a ``__del__`` (or an at-fork hook of
+    logging's) raised its StopDaemon there, where CPython prints and drops exceptions:
+    run() went on, and a second SIGTERM did not raise either. The gate sees the dropped
+    StopDaemon and has the signal delivered again, into run()."""
+    assert probe.cli("start", "--term-in-finalizer").returncode == 0
+    wait_for(lambda: probe.cli("status").returncode == 3, 15,
+             message="the daemon stopped by itself")
+    events = probe.events_seen()
+    assert "finalized" in events and "the stop was lost" not in events, events
+    assert "shutdown" in events
+    assert "received SIGTERM, stopping" in probe.log_text()
+    assert "Exception ignored" not in probe.log_text()
+
+
 def test_a_stop_deferred_by_a_critical_block_shows_as_stopping(probe: Service) -> None:
     """start during that stop used to say "already running", then nothing ran."""
     assert probe.cli("start", "--critical-seconds", "1.5").returncode == 0

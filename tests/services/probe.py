@@ -37,6 +37,15 @@ def _term_the_forking_daemon() -> None:
 os.register_at_fork(before=_term_the_forking_daemon, after_in_child=_term_the_new_child)
 
 
+class _SignalsInFinalizer:
+    """Its finalizer sends the main thread SIGTERM, whose handler then runs inside it:
+    what a handler raises there, CPython drops (as in an at-fork hook)."""
+
+    def __del__(self) -> None:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        self.signalled = True
+
+
 class Probe(Daemon):
     name = "probe"
 
@@ -82,6 +91,8 @@ class Probe(Daemon):
                             help="run() forks a child that gets SIGTERM right after the fork")
         parser.add_argument("--term-in-fork", action="store_true",
                             help="run() gets SIGTERM while it forks, then loops naively")
+        parser.add_argument("--term-in-finalizer", action="store_true",
+                            help="run() gets SIGTERM inside a __del__, then loops naively")
         parser.add_argument("--segfault", action="store_true",
                             help="run() crashes the interpreter (a C extension's bug)")
         parser.add_argument("--accept-loop", action="store_true",
@@ -206,6 +217,13 @@ class Probe(Daemon):
             finally:
                 _term_in_fork = False
                 self.event("forked")
+            for _ in range(600):  # only the StopDaemon the SIGTERM raises ends this
+                time.sleep(0.1)
+            self.event("the stop was lost")
+        if self.options.term_in_finalizer:
+            doomed = _SignalsInFinalizer()
+            del doomed  # its __del__ runs here, and the SIGTERM's handler inside it
+            self.event("finalized")
             for _ in range(600):  # only the StopDaemon the SIGTERM raises ends this
                 time.sleep(0.1)
             self.event("the stop was lost")
