@@ -639,6 +639,37 @@ def test_shutdown_during_a_reload_removal_keeps_its_order(sv: Sv, events: Events
     assert events.has("db", "exit")
 
 
+def test_a_dependency_outlives_a_removed_dependent_still_stopping(
+        sv: Sv, events: Events) -> None:
+    """A reload removed web, which depends on db; db stays. While web was still stopping,
+    a shutdown (or a stop of db) signalled db at once: the current configuration no longer
+    knows that web used it."""
+    web_section = f"""
+        [program:web]
+        {child(sv, "web", stubborn=True)}
+        startsecs = 0
+        depends_on = db
+        stopwaitsecs = 3
+        """
+    db_section = f"""
+        [program:db]
+        {child(sv, "db")}
+        startsecs = 0
+        """
+    sv.write(db_section + web_section, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("web", "RUNNING")
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.write(db_section, header(sv))
+    sv.cli("reload", check=True)
+    events.wait("web", "term")  # web is stopping (it stays until its SIGKILL, 3 s on)
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    assert events.when("db", "term") - events.when("web", "term") >= 2.5
+    assert events.has("db", "exit")
+
+
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[Ctl]:
     sockdir = Path(tempfile.mkdtemp(prefix="dk-dep-", dir="/tmp"))  # sun_path is short

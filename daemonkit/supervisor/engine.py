@@ -541,6 +541,13 @@ class Engine:
                 closures[program] = self.deps.dependents_closure(program)
             return closures[program]
 
+        # a program a reload removed may still be stopping, and still using what it
+        # depended on, which the current graph does not know it did
+        retired_users: dict[str, list[Instance]] = {}
+        for old in self.retiring:
+            if not old.stopped():
+                for needed in old.program.depends_on:
+                    retired_users.setdefault(needed, []).append(old)
         waves = self.config.stop_waves() if by_priority and self.config is not None else {}
         # instances of a configuration a reload replaced: already ordered when they were
         # retired, by the graph they belonged to, which the current one no longer knows
@@ -557,6 +564,7 @@ class Engine:
             self.stop_order.cancel(instance)
             dependents = [d for p in dependents_of(program) for d in by_program.get(p, ())
                           if not d.stopped()]
+            dependents += [d for d in retired_users.get(program, ()) if d is not instance]
             dependents += above.get(waves.get(program, 0), ())
             if instance.state in LIVE_STATES and self.stop_order.defer(instance, dependents):
                 instance.want = Want.DOWN  # signalled once what it waits for is gone
