@@ -26,6 +26,8 @@ import select
 import signal
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
@@ -114,6 +116,7 @@ class SignalGate:
         self._pid = os.getpid()
         self._shutdown_begun = False
         self._redeliveries = 0
+        self._in_unraisable_hook = False
 
     def install(self, early: EarlySignals | None = None) -> None:
         """Take the signals over; what ``early`` recorded meanwhile counts as received now
@@ -138,6 +141,16 @@ class SignalGate:
             self.stop_signal = signum
         self._poke(signum)
         if self._critical_depth == 0 and self._raise_on_stop:
+            if self._redeliveries < _REDELIVERIES and (
+                    self._in_unraisable_hook or (
+                        frame is not None and frame.f_code.co_filename == warnings.__file__)):
+                # where what is raised is dropped: in the warnings machinery, whose C
+                # callers may clear it (os.fork() of a threaded process warns, Python
+                # 3.12+, and does), or in our own unraisable hook. Delivered again a moment
+                # later, the stop lands in the service's code
+                self._redeliveries += 1
+                self._poke(_REDELIVER)
+                return
             self._raise_on_stop = False  # once: a second TERM must not cut the unwinding
             raise StopDaemon(signum)
 
@@ -159,7 +172,11 @@ class SignalGate:
                 and not self._shutdown_begun and self._redeliveries < _REDELIVERIES):
             self._redeliveries += 1
             self._raise_on_stop = True
-            self._poke(_REDELIVER)
+            self._in_unraisable_hook = True  # the signal may be back before we return
+            try:
+                self._poke(_REDELIVER)
+            finally:
+                self._in_unraisable_hook = False  # (no call after this: no handler runs)
             return
         self._unraisable_before(unraisable)
 
@@ -178,6 +195,9 @@ class SignalGate:
                 continue
             for signum in data:
                 if signum == _REDELIVER and self.stop_signal is not None:
+                    # a moment later, longer each time: the main thread may still be where
+                    # the last one was dropped (the warnings machinery reads source lines)
+                    time.sleep(min(0.05, 0.0005 * 2 ** self._redeliveries))
                     signal.pthread_kill(self._main.ident or 0, self.stop_signal)
                 elif signum in STOP_SIGNALS and not self.stopping.is_set():
                     self.stopping.set()
