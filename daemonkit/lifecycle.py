@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
@@ -88,8 +87,26 @@ class EarlySignals:
 
 #: written to the gate's wakeup pipe (no signal has number 0): deliver the stop signal again
 _REDELIVER = 0
-#: how often one stop is delivered again before the gate gives up on raising it
-_REDELIVERIES = 20
+#: how often one stop is delivered again before the gate gives up on raising it (the waits
+#: between deliveries double up to 50 ms: about 5 s in all)
+_REDELIVERIES = 100
+#: modules whose C callers may drop what is raised in them (Python 3.14 renames warnings')
+_DROPPING_MODULES = frozenset({"warnings", "_py_warnings"})
+#: frames looked at for one of them, innermost first
+_FRAMES_LOOKED_AT = 64
+
+
+def _in_dropping_module(frame: FrameType | None) -> bool:
+    """True if ``frame`` or one of its callers runs the warnings machinery: ``os.fork()`` of
+    a threaded process warns (Python 3.12+) and clears whatever was raised meanwhile, in
+    its own frames or in what they call (linecache, codecs, a logging handler)."""
+    for _ in range(_FRAMES_LOOKED_AT):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") in _DROPPING_MODULES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SignalGate:
@@ -139,18 +156,18 @@ class SignalGate:
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_signal is None:
             self.stop_signal = signum
+        if (self._critical_depth == 0 and self._raise_on_stop
+                and self._redeliveries < _REDELIVERIES
+                and (self._in_unraisable_hook or _in_dropping_module(frame))):
+            # here what is raised would be dropped (see _in_dropping_module; or our own
+            # unraisable hook): the stop is delivered again a moment later, to land in the
+            # service's code, and until then it has not happened (``stopping`` stays unset,
+            # so no stop-driven cleanup begins that the StopDaemon would then cut)
+            self._redeliveries += 1
+            self._poke(_REDELIVER)
+            return
         self._poke(signum)
         if self._critical_depth == 0 and self._raise_on_stop:
-            if self._redeliveries < _REDELIVERIES and (
-                    self._in_unraisable_hook or (
-                        frame is not None and frame.f_code.co_filename == warnings.__file__)):
-                # where what is raised is dropped: in the warnings machinery, whose C
-                # callers may clear it (os.fork() of a threaded process warns, Python
-                # 3.12+, and does), or in our own unraisable hook. Delivered again a moment
-                # later, the stop lands in the service's code
-                self._redeliveries += 1
-                self._poke(_REDELIVER)
-                return
             self._raise_on_stop = False  # once: a second TERM must not cut the unwinding
             raise StopDaemon(signum)
 
@@ -169,6 +186,7 @@ class SignalGate:
         again and have the watcher thread deliver the signal once more, to land in the
         service's own code."""
         if (isinstance(unraisable.exc_value, StopDaemon) and os.getpid() == self._pid
+                and threading.current_thread() is self._main  # (ours: raised by _on_stop)
                 and not self._shutdown_begun and self._redeliveries < _REDELIVERIES):
             self._redeliveries += 1
             self._raise_on_stop = True
@@ -195,9 +213,11 @@ class SignalGate:
                 continue
             for signum in data:
                 if signum == _REDELIVER and self.stop_signal is not None:
-                    # a moment later, longer each time: the main thread may still be where
-                    # the last one was dropped (the warnings machinery reads source lines)
-                    time.sleep(min(0.05, 0.0005 * 2 ** self._redeliveries))
+                    # at once the first time (a __del__ or hook that dropped it has ended),
+                    # then later each time: the main thread may still be in the warnings
+                    # machinery, which reads source lines and may log
+                    if self._redeliveries > 1:
+                        time.sleep(min(0.05, 0.00025 * 2 ** self._redeliveries))
                     signal.pthread_kill(self._main.ident or 0, self.stop_signal)
                 elif signum in STOP_SIGNALS and not self.stopping.is_set():
                     self.stopping.set()

@@ -221,9 +221,15 @@ class Runtime:
         self._announce_ready()
         exit_code = 0
         try:
-            gate.open()  # serves a HUP that arrived during setup(), or a deferred stop
-            # (a setup() that swallowed the stop never gets to run())
-            if gate.stop_signal is None and self.daemon.run() is not None:
+            try:
+                gate.open()  # serves a HUP that arrived during setup(), or a deferred stop
+                # (a setup() that swallowed the stop never gets to run())
+                returned = self.daemon.run() if gate.stop_signal is None else None
+            finally:
+                # run() is over, however: from here a stop (one delivered again, say) is
+                # only recorded, never raised into the runtime's own steps
+                gate.begin_shutdown()
+            if returned is not None:
                 self.log.error("run() returned a value: a coroutine? declare it async def")
                 exit_code, self.end_reason = 1, "run() is not a plain function"
             if gate.stop_signal is not None:
@@ -234,7 +240,6 @@ class Runtime:
             if self.in_forked_child():
                 raise
             exit_code = self._run_ended_by(exc)
-        gate.begin_shutdown()
         self._enter_shutdown()
         try:
             self.hooks.call(self.daemon.shutdown)
