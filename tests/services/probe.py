@@ -216,17 +216,13 @@ class Probe(Daemon):
                     os._exit(0)
             finally:
                 _term_in_fork = False
-                self.event("forked")
-            for _ in range(600):  # only the StopDaemon the SIGTERM raises ends this
-                time.sleep(0.1)
-            self.event("the stop was lost")
+            self.event("forked")
+            self.loop_until_stopped()
         if self.options.term_in_finalizer:
             doomed = _SignalsInFinalizer()
             del doomed  # its __del__ runs here, and the SIGTERM's handler inside it
             self.event("finalized")
-            for _ in range(600):  # only the StopDaemon the SIGTERM raises ends this
-                time.sleep(0.1)
-            self.event("the stop was lost")
+            self.loop_until_stopped()
         if self.options.run_raises:
             raise RuntimeError("run exploded")
         if self.options.run_returns:
@@ -244,6 +240,12 @@ class Probe(Daemon):
                 number += 1
         self.stopping.wait()
         self.event("stopping seen")
+
+    def loop_until_stopped(self) -> None:
+        """A naive loop: only the StopDaemon a stop signal raises ends it (within a minute)."""
+        for _ in range(600):
+            time.sleep(0.1)
+        self.event("the stop was lost")
 
     def one_critical_job(self, number: int) -> None:
         with self.critical():
