@@ -38,8 +38,16 @@ def on_term(signum, frame):
     note("exit")
     os._exit(0)
 
+def slow_term(signum, frame):
+    note("term")
+    time.sleep(float(sys.argv[3].split(":")[1]))
+    note("exit")
+    os._exit(0)
+
 stubborn = sys.argv[3:] == ["stubborn"]  # notes SIGTERM and stays: only SIGKILL ends it
-signal.signal(signal.SIGTERM, (lambda signum, frame: note("term")) if stubborn else on_term)
+slow = sys.argv[3:4] and sys.argv[3].startswith("slow:")  # slow:SECONDS to exit on SIGTERM
+signal.signal(signal.SIGTERM, (lambda signum, frame: note("term")) if stubborn
+              else slow_term if slow else on_term)
 note("start")
 if delay == "gate":  # ready only once the test says so: it looks at the held state first
     for _ in range(3000):
@@ -100,12 +108,13 @@ def release(sv: Sv, name: str) -> None:
     (sv.dir / f"events.go-{name}").touch()
 
 
-def child(sv: Sv, name: str, delay: float | str = 0.0, stubborn: bool = False) -> str:
+def child(sv: Sv, name: str, delay: float | str = 0.0, stubborn: bool = False,
+          exit_after: float | None = None) -> str:
     """A child that says READY (with ``notify = true``) after ``delay`` seconds, or with
     ``delay="gate"`` once the test calls :func:`release`; a ``stubborn`` one ignores
-    SIGTERM (after noting it)."""
-    return (f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}"
-            + (" stubborn" if stubborn else ""))
+    SIGTERM (after noting it); with ``exit_after`` it exits that long after SIGTERM."""
+    mode = " stubborn" if stubborn else f" slow:{exit_after}" if exit_after else ""
+    return f"command = %(ENV_DAEMONKIT_PYTHON)s {sv.dir}/child.py {name} {delay}{mode}"
 
 
 
@@ -668,6 +677,62 @@ def test_a_dependency_outlives_a_removed_dependent_still_stopping(
     wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
     assert events.when("db", "term") - events.when("web", "term") >= 2.5
     assert events.has("db", "exit")
+
+
+def test_stop_waits_as_long_as_the_running_supervisor_needs(sv: Sv, events: Events) -> None:
+    """stop took its timeout from the file on disk: edited since the last reload (the
+    slow program gone from it, the rest quick), it gave the supervisor 6 s and then
+    SIGKILL, while its running configuration needed 10 (found in a black-box trial)."""
+    sv.write(f"""
+        [program:slow]
+        {child(sv, "slow", exit_after=8)}
+        startsecs = 0
+        stopwaitsecs = 10
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("slow", "RUNNING")
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.write("""
+        [program:quick]
+        command = sleep 1000
+        startsecs = 0
+        stopwaitsecs = 1
+        """, header(sv))  # not reloaded: the supervisor still runs the first file
+    stopped = sv.cli("stop")
+    assert stopped.returncode == 0 and "killed" not in stopped.stdout, stopped.stdout
+    assert not pid_alive(supervisor)
+    assert events.has("slow", "exit")  # its own end, 8 s after its SIGTERM
+
+
+def test_a_removed_program_still_stopping_gets_its_stopwaitsecs_at_shutdown(
+        sv: Sv, events: Events) -> None:
+    """The shutdown's grace came from the current configuration alone: a program a
+    reload had just removed, given 10 s to stop, was SIGKILLed after 2 s because the
+    one program left stops in 1 (found in a black-box trial)."""
+    keep = """
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        stopwaitsecs = 1
+        """
+    sv.write(keep + f"""
+        [program:slow]
+        {child(sv, "slow", exit_after=4)}
+        startsecs = 0
+        stopwaitsecs = 10
+        """, header(sv))
+    sv.cli("start", check=True)
+    sv.wait_state("slow", "RUNNING")
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.write(keep, header(sv))
+    sv.cli("reload", check=True)
+    events.wait("slow", "term")
+    assert sv.cli("stop").returncode == 0
+    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    assert events.has("slow", "exit"), "slow was killed before its stopwaitsecs"
+    assert "SIGKILL" not in (sv.dir / "sv.log").read_text()
 
 
 @pytest.fixture

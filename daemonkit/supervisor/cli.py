@@ -38,6 +38,8 @@ CORE_ACTIONS = ("start", "stop", "restart", "status", "reload", "run", "reopen-l
 NAME_ACTIONS = ("start", "stop", "restart", "status")
 CLIENT_VERBS = ("tail", "signal", "pid", "clear", "update", "reread", "avail", "shutdown")
 FULL_READ = ("start", "run", "restart", "check")
+#: actions that stop a running supervisor: they wait as long as it says it needs
+STOPPING_ACTIONS = ("stop", "restart")
 
 USAGE = """\
 usage: daemonkit supervise -c FILE [--strict] COMMAND [ARGS...]
@@ -102,7 +104,8 @@ def main(argv: list[str]) -> int:
         return int(Exit.USAGE)
     try:
         options = _core_options(known.config, known.action in FULL_READ, known.strict,
-                                with_programs=known.action != "status")
+                                with_programs=known.action != "status",
+                                ask_running=known.action in STOPPING_ACTIONS)
     except ConfigError as exc:
         complain(str(exc))
         return int(exc.exit_code)
@@ -113,11 +116,13 @@ def main(argv: list[str]) -> int:
     return run_cli(SupervisorCLI, core_argv)
 
 
-def _core_options(path: str, full: bool, strict: bool, with_programs: bool = True
-                  ) -> dict[str, str | None]:
+def _core_options(path: str, full: bool, strict: bool, with_programs: bool = True,
+                  ask_running: bool = False) -> dict[str, str | None]:
     """The core options the config decides: pidfile, log file, user, umask, directory,
     log level, syslog, stop timeout. ``full`` (start, run, restart): the whole file must
-    be valid, and its warnings are printed now, on the terminal."""
+    be valid, and its warnings are printed now, on the terminal. ``ask_running`` (stop,
+    restart): the stop timeout is at least what the running supervisor says stopping it
+    may take (:func:`_running_stop_budget_s`)."""
     from . import config as config_module
 
     if full:
@@ -131,6 +136,10 @@ def _core_options(path: str, full: bool, strict: bool, with_programs: bool = Tru
             loaded.directory)
     else:
         settings = config_module.read_settings(path, with_programs)
+    stop_timeout = settings.stop_timeout
+    budget = _running_stop_budget_s(settings) if ask_running else None
+    if budget is not None:
+        stop_timeout = max(stop_timeout, min(budget + 5.0, 86399.0))
     return {
         "--pidfile": settings.pidfile,
         "--log-file": settings.logfile,
@@ -139,8 +148,26 @@ def _core_options(path: str, full: bool, strict: bool, with_programs: bool = Tru
         "--workdir": settings.directory,
         "--log-level": settings.log_level if settings.log_level != "INFO" else None,
         "--syslog": "" if settings.syslog else None,
-        "--stop-timeout": f"{settings.stop_timeout:g}",
+        "--stop-timeout": f"{stop_timeout:g}",
     }
+
+
+def _running_stop_budget_s(settings: Any) -> float | None:
+    """How long the running supervisor says stopping it may take now, or None (not running,
+    not answering within a second). The file on disk is not enough: it may have been edited
+    since the last reload (a program with a long stopwaitsecs gone from it while it still
+    runs), and programs a reload removed may still be stopping."""
+    control = settings.control or control_path_for(settings.pidfile)
+    try:
+        answer = connect(control, settings.pidfile, settings.user).ask({"cmd": "status"},
+                                                                       timeout_s=1.0)
+    except Exception:  # noqa: BLE001 - best effort: the file's timeout stands
+        return None
+    info = answer.get("info")
+    budget = info.get("stop_budget_s") if isinstance(info, dict) else None
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget >= 0:
+        return float(budget)
+    return None
 
 
 class _NotRunning(Client):

@@ -1078,8 +1078,17 @@ class Engine:
         self._resize(program, target)
         return {"ok": True, "program": program, "numprocs": target}
 
+    def stop_budget_s(self) -> float:
+        """How long stopping everything may take now: the configuration's waves
+        (:meth:`SupervisorConfig.stop_chain_s`), and after them, at worst, every program a
+        reload removed that is still stopping (a current program may wait for one, and the
+        removed ones for each other)."""
+        current = self.config.stop_chain_s() if self.config is not None else 0.0
+        return current + sum(i.program.stopwaitsecs for i in self.retiring if not i.stopped())
+
     def status(self) -> dict[str, Any]:
         return {
+            "stop_budget_s": self.stop_budget_s(),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "config": self.config.path if self.config else None,
@@ -1162,6 +1171,8 @@ class Engine:
                     self.log.error("children still alive after SIGKILL: %s",
                                    [i.name for i in everyone if not i.stopped()])
                     break
+                self.log.warning("shutdown took its whole %.1fs: SIGKILL to %s", grace_s,
+                                 ", ".join(i.name for i in everyone if not i.stopped()))
                 for instance in self.stop_order.clear():
                     instance.want = Want.DOWN
                 for instance in everyone:

@@ -199,8 +199,7 @@ class Supervisor(Daemon):
             self.control_at.close()
         if self.engine is None:
             return
-        grace = self.engine.config.stop_chain_s() if self.engine.config else 0.0
-        self.engine.shutdown(grace + 1.0)
+        self.engine.shutdown(self.engine.stop_budget_s() + 1.0)
         self.engine.close()
 
     def reopen_logs(self) -> None:
@@ -214,8 +213,11 @@ class Supervisor(Daemon):
         status = self.engine.call(self.engine.status, 5.0)
         programs = status.get("programs", [])
         running = sum(1 for p in programs if p["state"] == "RUNNING")
+        # stop_budget_s: what `stop` waits for (the CLI reads it: the file on disk may say
+        # less than the configuration that runs, or than the programs a reload removed)
         return {"config": status.get("config"),
-                "programs": f"{running} running of {len(programs)}"}
+                "programs": f"{running} running of {len(programs)}",
+                "stop_budget_s": status.get("stop_budget_s")}
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         engine = self.engine
