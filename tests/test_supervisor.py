@@ -805,3 +805,26 @@ def test_status_exit_codes_spawn_error_line_and_stopped_json(sv: Sv) -> None:
     text = sv.cli("status").stdout
     assert re.search(r"^nodir: spawn error: couldn't chdir to /nonexistent-dir: ENOENT$", text,
                      re.MULTILINE), text
+
+
+def test_stop_and_status_without_the_config_file_say_so(sv: Sv) -> None:
+    """With its file moved away, stop and status looked for the supervisor at the default
+    pidfile and said "is not running" (stop exiting 0) while it ran on (found in a
+    black-box trial). They now say they cannot read the file, exit 6, and touch nothing."""
+    sv.write("[program:sleeper]\ncommand = sleep 1000\nstartsecs = 0\n")
+    sv.cli("start", check=True)
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    moved = sv.ini.with_name("sv.ini.away")
+    sv.ini.rename(moved)
+    try:
+        for action in ("stop", "status", "pid"):
+            result = sv.cli(action)
+            assert result.returncode == 6, (action, result)
+            assert f"cannot read {sv.ini}: No such file or directory" in result.stderr, result
+            assert "not running" not in result.stdout + result.stderr
+        assert pid_alive(supervisor)
+    finally:
+        moved.rename(sv.ini)
+    assert sv.cli("stop").returncode == 0
+    assert not pid_alive(supervisor)

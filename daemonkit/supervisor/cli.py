@@ -262,7 +262,11 @@ def client_verb(config_path: str, verb: str, args: list[str]) -> int:
         return int(Exit.USAGE)
     from . import config as config_module
 
-    settings = config_module.read_settings(config_path)
+    try:
+        settings = config_module.read_settings(config_path)
+    except ConfigError as exc:
+        complain(str(exc))
+        return int(exc.exit_code)
     connection = connect(settings.control or control_path_for(settings.pidfile),
                          settings.pidfile, settings.user)
 

@@ -459,10 +459,16 @@ class Settings:
 
 def read_settings(path: str, with_programs: bool = True) -> Settings:
     """The ``[supervisord]`` section (and every program's stopwaitsecs) through the same
-    reader and keys as :func:`load`, skipping anything that does not parse.
+    reader and keys as :func:`load`, skipping anything that does not parse; ConfigError
+    only when the file itself cannot be opened (``stop`` would otherwise look for the
+    supervisor at the default pidfile and say it is not running).
 
     ``with_programs=False`` (``status``): the programs are not read at all, and the stop
     timeout is the default: 2,000 program sections cost a status 0.2 s to parse."""
+    try:  # the file itself must be there: a pidfile guessed without it would be a lie
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     loader = _Loader(os.path.abspath(path), strict=False, lenient=True)
     loader.keys_of = _settings_keys if with_programs else _top_keys
     try:
