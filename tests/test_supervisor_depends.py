@@ -610,11 +610,34 @@ def test_reload_removal_stops_the_dependent_first(sv: Sv, events: Events) -> Non
     assert set(sv.status()) == {"keep"}
 
 
+def reload_then_shut_down(sv: Sv, events: Events, before: str, after: str,
+                          stopping: str) -> int:
+    """Run ``before``, reload to ``after`` (which removes ``stopping``), and shut the
+    supervisor down while ``stopping`` is still stopping; returns once the supervisor is
+    gone, with ``stopping``'s pid."""
+    sv.write(before, header(sv))
+    sv.cli("start", check=True)
+    pid: int = sv.wait_state(stopping, "RUNNING")["pid"]
+    supervisor = sv.supervisor_pid()
+    assert supervisor is not None
+    sv.write(after, header(sv))
+    sv.cli("reload", check=True)
+    events.wait(stopping, "term")
+    sv.cli("stop", check=True)
+    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    return pid
+
+
 def test_shutdown_during_a_reload_removal_keeps_its_order(sv: Sv, events: Events) -> None:
     """A reload removed web and the db it depends on: web is stopping, db waits for it. A
     shutdown then cancelled db's wait, and the current configuration, which no longer
     knows either, gave it no other: db got SIGTERM while web was still running."""
-    sv.write(f"""
+    keep = """
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """
+    web = reload_then_shut_down(sv, events, f"""
         [program:db]
         {child(sv, "db")}
         startsecs = 0
@@ -624,24 +647,7 @@ def test_shutdown_during_a_reload_removal_keeps_its_order(sv: Sv, events: Events
         startsecs = 0
         depends_on = db
         stopwaitsecs = 3
-
-        [program:keep]
-        command = sleep 1000
-        startsecs = 0
-        """, header(sv))
-    sv.cli("start", check=True)
-    web = sv.wait_state("web", "RUNNING")["pid"]
-    supervisor = sv.supervisor_pid()
-    assert supervisor is not None
-    sv.write("""
-        [program:keep]
-        command = sleep 1000
-        startsecs = 0
-        """, header(sv))
-    sv.cli("reload", check=True)
-    events.wait("web", "term")  # web is stopping (it stays until its SIGKILL, 3 s on)
-    sv.cli("stop", check=True)
-    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+        """ + keep, keep, "web")  # web stays until its SIGKILL, 3 s after its SIGTERM
     assert not pid_alive(web)
     # db was signalled only once web was gone: after web's stopwaitsecs, not at once
     assert events.when("db", "term") - events.when("web", "term") >= 2.5
@@ -665,16 +671,7 @@ def test_a_dependency_outlives_a_removed_dependent_still_stopping(
         {child(sv, "db")}
         startsecs = 0
         """
-    sv.write(db_section + web_section, header(sv))
-    sv.cli("start", check=True)
-    sv.wait_state("web", "RUNNING")
-    supervisor = sv.supervisor_pid()
-    assert supervisor is not None
-    sv.write(db_section, header(sv))
-    sv.cli("reload", check=True)
-    events.wait("web", "term")  # web is stopping (it stays until its SIGKILL, 3 s on)
-    sv.cli("stop", check=True)
-    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    reload_then_shut_down(sv, events, db_section + web_section, db_section, "web")
     assert events.when("db", "term") - events.when("web", "term") >= 2.5
     assert events.has("db", "exit")
 
@@ -716,21 +713,12 @@ def test_a_removed_program_still_stopping_gets_its_stopwaitsecs_at_shutdown(
         startsecs = 0
         stopwaitsecs = 1
         """
-    sv.write(keep + f"""
+    reload_then_shut_down(sv, events, keep + f"""
         [program:slow]
         {child(sv, "slow", exit_after=4)}
         startsecs = 0
         stopwaitsecs = 10
-        """, header(sv))
-    sv.cli("start", check=True)
-    sv.wait_state("slow", "RUNNING")
-    supervisor = sv.supervisor_pid()
-    assert supervisor is not None
-    sv.write(keep, header(sv))
-    sv.cli("reload", check=True)
-    events.wait("slow", "term")
-    assert sv.cli("stop").returncode == 0
-    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+        """, keep, "slow")
     assert events.has("slow", "exit"), "slow was killed before its stopwaitsecs"
     assert "SIGKILL" not in (sv.dir / "sv.log").read_text()
 
