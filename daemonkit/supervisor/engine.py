@@ -1088,7 +1088,6 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         return {
-            "stop_budget_s": self.stop_budget_s(),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "config": self.config.path if self.config else None,

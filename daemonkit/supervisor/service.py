@@ -215,9 +215,11 @@ class Supervisor(Daemon):
         running = sum(1 for p in programs if p["state"] == "RUNNING")
         # stop_budget_s: what `stop` waits for (the CLI reads it: the file on disk may say
         # less than the configuration that runs, or than the programs a reload removed)
+        # (asked apart: about 8 ms for 2,000 programs, which every other status reply,
+        # the web page's and supervisorctl's, need not pay on the engine's thread)
         return {"config": status.get("config"),
                 "programs": f"{running} running of {len(programs)}",
-                "stop_budget_s": status.get("stop_budget_s")}
+                "stop_budget_s": self.engine.call(self.engine.stop_budget_s, 5.0)}
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         engine = self.engine
