@@ -305,11 +305,21 @@ def _clean_leftovers(daemon: Daemon, pidfile: PidFile) -> None:
     stays: it is how ``status`` tells later how the daemon ended.
     """
     control_path = control_path_for(pidfile.path)
-    companions = [path for path in (control_path, successor_control_path_for(pidfile.path))
-                  if _is_socket_path(path)]
-    PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
+    companions = [control_path] if _is_socket_path(control_path) else []
+    successor = PidFile(successor_pidfile_for(pidfile.path))
+    successor_socket = successor_control_path_for(pidfile.path)
+    successor_companions = [successor_socket] if _is_socket_path(successor_socket) else []
+
+    def clean_successor() -> None:
+        # NAME.next.ctl answers for a restart's successor while it holds NAME.next.pid, and
+        # for the pidfile's daemon from its take-over until the restart renames the socket:
+        # a leftover only where neither lock is held
+        successor.remove_if_unlocked(successor_companions)
+
+    leftover_successor = successor_companions or successor.exists()
     try:
-        pidfile.remove_if_unlocked(companions)
+        pidfile.remove_if_unlocked(companions,
+                                   while_locked=clean_successor if leftover_successor else None)
     except (PidfileError, OSError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         _complain(daemon, f"warning: left {pidfile.path} or {control_path} in place ({why})")

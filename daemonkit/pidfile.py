@@ -45,7 +45,7 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -295,23 +295,28 @@ class PidFile:
     def exists(self) -> bool:
         return os.path.lexists(self.path)
 
-    def remove_if_unlocked(self, companions: Iterable[str] = ()) -> bool:
+    def remove_if_unlocked(self, companions: Iterable[str] = (),
+                           while_locked: Callable[[], object] | None = None) -> bool:
         """Unlink the file if no process holds it; True if the path is gone afterwards.
 
         ``companions`` (the daemon's control socket) are unlinked while the lock is held, and
         the lock is taken even if the pidfile is gone (created for the moment): a daemon
         binds its socket only while it holds the lock, so a new daemon's socket is never
-        mistaken for a leftover. Raises OSError if a companion cannot be unlinked.
+        mistaken for a leftover. ``while_locked`` runs with the lock held, before anything is
+        unlinked (a file that two locks cover in turn is removed under both). Raises OSError
+        if a companion cannot be unlinked.
         """
         present = [path for path in companions if os.path.lexists(path)]
         try:
-            fd = self._open_and_lock(0.0, create=bool(present))
+            fd = self._open_and_lock(0.0, create=bool(present) or while_locked is not None)
         except FileNotFoundError:
             return True
         except lockfile.AlreadyLocked:
             return False
         try:
             try:
+                if while_locked is not None:
+                    while_locked()
                 for path in present:
                     os.unlink(path)
             finally:

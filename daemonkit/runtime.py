@@ -138,16 +138,19 @@ class Runtime:
 
     def _prepare(self) -> None:
         """Step 3, still privileged."""
+        if self.launch.successor:
+            # locked before NAME.next.ctl is bound, as `start` locks the pidfile before the
+            # daemon binds NAME.ctl: a socket is a leftover only where no lock covers it
+            self.successor_lock = PidFile(successor_pidfile_for(self.pidfile.path),
+                                          trusted_uids=self.pidfile.trusted_uids)
+            self.successor_lock.lock_for_start()
         self.control.bind()
         self.control.start_thread()
         try:
             self.exit_record.prepare()
         except OSError as exc:
             self.log.warning("no exit record at %s: %s", self.exit_record.path, exc)
-        if self.launch.successor:
-            self.successor_lock = PidFile(successor_pidfile_for(self.pidfile.path),
-                                          trusted_uids=self.pidfile.trusted_uids)
-            self.successor_lock.lock_for_start()
+        if self.successor_lock is not None:
             self.successor_lock.write_pid(os.getpid())
         else:
             self._own_the_pidfile()

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, SERVICES, Service, WorldRuntime, free_port, pid_alive, wait_for
 
+from daemonkit.control import request
+
 ECHO = ROOT / "examples" / "echo.py"
 
 
@@ -343,6 +345,38 @@ def test_only_one_restart_at_a_time(echo: Service) -> None:
     assert ping(echo.port) == "ping\n"  # type: ignore[attr-defined]
     daemons = [pid for pid in echo.started_pids if pid_alive(pid)]
     assert len(daemons) == 1, daemons
+
+
+def test_a_failed_start_leaves_the_socket_of_a_waiting_successor(tmp_path: Path) -> None:
+    """A `start` that fails while a restart's successor waits for the pidfile (its old daemon
+    died, its restart command too) cleans up leftovers: NAME.next.ctl, held under
+    NAME.next.pid's lock, is no leftover."""
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    port = free_port()
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{port}", "--stop-timeout", "20"]
+    try:
+        assert probe.cli("start", "--ignore-term").returncode == 0
+        old = probe.pid()
+        assert old is not None
+        restart = subprocess.Popen(probe.argv("restart"), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        successor = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
+                                      if e.startswith("setup uid") and f"pid={old}" not in e])
+        new = successor[0]
+        probe.started_pids.add(new)
+        next_ctl = tmp_path / "probe.next.ctl"
+        wait_for(next_ctl.exists)
+        restart.kill()
+        restart.wait()
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(old))
+        failed = probe.cli("start")  # its daemon cannot bind the port the successor holds
+        assert failed.returncode != 0, failed.stderr
+        assert next_ctl.exists(), failed.stderr
+        reply = request(str(next_ctl), {"cmd": "status"}, timeout_s=5.0)
+        assert reply["pid"] == new, reply
+    finally:
+        probe.cleanup()
 
 
 def test_restart_between_a_sync_and_an_async_version(tmp_path: Path) -> None:
