@@ -385,12 +385,15 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
     try:
         reply, fds = exchange(launch.control_path, {"cmd": "handover"}, timeout_s=10.0)
     except ControlError:
-        return None  # too old to hand over, or wedged: restart it the plain way
+        reply, fds = {"ok": False}, []  # too old to hand over, wedged, or gone meanwhile
     if not reply.get("ok"):
-        if reply.get("error") == "another restart is already under way":
-            _complain(daemon, f"cannot restart: {reply['error']}")
+        # refused while a restart's successor waits for the pidfile: the daemon is stopping
+        # for that restart, and a plain restart now would stop the successor (as `stop` does)
+        if (reply.get("error") == "another restart is already under way"
+                or _observe_successor(daemon, pidfile).state in _LIVE_SUCCESSOR):
+            _complain(daemon, "cannot restart: another restart is already under way")
             return Exit.FAILURE
-        return None
+        return None  # restart it the plain way
     addresses = reply.get("addresses")
     handed = [socket.socket(fileno=fd) for fd in fds]
     if not isinstance(addresses, list) or len(addresses) != len(handed):
@@ -421,6 +424,10 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
         return outcome.exit_code or Exit.FAILURE
     assert outcome.pid is not None
     return _hand_over_the_pidfile(daemon, pidfile, launch, holder.pid, outcome.pid)
+
+
+#: what a successor's lock says when a restart under way holds it (not a planted pid)
+_LIVE_SUCCESSOR = (HolderState.VERIFIED, HolderState.UNVERIFIED, HolderState.STARTING)
 
 
 def _serving(pidfile: PidFile, pid: int | None) -> bool:
@@ -481,8 +488,11 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
     # the successor may have dropped privileges: this command moves its socket into place
     # (over the old daemon's, which may not have been able to remove it)
     moved = successor_control_path_for(pidfile.path)
-    if _is_socket_path(moved):
-        os.rename(moved, launch.control_path)
+    try:
+        if _is_socket_path(moved):
+            os.rename(moved, launch.control_path)
+    except FileNotFoundError:
+        pass  # a stop that came meanwhile stopped the successor and removed its socket
     PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
     what = "killed after timeout" if result == "killed" else "stopped"
     kept = [address.key for address in launch.listen if address.key in launch.sockets]

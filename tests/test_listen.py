@@ -347,6 +347,32 @@ def test_only_one_restart_at_a_time(echo: Service) -> None:
     assert len(daemons) == 1, daemons
 
 
+def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: Path) -> None:
+    """The first restart's successor waits for the pidfile while the old daemon is stopping:
+    the second restart must not fall back to a plain stop and start, whose stop would stop
+    that successor and fail the first restart."""
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--shutdown-seconds", "3"]
+    try:
+        assert probe.cli("start").returncode == 0
+        old = probe.pid()
+        first = subprocess.Popen(probe.argv("restart"), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: "shutdown begin" in probe.events_seen(), timeout=30)
+        second = probe.cli("restart")
+        _, first_err = first.communicate(timeout=60)
+        probe.remember_pid()
+        assert first.returncode == 0, first_err
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.splitlines()[-1] == (
+            "probe: cannot restart: another restart is already under way")
+        assert not pid_alive(old)
+        new = probe.pid()
+        assert new is not None and new != old and pid_alive(new)
+    finally:
+        probe.cleanup()
+
+
 def test_a_failed_start_leaves_the_socket_of_a_waiting_successor(tmp_path: Path) -> None:
     """A `start` that fails while a restart's successor waits for the pidfile (its old daemon
     died, its restart command too) cleans up leftovers: NAME.next.ctl, held under
