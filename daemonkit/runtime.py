@@ -560,6 +560,8 @@ class Runtime:
         with self._succession:
             if not self.launch.successor or self._succession_over:
                 return {"ok": False, "error": "nothing to take over"}
+            if self.states.current is not State.RUNNING:  # a stop came first: it wins
+                return {"ok": False, "error": f"cannot take over: {self.states.current.value}"}
             if len(fds) != 1:
                 return {"ok": False, "error": "take-over needs the pidfile's locked descriptor"}
             self.pidfile.adopt(fds[0])

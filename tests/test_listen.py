@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, SERVICES, Service, WorldRuntime, free_port, pid_alive, wait_for
 
+from daemonkit import PidFile
 from daemonkit.control import request
 
 ECHO = ROOT / "examples" / "echo.py"
@@ -369,6 +370,29 @@ def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: P
         assert not pid_alive(old)
         new = probe.pid()
         assert new is not None and new != old and pid_alive(new)
+    finally:
+        probe.cleanup()
+
+
+def test_a_stop_during_a_restart_wins_over_its_take_over(tmp_path: Path) -> None:
+    """`stop` while a restart's old daemon drains stops the successor first; the restart must
+    not hand the pidfile to that stopping successor and say "restarted"."""
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--shutdown-seconds", "2"]
+    try:
+        assert probe.cli("start").returncode == 0
+        restart = subprocess.Popen(probe.argv("restart", "--shutdown-seconds", "6"), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: "shutdown begin" in probe.events_seen(), timeout=30)
+        probe.started_pids.update(int(e.split("pid=")[1]) for e in probe.events_seen()
+                                  if e.startswith("setup uid"))
+        stopped = probe.cli("stop")
+        out, err = restart.communicate(timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert restart.returncode == 1, out
+        assert "the new daemon did not take over" in err, err
+        assert not PidFile(probe.pidfile).observe().locked
+        assert [pid for pid in probe.started_pids if pid_alive(pid)] == []
     finally:
         probe.cleanup()
 
