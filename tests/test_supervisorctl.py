@@ -493,14 +493,15 @@ def test_xmlrpc_faults_shapes_and_multicall(running: Ctl) -> None:
     assert supervisor.addProcessGroup("pool") is True
 
 
-def test_struct_shapes_match_a_real_supervisord(running: Ctl, sockdir: Path) -> None:
-    """The same file under supervisord itself: the structs clients read have the same keys
-    and value types."""
-    ours = running.proxy().supervisor
+@contextlib.contextmanager
+def real_supervisord(running: Ctl, sockdir: Path) -> Iterator[tuple[Path, Any]]:
+    """supervisord itself on a copy of ``running``'s file (its own socket and port): the
+    socket's path, and a proxy of its ``supervisor.`` namespace."""
     theirs_dir = sockdir / "real"
     theirs_dir.mkdir()
     ini = theirs_dir / "supervisord.conf"
-    text = running.sv.ini.read_text().replace(str(running.sock), str(theirs_dir / "s.sock"))
+    sock = theirs_dir / "s.sock"
+    text = running.sv.ini.read_text().replace(str(running.sock), str(sock))
     text = text.replace(f"127.0.0.1:{running.port}", f"127.0.0.1:{free_port()}")
     ini.write_text(text.replace("childlogdir = %(here)s/logs", "childlogdir = %(here)s"))
     (theirs_dir / "signals").touch()
@@ -511,13 +512,24 @@ def test_struct_shapes_match_a_real_supervisord(running: Ctl, sockdir: Path) -> 
         from supervisor.xmlrpc import SupervisorTransport
 
         def connect() -> Any:
-            transport = SupervisorTransport(None, None, f"unix://{theirs_dir / 's.sock'}")
+            transport = SupervisorTransport(None, None, f"unix://{sock}")
             return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
         wait_for(lambda: _answers(connect()) or real.poll() is not None, 20, interval=0.1,
                  message="supervisord up")
         assert real.poll() is None, (theirs_dir / "err").read_text()
-        theirs = connect()
+        yield sock, connect()
+    finally:
+        if real.poll() is None:
+            real.terminate()
+        real.wait(20)
+
+
+def test_struct_shapes_match_a_real_supervisord(running: Ctl, sockdir: Path) -> None:
+    """The same file under supervisord itself: the structs clients read have the same keys
+    and value types."""
+    ours = running.proxy().supervisor
+    with real_supervisord(running, sockdir) as (_sock, theirs):
         wait_for(lambda: theirs.getProcessInfo("web")["statename"] == "RUNNING", 10)
 
         def shape(struct: dict[str, Any]) -> dict[str, type]:
@@ -547,9 +559,42 @@ def test_struct_shapes_match_a_real_supervisord(running: Ctl, sockdir: Path) -> 
                     call(server)
                 faults.append((fault.value.faultCode, fault.value.faultString))
             assert faults[0] == faults[1]
-    finally:
-        real.terminate()
-        real.wait(20)
+
+
+SLOW_TO_STOP = """
+[program:slow]
+command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+startsecs = 0
+stopwaitsecs = 4
+"""
+
+
+def test_during_a_shutdown_supervisorctl_hears_what_supervisord_says(ctl: Ctl,
+                                                                     sockdir: Path) -> None:
+    """While its programs stop, supervisord still answers: SHUTDOWN_STATE for every call
+    (supervisorctl shows the fault, and says "already shutting down" to a second shutdown).
+    Before, daemonkit's socket went first and supervisorctl said "no such file"."""
+    ctl.write(SLOW_TO_STOP)
+    ctl.start()
+    wait_for(lambda: ctl.status_lines().get("slow", ("",))[0] == "RUNNING", 10)
+    supervisor = ctl.sv.supervisor_pid()
+    slow = ctl.pid("slow")
+    with real_supervisord(ctl, sockdir) as (sock, theirs):
+        wait_for(lambda: theirs.getProcessInfo("slow")["statename"] == "RUNNING", 10)
+        heard = []
+        for url in (f"unix://{ctl.sock}", f"unix://{sock}"):
+            shut = ctl.ctl("shutdown", url=url)
+            assert (shut.returncode, shut.stdout.strip()) == (0, "Shut down"), shut.stdout
+            status = ctl.ctl("status", url=url)
+            again = ctl.ctl("shutdown", url=url)
+            heard.append([(status.returncode, status.stdout.replace(url, "URL")),
+                          (again.returncode, again.stdout)])
+        assert "SHUTDOWN_STATE" in heard[0][0][1], heard
+        assert heard[0][1][1] == "ERROR: already shutting down\n", heard
+        assert heard[0] == heard[1]
+    wait_for(lambda: not pid_alive(supervisor), 20, message="supervisor gone")
+    assert not pid_alive(slow)
+    assert not ctl.sock.exists()
 
 
 def _answers(proxy: Any) -> bool:

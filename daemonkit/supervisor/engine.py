@@ -147,6 +147,8 @@ class Engine:
         self._timer_seq = itertools.count()  # ties never compare instances
         self._by_pid: dict[int, Instance] = {}  # every live leader, current or retiring
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._taking_calls = True  # False once no loop turns to answer them (see call)
+        self._calls_gate = threading.Lock()  # a call is queued before the gate shuts, or not
         self._pending: list[_Call] = []
         self._main = threading.current_thread()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -778,7 +780,10 @@ class Engine:
                 raise Failed("cannot wait inside the supervisor's own thread")
             return outcome
         pending = _Call(function)
-        self._calls.put(pending)
+        with self._calls_gate:
+            if not self._taking_calls:
+                raise ShuttingDown("the supervisor is stopping")
+            self._calls.put(pending)
         self._wake()
         if not pending.finished.wait(timeout_s):
             raise Failed(f"no answer from the supervisor within {timeout_s:g}s")
@@ -1182,7 +1187,22 @@ class Engine:
                 min(1.0 if timeout is None else timeout, deadline - now))))
         self._resolve_pending()
 
+    def stop_taking_calls(self) -> None:
+        """Once :meth:`shutdown` is done no loop turns: a server thread still asking (the
+        servers answer until the end of the shutdown, as supervisord's do) is refused at once
+        instead of waiting out its timeout, which would hold up the servers' stop."""
+        with self._calls_gate:
+            self._taking_calls = False
+        for _ in range(100_000):  # bounded: no call is queued after the gate shut
+            try:
+                pending = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            pending.error = ShuttingDown("the supervisor is stopping")
+            pending.finished.set()
+
     def close(self) -> None:
+        self.stop_taking_calls()
         self.closed = True  # before the fds go: their numbers may be reused at once
         for name in list(self.sockets):
             self._close_socket(name)

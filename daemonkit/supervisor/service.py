@@ -192,15 +192,19 @@ class Supervisor(Daemon):
                 self.log.exception("reload failed, keeping the old state")
 
     def shutdown(self) -> None:
+        """The programs are stopped with the servers still answering, as supervisord does:
+        supervisorctl hears SHUTDOWN_STATE (not "no such file"), the web page and ``status``
+        show who is still STOPPING; the engine refuses changes meanwhile."""
+        if self.engine is not None:
+            self.engine.shutdown(self.engine.stop_budget_s() + 1.0)
+            self.engine.stop_taking_calls()
         for server in (self.web, self.rpc):
             if server is not None:
                 server.stop()
         if self.control_at is not None:
             self.control_at.close()
-        if self.engine is None:
-            return
-        self.engine.shutdown(self.engine.stop_budget_s() + 1.0)
-        self.engine.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def reopen_logs(self) -> None:
         """SIGUSR1 / ``reopen-logs``: the children's log files move too (logrotate)."""
