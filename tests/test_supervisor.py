@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from helpers import Sv, WorldRuntime, pid_alive, tagged_pids, wait_for
 
+from daemonkit.supervisor.client import PROG
+
 
 def test_status_env_and_respawn_after_kill9(sv: Sv) -> None:
     sv.write("""
@@ -555,12 +557,13 @@ def test_may_enter_walks_every_directory_and_every_link(world_tmp: Path) -> None
 
 def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
     """The README's table: status exits 0 while stopping; it used to exit 4 ("cannot
-    supervisor-status: stopping") for as long as a program took to stop."""
+    supervisor-status: stopping") for as long as a program took to stop. A change asked
+    meanwhile is refused in words, not as "cannot supervisor-reload: stopping"."""
     sv.write("""
         [program:stubborn]
         command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
         startsecs = 0
-        stopwaitsecs = 3
+        stopwaitsecs = 5
         """)
     sv.cli("start", check=True)
     sv.wait_state("stubborn", "RUNNING")
@@ -579,6 +582,13 @@ def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
         named = sv.cli("status", "stubborn")
         assert named.returncode == 3, named  # its programs are being stopped: not RUNNING
         assert all(result.returncode in (0, 3) for result in seen), seen
+        refusals = {verb: sv.cli(*verb.split()) for verb in ("reload", "start stubborn",
+                                                             "update")}
+        assert {verb: (r.returncode, r.stderr) for verb, r in refusals.items()} == {
+            "reload": (1, f"{PROG}: reload failed: the supervisor is shutting down\n"),
+            "start stubborn": (1, f"{PROG}: the supervisor is shutting down\n"),
+            "update": (1, f"{PROG}: SHUTDOWN_STATE: the supervisor is shutting down\n")}
+        assert stopping.poll() is None  # all of it within the program's stopwaitsecs
     finally:
         try:
             assert stopping.wait(30) == 0

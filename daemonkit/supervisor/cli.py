@@ -377,7 +377,7 @@ def _status(daemon: Supervisor, connection: Client, names: list[str]) -> int | N
         if reply.get("code") == Fault.BAD_NAME.name:
             complain(f"no such program or instance: {_refused_name(reply)}")
             return int(Exit.NOT_RUNNING_STATUS)
-        if "code" not in reply and reply.get("state") == "stopping":
+        if reply.get("code") == Fault.SHUTDOWN_STATE.name:
             if names:  # its programs are being stopped: not RUNNING
                 complain("is stopping")
                 return int(Exit.NOT_RUNNING_STATUS)

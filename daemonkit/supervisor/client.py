@@ -58,6 +58,11 @@ class Client:
             raise NoAnswer(str(exc)) from None
         for fd in fds:  # the supervisor sends none; never keep what a stranger might
             os.close(fd)
+        if not answer.get("ok") and "code" not in answer and answer.get("state") == "stopping":
+            # the core refuses every command of a daemon that is stopping ("cannot
+            # supervisor-reload: stopping"): it is supervisord's SHUTDOWN_STATE
+            return {**answer, "code": Fault.SHUTDOWN_STATE.name,
+                    "error": "the supervisor is shutting down"}
         return answer
 
     def call(self, command: str, timeout_s: float = 30.0, **fields: Any) -> dict[str, Any]:
