@@ -596,6 +596,38 @@ def test_status_while_the_supervisor_stops_is_running_lsb_0(sv: Sv) -> None:
             stopping.kill()  # a no-op once it has exited
             stopping.wait()
 
+def test_status_shows_a_removed_program_until_it_has_stopped(sv: Sv) -> None:
+    """A reload removed a program that takes its stopwaitsecs to stop: status showed only
+    the programs of the new file, as if it were gone, while it still ran (found in a
+    black-box trial)."""
+    keep = """
+        [program:keep]
+        command = sleep 1000
+        startsecs = 0
+        """
+    sv.write(keep + """
+        [program:stubborn]
+        command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+        startsecs = 0
+        stopwaitsecs = 4
+        """)
+    sv.cli("start", check=True)
+    stubborn = sv.wait_state("stubborn", "RUNNING")["pid"]
+    sv.write(keep)
+    assert "removed: stubborn" in sv.cli("reload", check=True).stdout
+    shown = sv.cli("status", check=True).stdout.splitlines()
+    assert any(line.split()[:3] == ["stubborn", "STOPPING", str(stubborn)] for line in shown), \
+        shown
+    assert shown[-1] == "stubborn: removed by a reload, stopping", shown
+    as_json = json.loads(sv.cli("status", "--json", check=True).stdout)
+    assert [(p["name"], p["state"]) for p in as_json["removed"]] == [("stubborn", "STOPPING")]
+    assert [p["name"] for p in as_json["programs"]] == ["keep"]
+    wait_for(lambda: not pid_alive(stubborn), 15, message="stubborn killed")
+    wait_for(lambda: json.loads(sv.cli("status", "--json", check=True).stdout)["removed"] == [],
+             5, message="no longer shown once it exited")
+    assert "stubborn" not in sv.cli("status", check=True).stdout
+
+
 def test_notify_program_without_ready_fails_its_start(sv: Sv) -> None:
     spawns = sv.dir / "spawns"
     sv.write(f"""

@@ -417,6 +417,6 @@ def _print_stopped_json(daemon: Supervisor) -> int:
     except ValueError:
         report = {}
     print(json.dumps({"pid": None, "uptime_s": None, "config": daemon.options.config,
-                      "programs": [], **{k: v for k, v in report.items()
+                      "programs": [], "removed": [], **{k: v for k, v in report.items()
                                          if k not in ("pid", "uptime_s")}}))
     return code

@@ -101,18 +101,28 @@ def exit_text(status: object) -> str:
     return signal_name(status) if status < 0 else str(status)
 
 
+def removed_still_stopping(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """Processes of programs a reload removed that have not exited yet: no longer in the
+    configuration, still running (their stopwaitsecs may be long), so still shown."""
+    current = {p["name"] for p in reply.get("programs", [])}
+    return [p for p in reply.get("retiring", [])
+            if p["name"] not in current and p.get("pid") is not None]
+
+
 def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: list[str],
                  as_json: bool, header: bool) -> int:
+    removed = removed_still_stopping(reply) if header else []
     if as_json:
         print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),
-                          "config": reply.get("config"), "programs": selected}))
+                          "config": reply.get("config"), "programs": selected,
+                          **({"removed": removed} if header else {})}))
     else:
         if header:
             uptime = reply.get("uptime_s")
             up = f", up {format_duration(uptime)}" if isinstance(uptime, (int, float)) else ""
             print(f"{PROG} is running (pid {reply.get('pid')}{up}), config {reply.get('config')}")
         rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT")]
-        for p in selected:
+        for p in [*selected, *removed]:
             rows.append((p["name"], p["state"], str(p["pid"] or "-"),
                          format_duration(p["uptime_s"]) if p["uptime_s"] is not None else "-",
                          str(p["restarts"]), exit_text(p["exit_status"])))
@@ -125,6 +135,8 @@ def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: l
                 print(f"{p['name']}: {p['error']}")
             if p.get("waiting"):
                 print(f"{p['name']}: {p['waiting']}")
+        for p in removed:
+            print(f"{p['name']}: removed by a reload, {p['state'].lower()}")
         for name in names:
             if not any(name in (p["name"], p["program"]) for p in selected) and (
                     name in reply.get("program_names", [])):
