@@ -18,6 +18,7 @@ from . import commands
 from .errors import DaemonkitError
 from .exitcodes import Exit
 from .paths import default_pidfile
+from .printable import printable
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -168,7 +169,7 @@ def _answer(daemon_class: type[Daemon], options: argparse.Namespace) -> int:
             return taken_over
         return commands.ACTIONS[options.action](daemon)
     except DaemonkitError as exc:
-        print(f"{options.name}: {exc}", file=sys.stderr)
+        print(printable(f"{options.name}: {exc}"), file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print(f"{options.name}: interrupted", file=sys.stderr)

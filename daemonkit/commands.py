@@ -36,6 +36,7 @@ from .paths import (
     successor_pidfile_for,
 )
 from .pidfile import Holder, HolderState, PidFile
+from .printable import printable
 from .privileges import resolve_identity
 
 if TYPE_CHECKING:
@@ -46,11 +47,11 @@ _PID_APPEAR_S = 5.0
 
 
 def _say(daemon: Daemon, text: str) -> None:
-    print(f"{daemon.options.name} {text}", flush=True)
+    print(printable(f"{daemon.options.name} {text}"), flush=True)
 
 
 def _complain(daemon: Daemon, text: str) -> None:
-    print(f"{daemon.options.name}: {text}", file=sys.stderr, flush=True)
+    print(printable(f"{daemon.options.name}: {text}"), file=sys.stderr, flush=True)
 
 
 def _pidfile(daemon: Daemon, launch: Launch | None = None) -> PidFile:
@@ -646,7 +647,7 @@ def _print_status(daemon: Daemon, report: dict[str, Any], code: int, line: str) 
             if key not in _STATUS_CORE_KEYS:
                 # JSON's spelling (null, true, 1.5), as --json gives them; text as it is
                 shown = value if isinstance(value, str) else json.dumps(value, default=str)
-                print(f"  {key}: {shown}")
+                print(printable(f"  {key}: {shown}"))
     return code
 
 

@@ -512,3 +512,15 @@ def test_out_of_descriptors_the_control_socket_answers_and_recovers(probe: Servi
     probe.wait_event("fds released", timeout=20)
     assert probe.cli("status").returncode == 0
     assert probe.cli("stop").returncode == 0
+
+
+def test_escape_sequences_from_a_daemon_never_reach_the_terminal(probe: Service) -> None:
+    """An exception's message can carry a peer's bytes: start's error, and status's note of
+    how the daemon ended (read from its exit record), show them escaped."""
+    hostile = "taken \x1b]0;owned\x07\x1b[2J \u202eevil"
+    failed = probe.cli("start", "--setup-fail", hostile)
+    assert failed.returncode == 1
+    status = probe.cli("status")
+    for output in (failed.stderr, status.stdout + status.stderr):
+        assert "\x1b" not in output and "\u202e" not in output, output
+        assert "taken \\x1b]0;owned\\x07\\x1b[2J \\u202eevil" in output, output

@@ -19,6 +19,7 @@ from typing import Any
 from .. import control
 from ..errors import DaemonkitError, PrivilegeError
 from ..exitcodes import Exit
+from ..printable import printable
 from ..process import format_duration
 from . import protocol
 from .datatypes import signal_name
@@ -73,7 +74,7 @@ class Client:
 
 
 def complain(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    print(printable(f"{PROG}: {text}"), file=sys.stderr, flush=True)
 
 
 def guarded(action: Callable[[], int]) -> int:
@@ -132,9 +133,9 @@ def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: l
                   .rstrip())
         for p in selected:  # below the table: its columns stay what scripts expect
             if p.get("error"):
-                print(f"{p['name']}: {p['error']}")
+                print(printable(f"{p['name']}: {p['error']}"))
             if p.get("waiting"):
-                print(f"{p['name']}: {p['waiting']}")
+                print(printable(f"{p['name']}: {p['waiting']}"))
         for p in removed:
             print(f"{p['name']}: removed by a reload, {p['state'].lower()}")
         for name in names:
