@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from helpers import pid_alive, wait_for
-from test_web_supervisor import RunningSupervisor
+from test_web_supervisor import PROGRAMS, STUBBORN, RunningSupervisor, reload_without_stubborn
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-test-token"
@@ -261,3 +261,23 @@ def test_a_foreign_page_cannot_act(page: Any, supervisor: RunningSupervisor,
         attacker.server_close()
     after = supervisor.instances()["worker"]
     assert after["pid"] == before and after["state"] == "RUNNING" and after["restarts"] == 0
+
+
+def test_a_removed_program_shows_until_it_has_stopped(page: Any, tmp_path: Path) -> None:
+    running = RunningSupervisor(tmp_path, PROGRAMS + STUBBORN)
+    try:
+        running.start()
+        page.goto(running.url + "/")
+        wait_row(page, "stubborn", "RUNNING")
+        stubborn = reload_without_stubborn(running)
+        removed = page.locator('tr.removed[data-name="stubborn"]')
+        removed.wait_for()
+        assert removed.locator("td.name").inner_text().strip() == (
+            "stubborn (removed by a reload)")
+        assert removed.locator("td.pid").inner_text().strip() == str(stubborn)
+        assert removed.get_attribute("data-state") == "STOPPING"
+        assert removed.locator("button:visible").count() == 0  # nothing to act on
+        removed.wait_for(state="detached", timeout=20_000)
+        assert not pid_alive(stubborn)
+    finally:
+        running.cleanup()

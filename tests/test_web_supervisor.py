@@ -165,6 +165,44 @@ def test_status_matches_the_supervisor(supervisor: RunningSupervisor) -> None:
     assert document["program_names"] == ["cron", "worker"]
 
 
+#: a program that takes its whole stopwaitsecs to stop (it ignores SIGTERM)
+STUBBORN = """
+[program:stubborn]
+command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+startsecs = 0
+stopwaitsecs = 4
+"""
+
+
+def reload_without_stubborn(running: RunningSupervisor) -> int:
+    """Remove the stubborn program from the running supervisor's file and reload: its pid,
+    still stopping."""
+    stubborn = running.wait_state("stubborn", "RUNNING")["pid"]
+    running.ini.write_text(running.ini.read_text().replace(STUBBORN, ""))
+    reloaded = running.cli("reload")
+    assert reloaded.returncode == 0 and "removed: stubborn" in reloaded.stdout, reloaded
+    return int(stubborn)
+
+
+def test_a_removed_program_is_listed_until_it_has_stopped(tmp_path: Path) -> None:
+    running = RunningSupervisor(tmp_path, PROGRAMS + STUBBORN)
+    try:
+        running.start()
+        stubborn = reload_without_stubborn(running)
+        status, document = running.get("/api/status")
+        assert status == 200
+        assert "stubborn" not in {p["name"] for p in document["programs"]}
+        [removed] = document["removed"]
+        assert (removed["name"], removed["state"], removed["pid"]) == (
+            "stubborn", "STOPPING", stubborn)
+        assert removed["memory_rss"] > 0
+        wait_for(lambda: running.get("/api/status")[1]["removed"] == [], 15,
+                 message="no longer listed once it exited")
+        assert not pid_alive(stubborn)
+    finally:
+        running.cleanup()
+
+
 def test_restart_stop_start_through_the_api(supervisor: RunningSupervisor) -> None:
     before = supervisor.instances()["worker"]["pid"]
     status, answer = supervisor.post("/api/programs/worker/restart")

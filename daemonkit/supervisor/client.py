@@ -102,17 +102,11 @@ def exit_text(status: object) -> str:
     return signal_name(status) if status < 0 else str(status)
 
 
-def removed_still_stopping(reply: dict[str, Any]) -> list[dict[str, Any]]:
-    """Processes of programs a reload removed that have not exited yet: no longer in the
-    configuration, still running (their stopwaitsecs may be long), so still shown."""
-    current = {p["name"] for p in reply.get("programs", [])}
-    return [p for p in reply.get("retiring", [])
-            if p["name"] not in current and p.get("pid") is not None]
-
-
 def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: list[str],
                  as_json: bool, header: bool) -> int:
-    removed = removed_still_stopping(reply) if header else []
+    # processes of programs a reload removed: out of the configuration, still running (their
+    # stopwaitsecs may be long), so still shown
+    removed: list[dict[str, Any]] = reply.get("removed", []) if header else []
     if as_json:
         print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),
                           "config": reply.get("config"), "programs": selected,

@@ -398,14 +398,16 @@ class WebServer:
     def status(self) -> dict[str, Any]:
         status = dict(self.api.status())
         programs = [dict(p) for p in status.get("programs", [])]
-        pids = [p["pid"] for p in programs if isinstance(p.get("pid"), int)]
+        removed = [dict(p) for p in status.get("removed", [])]  # by a reload, still stopping
+        pids = [p["pid"] for p in [*programs, *removed] if isinstance(p.get("pid"), int)]
         own_pid = status.get("pid")
         figures = self.sampler.sample([*pids, *([own_pid] if isinstance(own_pid, int) else [])])
-        for program in programs:
+        for program in [*programs, *removed]:
             pid = program.get("pid")
             empty = {"cpu_percent": None, "memory_rss": None}
             program.update(figures.get(pid, empty) if isinstance(pid, int) else empty)
         status["programs"] = programs
+        status["removed"] = removed
         status["program_names"] = self._program_names(programs)
         if isinstance(own_pid, int):
             status.update({f"supervisor_{k}": v for k, v in figures[own_pid].items()})

@@ -83,8 +83,8 @@ function programRow(program) {
   return tr;
 }
 
-function instanceRow(info) {
-  const key = "instance " + info.name;
+function instanceRow(info, kind = "instance ") {
+  const key = kind + info.name;
   let tr = rows.get(key);
   if (!tr) {
     tr = document.createElement("tr");
@@ -117,6 +117,14 @@ function instanceRow(info) {
   return tr;
 }
 
+function removedRow(info) {
+  const tr = instanceRow({...info, stdout_logfile: null}, "removed ");
+  tr.classList.add("removed");
+  tr.children[0].textContent = `${info.name} (removed by a reload)`;
+  for (const b of tr.children[8].querySelectorAll("button")) b.hidden = true;
+  return tr;
+}
+
 function render(status) {
   $("sup-pid").textContent = status.pid;
   $("sup-uptime").textContent = duration(status.uptime_s);
@@ -137,6 +145,8 @@ function render(status) {
     wanted.push(header);
     for (const info of instances) wanted.push(instanceRow(info));
   }
+  // programs a reload removed whose process is still stopping: shown until it has exited
+  for (const info of status.removed || []) wanted.push(removedRow(info));
   const body = $("program-rows");
   const keep = new Set(wanted);
   for (const [key, tr] of rows) {
