@@ -307,23 +307,32 @@ def test_a_failing_successor_leaves_the_old_daemon_running(tmp_path: Path) -> No
         probe.cleanup()
 
 
+def a_successor_left_waiting(probe: Service) -> tuple[int, int]:
+    """Start the probe ignoring SIGTERM, and kill a restart of it once its successor is up
+    (the restart waits for the old daemon meanwhile): the pids of the old daemon and of the
+    successor, which waits for a take-over that will not come."""
+    assert probe.cli("start", "--ignore-term").returncode == 0
+    old = probe.pid()
+    assert old is not None
+    restart = subprocess.Popen(probe.argv("restart"), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    successor = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
+                                  if e.startswith("setup uid") and f"pid={old}" not in e])
+    new = successor[0]
+    probe.started_pids.add(new)
+    wait_for((probe.workdir / "probe.next.ctl").exists)
+    restart.kill()
+    restart.wait()
+    return old, new
+
+
 def test_a_successor_nobody_takes_over_stops_itself(tmp_path: Path) -> None:
     """The restart command dies while the old daemon drains: the successor must not stay."""
     probe = Service(SERVICES / "probe.py", tmp_path, "probe")
     probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--start-timeout", "1",
                    "--stop-timeout", "5"]
     try:
-        assert probe.cli("start", "--ignore-term").returncode == 0
-        old = probe.pid()
-        restart = subprocess.Popen(probe.argv("restart"), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        successor = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
-                                      if e.startswith("setup uid") and f"pid={old}" not in e])
-        new = successor[0]
-        probe.started_pids.add(new)
-        wait_for((tmp_path / "probe.next.ctl").exists)
-        restart.kill()  # while it waits for the old daemon, which ignores SIGTERM
-        restart.wait()
+        old, new = a_successor_left_waiting(probe)
         wait_for(lambda: not pid_alive(new), timeout=20, message="the successor stopped")
         assert pid_alive(old) and probe.pid() == old
         assert "not taken over within" in probe.log_text()
@@ -405,19 +414,8 @@ def test_a_failed_start_leaves_the_socket_of_a_waiting_successor(tmp_path: Path)
     port = free_port()
     probe.extra = ["--listen", f"tcp://127.0.0.1:{port}", "--stop-timeout", "20"]
     try:
-        assert probe.cli("start", "--ignore-term").returncode == 0
-        old = probe.pid()
-        assert old is not None
-        restart = subprocess.Popen(probe.argv("restart"), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        successor = wait_for(lambda: [int(e.split("pid=")[1]) for e in probe.events_seen()
-                                      if e.startswith("setup uid") and f"pid={old}" not in e])
-        new = successor[0]
-        probe.started_pids.add(new)
+        old, new = a_successor_left_waiting(probe)
         next_ctl = tmp_path / "probe.next.ctl"
-        wait_for(next_ctl.exists)
-        restart.kill()
-        restart.wait()
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: not pid_alive(old))
         failed = probe.cli("start")  # its daemon cannot bind the port the successor holds
