@@ -195,14 +195,16 @@ class Supervisor(Daemon):
         """The programs are stopped with the servers still answering, as supervisord does:
         supervisorctl hears SHUTDOWN_STATE (not "no such file"), the web page and ``status``
         show who is still STOPPING; the engine refuses changes meanwhile."""
-        if self.engine is not None:
-            self.engine.shutdown(self.engine.stop_budget_s() + 1.0)
-            self.engine.stop_taking_calls()
-        for server in (self.web, self.rpc):
-            if server is not None:
-                server.stop()
-        if self.control_at is not None:
-            self.control_at.close()
+        try:
+            if self.engine is not None:
+                self.engine.shutdown(self.engine.stop_budget_s() + 1.0)
+                self.engine.stop_taking_calls()
+        finally:  # whatever went wrong, no socket file outlives the supervisor
+            for server in (self.web, self.rpc):
+                if server is not None:
+                    server.stop()
+            if self.control_at is not None:
+                self.control_at.close()
         if self.engine is not None:
             self.engine.close()
 
