@@ -382,6 +382,10 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
     pidfile = _pidfile(daemon, launch)
     holder = _observe(pidfile)
     if holder.state not in (HolderState.VERIFIED, HolderState.UNVERIFIED):
+        if _observe_successor(daemon, pidfile).state in _LIVE_SUCCESSOR:
+            # the old daemon of a restart under way is gone, and its restart is about to
+            # pass the pidfile to the successor: a plain restart now would stop it
+            return _another_restart(daemon)
         return None
     try:
         reply, fds = exchange(launch.control_path, {"cmd": "handover"}, timeout_s=10.0)
@@ -392,8 +396,7 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
         # for that restart, and a plain restart now would stop the successor (as `stop` does)
         if (reply.get("error") == "another restart is already under way"
                 or _observe_successor(daemon, pidfile).state in _LIVE_SUCCESSOR):
-            _complain(daemon, "cannot restart: another restart is already under way")
-            return Exit.FAILURE
+            return _another_restart(daemon)
         return None  # restart it the plain way
     addresses = reply.get("addresses")
     handed = [socket.socket(fileno=fd) for fd in fds]
@@ -425,6 +428,11 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
         return outcome.exit_code or Exit.FAILURE
     assert outcome.pid is not None
     return _hand_over_the_pidfile(daemon, pidfile, launch, holder.pid, outcome.pid)
+
+
+def _another_restart(daemon: Daemon) -> int:
+    _complain(daemon, "cannot restart: another restart is already under way")
+    return Exit.FAILURE
 
 
 #: what a successor's lock says when a restart under way holds it (not a planted pid)
@@ -485,15 +493,17 @@ def _hand_over_the_pidfile(daemon: Daemon, pidfile: PidFile, launch: Launch, old
         pidfile.release()
         _complain(daemon, f"the new daemon did not take over: {reply.get('error')}")
         return Exit.FAILURE
-    pidfile.forget()  # the successor holds the lock now
     # the successor may have dropped privileges: this command moves its socket into place
-    # (over the old daemon's, which may not have been able to remove it)
+    # (over the old daemon's, which may not have been able to remove it), still holding the
+    # lock, which the successor shares now: should it die meanwhile, no new daemon can
+    # have bound NAME.ctl, which the rename would replace
     moved = successor_control_path_for(pidfile.path)
     try:
         if _is_socket_path(moved):
             os.rename(moved, launch.control_path)
     except FileNotFoundError:
         pass  # a stop that came meanwhile stopped the successor and removed its socket
+    pidfile.forget()  # the successor holds the lock now
     PidFile(successor_pidfile_for(pidfile.path)).remove_if_unlocked()
     what = "killed after timeout" if result == "killed" else "stopped"
     kept = [address.key for address in launch.listen if address.key in launch.sockets]
