@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 from helpers import pid_alive, wait_for
-from test_web_supervisor import PROGRAMS, STUBBORN, RunningSupervisor, reload_without_stubborn
+from test_web_supervisor import (
+    PROGRAMS,
+    STUBBORN,
+    RunningSupervisor,
+    release,
+    reload_without_stubborn,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-test-token"
@@ -273,11 +279,13 @@ def test_a_removed_program_shows_until_it_has_stopped(page: Any, tmp_path: Path)
         removed = page.locator('tr.removed[data-name="stubborn"]')
         removed.wait_for()
         assert removed.locator("td.name").inner_text().strip() == (
-            "stubborn (removed by a reload)")
+            "stubborn (removed)")
         assert removed.locator("td.pid").inner_text().strip() == str(stubborn)
         assert removed.get_attribute("data-state") == "STOPPING"
         assert removed.locator("button:visible").count() == 0  # nothing to act on
+        release(running)
         removed.wait_for(state="detached", timeout=20_000)
         assert not pid_alive(stubborn)
     finally:
+        release(running)
         running.cleanup()

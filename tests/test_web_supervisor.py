@@ -165,13 +165,19 @@ def test_status_matches_the_supervisor(supervisor: RunningSupervisor) -> None:
     assert document["program_names"] == ["cron", "worker"]
 
 
-#: a program that takes its whole stopwaitsecs to stop (it ignores SIGTERM)
+#: a program that ignores SIGTERM and ends once the file "release" exists beside the config
+#: (see release()): it stops when the test is done looking at it
 STUBBORN = """
 [program:stubborn]
-command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+command = sh -c 'trap "" TERM; while [ ! -e release ]; do sleep 0.05; done'
+directory = %(here)s
 startsecs = 0
-stopwaitsecs = 4
+stopwaitsecs = 60
 """
+
+
+def release(running: RunningSupervisor) -> None:
+    (running.dir / "release").touch()
 
 
 def reload_without_stubborn(running: RunningSupervisor) -> int:
@@ -190,6 +196,7 @@ def test_a_removed_program_is_listed_until_it_has_stopped(tmp_path: Path) -> Non
         running.start()
         stubborn = reload_without_stubborn(running)
         status, document = running.get("/api/status")
+        release(running)
         assert status == 200
         assert "stubborn" not in {p["name"] for p in document["programs"]}
         [removed] = document["removed"]
@@ -200,6 +207,35 @@ def test_a_removed_program_is_listed_until_it_has_stopped(tmp_path: Path) -> Non
                  message="no longer listed once it exited")
         assert not pid_alive(stubborn)
     finally:
+        release(running)
+        running.cleanup()
+
+
+def test_the_page_answers_during_a_shutdown_and_changes_nothing(tmp_path: Path) -> None:
+    """The page stays up while the programs stop (as supervisord's servers do); a scale-up
+    asked meanwhile used to start an instance the shutdown no longer waited for, which
+    outlived the supervisor."""
+    running = RunningSupervisor(tmp_path, PROGRAMS + STUBBORN)
+    try:
+        running.start()
+        running.wait_state("stubborn", "RUNNING")
+        stopping = subprocess.Popen([sys.executable, "-m", "daemonkit", "supervise", "-c",
+                                     str(running.ini), "stop"], cwd=running.dir,
+                                    env=running.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        try:
+            running.wait_state("stubborn", "STOPPING")
+            status, answer = running.post("/api/programs/cron/scale", {"delta": 1})
+            assert (status, answer) == (409, {"ok": False,
+                                              "error": "the supervisor is stopping"}), answer
+            assert "cron:2" not in running.instances()
+        finally:
+            release(running)
+            _, err = stopping.communicate(timeout=60)
+        assert stopping.returncode == 0, err
+        assert tagged_pids(running.tag) == []  # nothing outlived the supervisor
+    finally:
+        release(running)
         running.cleanup()
 
 

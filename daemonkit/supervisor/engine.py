@@ -413,6 +413,7 @@ class Engine:
     def add_group(self, group: str) -> None:
         """supervisord's ``addProcessGroup``: make a group of the last read file active."""
         assert self.config is not None
+        self._refuse_if_stopping()  # (the servers answer during a shutdown)
         source = self.available or self.config
         if group not in source.all_groups:
             raise NoSuchName(group)
@@ -427,6 +428,7 @@ class Engine:
     def remove_group(self, group: str) -> None:
         """supervisord's ``removeProcessGroup``: only a group whose processes are stopped."""
         assert self.config is not None
+        self._refuse_if_stopping()  # (the servers answer during a shutdown)
         if group not in self.config.all_groups:
             raise NoSuchName(group)
         members = self._group_instances(group)
@@ -449,6 +451,7 @@ class Engine:
         """supervisord's ``restart`` (supervisorctl ``reload``): every process stops, and the
         file (already read and valid) starts afresh."""
         assert self.config is not None
+        self._refuse_if_stopping()  # (the servers answer during a shutdown)
         everyone = list(self.instances.values())
         self.config = dataclasses.replace(self.config, programs={}, all_groups={})
         self.numprocs.clear()
@@ -1067,6 +1070,7 @@ class Engine:
         return results
 
     def scale(self, program: str, delta: int) -> dict[str, Any]:
+        self._refuse_if_stopping()  # (the servers answer during a shutdown)
         if self.config is None or program not in self.config.programs:
             raise NoSuchName(f"no such program: {program}")
         if delta not in (1, -1):  # one instance per request, as the web page offers
