@@ -362,7 +362,9 @@ def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: P
     the second restart must not fall back to a plain stop and start, whose stop would stop
     that successor and fail the first restart."""
     probe = Service(SERVICES / "probe.py", tmp_path, "probe")
-    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--shutdown-seconds", "3"]
+    release = tmp_path / "release"  # the old daemon's shutdown() waits for it
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}",
+                   "--shutdown-until-file", str(release)]
     try:
         assert probe.cli("start").returncode == 0
         old = probe.pid()
@@ -370,6 +372,7 @@ def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: P
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: "shutdown begin" in probe.events_seen(), timeout=30)
         second = probe.cli("restart")
+        release.touch()
         _, first_err = first.communicate(timeout=60)
         probe.remember_pid()
         assert first.returncode == 0, first_err
@@ -387,16 +390,25 @@ def test_a_stop_during_a_restart_wins_over_its_take_over(tmp_path: Path) -> None
     """`stop` while a restart's old daemon drains stops the successor first; the restart must
     not hand the pidfile to that stopping successor and say "restarted"."""
     probe = Service(SERVICES / "probe.py", tmp_path, "probe")
-    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}", "--shutdown-seconds", "2"]
+    release = tmp_path / "release"  # the old daemon's shutdown() waits for it
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}",
+                   "--shutdown-until-file", str(release)]
     try:
         assert probe.cli("start").returncode == 0
+        # the successor's shutdown() takes 6 s: still stopping when the old daemon is gone
         restart = subprocess.Popen(probe.argv("restart", "--shutdown-seconds", "6"), text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: "shutdown begin" in probe.events_seen(), timeout=30)
         probe.started_pids.update(int(e.split("pid=")[1]) for e in probe.events_seen()
                                   if e.startswith("setup uid"))
-        stopped = probe.cli("stop")
+        stopping = subprocess.Popen(probe.argv("stop"), text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        wait_for(lambda: probe.events_seen().count("shutdown begin") == 2, timeout=30,
+                 message="the stop is stopping the successor")
+        release.touch()
         out, err = restart.communicate(timeout=60)
+        stopping.communicate(timeout=60)
+        stopped = stopping
         assert stopped.returncode == 0, stopped.stderr
         assert restart.returncode == 1, out
         assert "the new daemon did not take over" in err, err

@@ -561,11 +561,12 @@ def test_struct_shapes_match_a_real_supervisord(running: Ctl, sockdir: Path) -> 
             assert faults[0] == faults[1]
 
 
+#: ignores SIGTERM and ends once the file RELEASE exists (replaced by the test's path)
 SLOW_TO_STOP = """
 [program:slow]
-command = sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+command = sh -c 'trap "" TERM; while [ ! -e RELEASE ]; do sleep 0.05; done'
 startsecs = 0
-stopwaitsecs = 4
+stopwaitsecs = 60
 """
 
 
@@ -574,7 +575,8 @@ def test_during_a_shutdown_supervisorctl_hears_what_supervisord_says(ctl: Ctl,
     """While its programs stop, supervisord still answers: SHUTDOWN_STATE for every call
     (supervisorctl shows the fault, and says "already shutting down" to a second shutdown).
     Before, daemonkit's socket went first and supervisorctl said "no such file"."""
-    ctl.write(SLOW_TO_STOP)
+    release = sockdir / "release"
+    ctl.write(SLOW_TO_STOP.replace("RELEASE", str(release)))
     ctl.start()
     wait_for(lambda: ctl.status_lines().get("slow", ("",))[0] == "RUNNING", 10)
     supervisor = ctl.sv.supervisor_pid()
@@ -582,13 +584,16 @@ def test_during_a_shutdown_supervisorctl_hears_what_supervisord_says(ctl: Ctl,
     with real_supervisord(ctl, sockdir) as (sock, theirs):
         wait_for(lambda: theirs.getProcessInfo("slow")["statename"] == "RUNNING", 10)
         heard = []
-        for url in (f"unix://{ctl.sock}", f"unix://{sock}"):
-            shut = ctl.ctl("shutdown", url=url)
-            assert (shut.returncode, shut.stdout.strip()) == (0, "Shut down"), shut.stdout
-            status = ctl.ctl("status", url=url)
-            again = ctl.ctl("shutdown", url=url)
-            heard.append([(status.returncode, status.stdout.replace(url, "URL")),
-                          (again.returncode, again.stdout)])
+        try:
+            for url in (f"unix://{ctl.sock}", f"unix://{sock}"):
+                shut = ctl.ctl("shutdown", url=url)
+                assert (shut.returncode, shut.stdout.strip()) == (0, "Shut down"), shut.stdout
+                status = ctl.ctl("status", url=url)
+                again = ctl.ctl("shutdown", url=url)
+                heard.append([(status.returncode, status.stdout.replace(url, "URL")),
+                              (again.returncode, again.stdout)])
+        finally:
+            release.touch()  # both shutdowns end
         assert "SHUTDOWN_STATE" in heard[0][0][1], heard
         assert heard[0][1][1] == "ERROR: already shutting down\n", heard
         assert heard[0] == heard[1]

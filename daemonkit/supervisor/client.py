@@ -123,7 +123,8 @@ def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: l
                          str(p["restarts"]), exit_text(p["exit_status"])))
         widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
         for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print(printable("  ".join(cell.ljust(width) for cell, width
+                                      in zip(row, widths, strict=True)))
                   .rstrip())
         for p in selected:  # below the table: its columns stay what scripts expect
             if p.get("error"):
@@ -131,7 +132,7 @@ def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: l
             if p.get("waiting"):
                 print(printable(f"{p['name']}: {p['waiting']}"))
         for p in removed:
-            print(f"{p['name']}: removed by a reload, {p['state'].lower()}")
+            print(printable(f"{p['name']}: removed, {p['state'].lower()}"))
         for name in names:
             if not any(name in (p["name"], p["program"]) for p in selected) and (
                     name in reply.get("program_names", [])):
@@ -148,7 +149,7 @@ def instance_line(instance: dict[str, Any]) -> str:
 
 def print_action(reply: dict[str, Any]) -> int:
     for instance in reply.get("instances", []):
-        print(instance_line(instance))
+        print(printable(instance_line(instance)))
     if not reply.get("ok"):
         complain(str(reply.get("error", "refused")))
         return int(Exit.FAILURE)
@@ -164,7 +165,7 @@ def print_reload(reply: dict[str, Any], verb: str = "reload") -> int:
     print("scaled: " + (", ".join(f"{name} {old}->{new}" for name, (old, new)
                                   in sorted(scaled.items())) or "-"))
     for note in reply.get("notes", []):
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     return int(Exit.OK)
 
 
@@ -215,7 +216,7 @@ def _print_results(reply: dict[str, Any], done: str) -> int:
         if result.get("code") == Fault.SUCCESS.name:
             print(f"{name}: {done}")
         else:
-            print(f"{name}: ERROR ({result.get('description')})")
+            print(printable(f"{name}: ERROR ({result.get('description')})"))
             code = int(Exit.FAILURE)
     return code
 

@@ -69,6 +69,8 @@ class Probe(Daemon):
         parser.add_argument("--reload-seconds", type=float, default=0.0)
         parser.add_argument("--reload-exit", action="store_true", help="reload() calls sys.exit")
         parser.add_argument("--shutdown-seconds", type=float, default=0.0)
+        parser.add_argument("--shutdown-until-file",
+                            help="shutdown() then waits (up to 60 s) for this file to exist")
         parser.add_argument("--shutdown-raises", action="store_true",
                             help="shutdown() raises: the daemon exits 1 after a stop")
         parser.add_argument("--atexit-file",
@@ -292,9 +294,14 @@ class Probe(Daemon):
         self.event("fds released")
 
     def shutdown(self) -> None:
-        if self.options.shutdown_seconds:
+        if self.options.shutdown_seconds or self.options.shutdown_until_file:
             self.event("shutdown begin")
             time.sleep(self.options.shutdown_seconds)
+        if self.options.shutdown_until_file:
+            for _ in range(3000):  # bounded: 60 s
+                if os.path.exists(self.options.shutdown_until_file):
+                    break
+                time.sleep(0.02)
         if self.options.spawn_child:
             self.child.terminate()
             self.child.wait()

@@ -120,7 +120,7 @@ function instanceRow(info, kind = "instance ") {
 function removedRow(info) {
   const tr = instanceRow({...info, stdout_logfile: null}, "removed ");
   tr.classList.add("removed");
-  tr.children[0].textContent = `${info.name} (removed by a reload)`;
+  tr.children[0].textContent = `${info.name} (removed)`;
   for (const b of tr.children[8].querySelectorAll("button")) b.hidden = true;
   return tr;
 }
