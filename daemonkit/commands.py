@@ -387,10 +387,7 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
             # pass the pidfile to the successor: a plain restart now would stop it
             return _another_restart(daemon)
         return None
-    try:
-        reply, fds = exchange(launch.control_path, {"cmd": "handover"}, timeout_s=10.0)
-    except ControlError:
-        reply, fds = {"ok": False}, []  # too old to hand over, wedged, or gone meanwhile
+    reply, fds = _ask_for_handover(launch)
     if not reply.get("ok"):
         # refused while a restart's successor waits for the pidfile: the daemon is stopping
         # for that restart, and a plain restart now would stop the successor (as `stop` does)
@@ -428,6 +425,24 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
         return outcome.exit_code or Exit.FAILURE
     assert outcome.pid is not None
     return _hand_over_the_pidfile(daemon, pidfile, launch, holder.pid, outcome.pid)
+
+
+def _ask_for_handover(launch: Launch) -> tuple[dict[str, Any], list[int]]:
+    """The running daemon's answer to "handover"; ``{"ok": False}`` if it cannot answer (too
+    old to hand over, wedged, or gone meanwhile).
+
+    A daemon that has just taken over from a restart holds the pidfile a moment before that
+    restart has moved its socket to NAME.ctl: no socket there yet is waited out (briefly),
+    not taken for a daemon that cannot hand over, whose plain restart would refuse
+    connections."""
+    for _ in range(200):  # bounded: about 1 s
+        try:
+            return exchange(launch.control_path, {"cmd": "handover"}, timeout_s=10.0)
+        except ControlError:
+            if _is_socket_path(launch.control_path):
+                break
+            time.sleep(0.005)
+    return {"ok": False}, []
 
 
 def _another_restart(daemon: Daemon) -> int:
