@@ -382,7 +382,7 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
     pidfile = _pidfile(daemon, launch)
     holder = _observe(pidfile)
     if holder.state not in (HolderState.VERIFIED, HolderState.UNVERIFIED):
-        if _observe_successor(daemon, pidfile).state in _LIVE_SUCCESSOR:
+        if _restart_under_way(daemon, pidfile):
             # the old daemon of a restart under way is gone, and its restart is about to
             # pass the pidfile to the successor: a plain restart now would stop it
             return _another_restart(daemon)
@@ -392,7 +392,7 @@ def _restart_with_handover(daemon: Daemon, launch: Launch) -> int | None:
         # refused while a restart's successor waits for the pidfile: the daemon is stopping
         # for that restart, and a plain restart now would stop the successor (as `stop` does)
         if (reply.get("error") == "another restart is already under way"
-                or _observe_successor(daemon, pidfile).state in _LIVE_SUCCESSOR):
+                or _restart_under_way(daemon, pidfile)):
             return _another_restart(daemon)
         return None  # restart it the plain way
     addresses = reply.get("addresses")
@@ -450,8 +450,10 @@ def _another_restart(daemon: Daemon) -> int:
     return Exit.FAILURE
 
 
-#: what a successor's lock says when a restart under way holds it (not a planted pid)
-_LIVE_SUCCESSOR = (HolderState.VERIFIED, HolderState.UNVERIFIED, HolderState.STARTING)
+def _restart_under_way(daemon: Daemon, pidfile: PidFile) -> bool:
+    """A restart's successor holds ``NAME.next.pid`` (its own lock, not a planted pid)."""
+    return _observe_successor(daemon, pidfile).state in (
+        HolderState.VERIFIED, HolderState.UNVERIFIED, HolderState.STARTING)
 
 
 def _serving(pidfile: PidFile, pid: int | None) -> bool:

@@ -104,8 +104,8 @@ def exit_text(status: object) -> str:
 
 def print_status(reply: dict[str, Any], selected: list[dict[str, Any]], names: list[str],
                  as_json: bool, header: bool) -> int:
-    # processes of programs a reload removed: out of the configuration, still running (their
-    # stopwaitsecs may be long), so still shown
+    # processes of removed programs or instances: out of the configuration, still running
+    # (their stopwaitsecs may be long), so still shown
     removed: list[dict[str, Any]] = reply.get("removed", []) if header else []
     if as_json:
         print(json.dumps({"pid": reply.get("pid"), "uptime_s": reply.get("uptime_s"),

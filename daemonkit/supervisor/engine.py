@@ -1102,8 +1102,9 @@ class Engine:
             "config": self.config.path if self.config else None,
             "programs": [self._describe(i) for i in self.instances.values()],
             "retiring": [i.describe() for i in self.retiring],
-            # a removed program's process has no current name to be shown under (a changed
-            # one's is shown under its successor's, see _describe): listed until it exits
+            # the process of a removed program or instance (a reload, a scale-down) has no
+            # current name to be shown under (a changed one's is shown under its successor's,
+            # see _describe): listed until it exits
             "removed": [i.describe() for i in self.retiring
                         if i.name not in self.instances and i.pid is not None],
             "program_names": self.config.program_order() if self.config else [],

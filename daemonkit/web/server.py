@@ -398,7 +398,7 @@ class WebServer:
     def status(self) -> dict[str, Any]:
         status = dict(self.api.status())
         programs = [dict(p) for p in status.get("programs", [])]
-        removed = [dict(p) for p in status.get("removed", [])]  # by a reload, still stopping
+        removed = [dict(p) for p in status.get("removed", [])]  # still stopping
         pids = [p["pid"] for p in [*programs, *removed] if isinstance(p.get("pid"), int)]
         own_pid = status.get("pid")
         figures = self.sampler.sample([*pids, *([own_pid] if isinstance(own_pid, int) else [])])

@@ -145,7 +145,7 @@ function render(status) {
     wanted.push(header);
     for (const info of instances) wanted.push(instanceRow(info));
   }
-  // programs a reload removed whose process is still stopping: shown until it has exited
+  // removed programs or instances whose process is still stopping: shown until it exits
   for (const info of status.removed || []) wanted.push(removedRow(info));
   const body = $("program-rows");
   const keep = new Set(wanted);
