@@ -357,14 +357,21 @@ def test_only_one_restart_at_a_time(echo: Service) -> None:
     assert len(daemons) == 1, daemons
 
 
+def a_probe_held_in_shutdown(tmp_path: Path) -> tuple[Service, Path]:
+    """A probe on a port whose shutdown() waits for the file returned: a daemon of it
+    stays stopping until the test creates that file."""
+    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
+    release = tmp_path / "release"
+    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}",
+                   "--shutdown-until-file", str(release)]
+    return probe, release
+
+
 def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: Path) -> None:
     """The first restart's successor waits for the pidfile while the old daemon is stopping:
     the second restart must not fall back to a plain stop and start, whose stop would stop
     that successor and fail the first restart."""
-    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
-    release = tmp_path / "release"  # the old daemon's shutdown() waits for it
-    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}",
-                   "--shutdown-until-file", str(release)]
+    probe, release = a_probe_held_in_shutdown(tmp_path)
     try:
         assert probe.cli("start").returncode == 0
         old = probe.pid()
@@ -389,10 +396,7 @@ def test_a_restart_while_another_one_stops_the_old_daemon_is_refused(tmp_path: P
 def test_a_stop_during_a_restart_wins_over_its_take_over(tmp_path: Path) -> None:
     """`stop` while a restart's old daemon drains stops the successor first; the restart must
     not hand the pidfile to that stopping successor and say "restarted"."""
-    probe = Service(SERVICES / "probe.py", tmp_path, "probe")
-    release = tmp_path / "release"  # the old daemon's shutdown() waits for it
-    probe.extra = ["--listen", f"tcp://127.0.0.1:{free_port()}",
-                   "--shutdown-until-file", str(release)]
+    probe, release = a_probe_held_in_shutdown(tmp_path)
     try:
         assert probe.cli("start").returncode == 0
         # the successor's shutdown() takes 6 s: still stopping when the old daemon is gone
